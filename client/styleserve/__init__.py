@@ -1,0 +1,1 @@
+"""styleserve: the thin client of the styleserve style-transfer service (no torch)."""

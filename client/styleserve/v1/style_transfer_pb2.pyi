@@ -1,0 +1,327 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPTIMIZER_UNSPECIFIED: _ClassVar[Optimizer]
+    OPTIMIZER_LBFGS: _ClassVar[Optimizer]
+    OPTIMIZER_ADAM: _ClassVar[Optimizer]
+
+class Init(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INIT_UNSPECIFIED: _ClassVar[Init]
+    INIT_NOISE: _ClassVar[Init]
+    INIT_CONTENT: _ClassVar[Init]
+    INIT_IMAGE: _ClassVar[Init]
+
+class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRECISION_UNSPECIFIED: _ClassVar[Precision]
+    PRECISION_AUTO: _ClassVar[Precision]
+    PRECISION_FLOAT32: _ClassVar[Precision]
+    PRECISION_BFLOAT16: _ClassVar[Precision]
+    PRECISION_FLOAT16: _ClassVar[Precision]
+
+class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_FORMAT_UNSPECIFIED: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_PNG: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_JPEG: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_WEBP: _ClassVar[OutputFormat]
+
+class ResizeFilter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESIZE_FILTER_UNSPECIFIED: _ClassVar[ResizeFilter]
+    RESIZE_FILTER_NEAREST: _ClassVar[ResizeFilter]
+    RESIZE_FILTER_ANTIALIAS: _ClassVar[ResizeFilter]
+OPTIMIZER_UNSPECIFIED: Optimizer
+OPTIMIZER_LBFGS: Optimizer
+OPTIMIZER_ADAM: Optimizer
+INIT_UNSPECIFIED: Init
+INIT_NOISE: Init
+INIT_CONTENT: Init
+INIT_IMAGE: Init
+PRECISION_UNSPECIFIED: Precision
+PRECISION_AUTO: Precision
+PRECISION_FLOAT32: Precision
+PRECISION_BFLOAT16: Precision
+PRECISION_FLOAT16: Precision
+OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
+OUTPUT_FORMAT_PNG: OutputFormat
+OUTPUT_FORMAT_JPEG: OutputFormat
+OUTPUT_FORMAT_WEBP: OutputFormat
+RESIZE_FILTER_UNSPECIFIED: ResizeFilter
+RESIZE_FILTER_NEAREST: ResizeFilter
+RESIZE_FILTER_ANTIALIAS: ResizeFilter
+
+class Image(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class StylePicture(_message.Message):
+    __slots__ = ("image", "blend_weight")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    BLEND_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    blend_weight: float
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., blend_weight: _Optional[float] = ...) -> None: ...
+
+class StyleOptions(_message.Message):
+    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization")
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    EVALS_PER_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STYLE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TV_POWER_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    STYLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    STYLE_LAYER_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    STYLE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    PRESERVE_COLOR_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    preset: str
+    backbone: str
+    size: int
+    width: int
+    height: int
+    iterations: int
+    evals_per_iteration: int
+    optimizer: Optimizer
+    learning_rate: float
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    tv_power: float
+    content_layers: _containers.RepeatedScalarFieldContainer[str]
+    style_layers: _containers.RepeatedScalarFieldContainer[str]
+    style_layer_weights: _containers.RepeatedScalarFieldContainer[float]
+    style_scale: float
+    preserve_color: bool
+    init: Init
+    seed: int
+    precision: Precision
+    resize: ResizeFilter
+    scales: _containers.RepeatedScalarFieldContainer[float]
+    loss_normalization: str
+    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ...) -> None: ...
+
+class DeliveryOptions(_message.Message):
+    __slots__ = ("preview_every", "preview_size", "output_format", "output_quality")
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    preview_every: int
+    preview_size: int
+    output_format: OutputFormat
+    output_quality: int
+    def __init__(self, preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., output_quality: _Optional[int] = ...) -> None: ...
+
+class StyleTransferRequest(_message.Message):
+    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id")
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    STYLES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    content: Image
+    styles: _containers.RepeatedCompositeFieldContainer[StylePicture]
+    options: StyleOptions
+    delivery: DeliveryOptions
+    init_image: Image
+    request_id: str
+    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Losses(_message.Message):
+    __slots__ = ("total", "content", "style", "tv")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
+    TV_FIELD_NUMBER: _ClassVar[int]
+    total: float
+    content: float
+    style: float
+    tv: float
+    def __init__(self, total: _Optional[float] = ..., content: _Optional[float] = ..., style: _Optional[float] = ..., tv: _Optional[float] = ...) -> None: ...
+
+class Queued(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class Started(_message.Message):
+    __slots__ = ("queue_seconds", "device", "total_iterations")
+    QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    queue_seconds: float
+    device: str
+    total_iterations: int
+    def __init__(self, queue_seconds: _Optional[float] = ..., device: _Optional[str] = ..., total_iterations: _Optional[int] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("iteration", "total_iterations", "losses", "elapsed_seconds", "eta_seconds", "stage", "width", "height")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    total_iterations: int
+    losses: Losses
+    elapsed_seconds: float
+    eta_seconds: float
+    stage: int
+    width: int
+    height: int
+    def __init__(self, iteration: _Optional[int] = ..., total_iterations: _Optional[int] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., stage: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class Preview(_message.Message):
+    __slots__ = ("iteration", "image")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    image: Image
+    def __init__(self, iteration: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class Receipt(_message.Message):
+    __slots__ = ("seed", "backbone", "weights_sha256", "device", "precision", "server_version", "torch_version", "request_id")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    backbone: str
+    weights_sha256: str
+    device: str
+    precision: str
+    server_version: str
+    torch_version: str
+    request_id: str
+    def __init__(self, seed: _Optional[int] = ..., backbone: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., server_version: _Optional[str] = ..., torch_version: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("queue_seconds", "setup_seconds", "optimize_seconds", "total_seconds")
+    QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SETUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    queue_seconds: float
+    setup_seconds: float
+    optimize_seconds: float
+    total_seconds: float
+    def __init__(self, queue_seconds: _Optional[float] = ..., setup_seconds: _Optional[float] = ..., optimize_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("image", "width", "height", "losses", "timings", "effective_options", "receipt", "iterations")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    width: int
+    height: int
+    losses: Losses
+    timings: Timings
+    effective_options: StyleOptions
+    receipt: Receipt
+    iterations: int
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., effective_options: _Optional[_Union[StyleOptions, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., iterations: _Optional[int] = ...) -> None: ...
+
+class StyleTransferResponse(_message.Message):
+    __slots__ = ("queued", "started", "progress", "preview", "result")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    queued: Queued
+    started: Started
+    progress: Progress
+    preview: Preview
+    result: Result
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size")
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STYLES_FIELD_NUMBER: _ClassVar[int]
+    JOB_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    max_request_bytes: int
+    max_image_bytes: int
+    max_input_pixels: int
+    max_output_side: int
+    max_iterations: int
+    max_styles: int
+    job_slots: int
+    queue_size: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ...) -> None: ...
+
+class Preset(_message.Message):
+    __slots__ = ("name", "options")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    options: StyleOptions
+    def __init__(self, name: _Optional[str] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoResponse(_message.Message):
+    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKBONES_FIELD_NUMBER: _ClassVar[int]
+    PRESETS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    backbones: _containers.RepeatedScalarFieldContainer[str]
+    presets: _containers.RepeatedCompositeFieldContainer[Preset]
+    device: str
+    limits: Limits
+    default_delivery: DeliveryOptions
+    torch_version: str
+    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ...) -> None: ...

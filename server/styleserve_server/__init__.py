@@ -1,0 +1,1 @@
+"""The styleserve gRPC service: engine, admission, and the gRPC layer around them."""
