@@ -1,0 +1,1 @@
+"""Fixtures for the weight artifact (owned by the export tests)."""

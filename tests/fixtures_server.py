@@ -1,0 +1,1 @@
+"""Fixtures for real servers on loopback ports (owned by the service tests)."""
