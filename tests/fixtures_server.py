@@ -1,1 +1,153 @@
-"""Fixtures for real servers on loopback ports (owned by the service tests)."""
+"""Fixtures for real servers on loopback ports (owned by the service tests).
+
+``start_server`` runs a real grpc.aio styleserve server in a background thread with its own
+event loop, so that tests (and the client's tests) talk to it over a real loopback socket
+with ordinary blocking or asyncio clients. By default it serves the tiny test network
+(VGG16's shape, 1/16 of the channels) and skips the warm-up, so that it starts in
+milliseconds and needs no weight artifact; ``backbone=`` serves another one (e.g. the real
+VGG16 from the ``vgg16_cache`` fixture, loaded with ``styleserve_export.loader``).
+
+    def test_x(start_server):
+        with start_server(job_slots=1, queue_size=0) as srv:
+            channel = grpc.insecure_channel(srv.target)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+from styleserve_export.loader import Backbone
+
+from styleserve_server.app import StyleServer, create_server
+from styleserve_server.backbones import tiny_backbone
+from styleserve_server.settings import TINY_BACKBONE, Settings
+
+T = TypeVar("T")
+
+# What a test server differs in from the shipped defaults: any free port, the tiny network
+# without warm-up, and no waiting for running jobs when the test is over.
+TEST_SETTINGS: dict[str, Any] = {
+    "port": 0,
+    "backbone": TINY_BACKBONE,
+    "warmup": False,
+    "grace_seconds": 0.0,
+    "log_format": "text",
+}
+
+
+def free_port() -> int:
+    """A loopback port free right now (for the metrics HTTP server, whose 0 means "off")."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A server running in a background thread; ``target`` is what clients dial."""
+
+    target: str
+    port: int
+    settings: Settings
+    server: StyleServer
+    loop: asyncio.AbstractEventLoop
+    _stopped: threading.Event
+    _stop: Callable[[float], None]
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Runs ``coro`` on the server's event loop and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drains and stops the server as SIGTERM would (grace: the settings' by default)."""
+        self._stop(self.settings.grace_seconds if grace is None else grace)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    backbone: Backbone | None = None, *, wait_ready: bool = True, **overrides: Any
+) -> Iterator[RunningServer]:
+    """A running server for ``TEST_SETTINGS`` updated with ``overrides``; stopped on exit."""
+    if backbone is None:
+        backbone = tiny_backbone()
+    values = {**TEST_SETTINGS, "backbone": _settings_name(backbone), **overrides}
+    settings = Settings(**values)
+    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, StyleServer, int]]
+    started = concurrent.futures.Future()
+    stop_grace: list[float] = []
+    stopped = threading.Event()
+    stop_requested: asyncio.Event | None = None
+
+    async def main() -> None:
+        nonlocal stop_requested
+        stop_requested = asyncio.Event()
+        try:
+            server, port = create_server(settings, backbone=backbone)
+            await server.start()
+            if wait_ready:
+                await server.wait_ready()
+        except BaseException as error:
+            started.set_exception(error)
+            return
+        started.set_result((asyncio.get_running_loop(), server, port))
+        await stop_requested.wait()
+        await server.stop(stop_grace[0])
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="styleserve-test-server")
+    thread.start()
+    loop, server, port = started.result(timeout=120)
+
+    def stop(grace: float) -> None:
+        if stopped.is_set():
+            return
+        stop_grace.append(grace)
+        assert stop_requested is not None
+        loop.call_soon_threadsafe(stop_requested.set)
+        thread.join(timeout=grace + 60)
+        stopped.set()
+        if thread.is_alive():
+            raise RuntimeError("the test server did not stop within its grace period + 60 s")
+
+    running = RunningServer(
+        target=f"127.0.0.1:{port}",
+        port=port,
+        settings=settings,
+        server=server,
+        loop=loop,
+        _stopped=stopped,
+        _stop=stop,
+    )
+    try:
+        yield running
+    finally:
+        running.stop(0)
+
+
+def _settings_name(backbone: Backbone) -> str:
+    """The settings' name for ``backbone``: its own when servable, else the tiny network's."""
+    try:
+        Settings(**{**TEST_SETTINGS, "backbone": backbone.name})
+    except ValueError:
+        return TINY_BACKBONE
+    return backbone.name
+
+
+@pytest.fixture
+def start_server() -> Callable[..., contextlib.AbstractContextManager[RunningServer]]:
+    """Factory: ``with start_server(**settings_overrides) as srv`` (``backbone=`` too)."""
+    return serve_in_thread
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    """One running server with the test defaults (tiny network, one slot, queue of 8)."""
+    with serve_in_thread() as running:
+        yield running

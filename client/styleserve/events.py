@@ -1,0 +1,188 @@
+"""Typed events of a style-transfer stream, converted from the protocol in one place.
+
+Callers match on ``Queued`` / ``Started`` / ``Progress`` / ``Preview`` / ``Result`` instead of
+poking at ``oneof`` fields, and the result's effective options come back as the same
+``StyleOptions`` the caller used to ask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from PIL import Image
+
+from styleserve.convert import effective_options
+from styleserve.errors import StyleserveError
+from styleserve.options import StyleOptions
+from styleserve.pictures import write_atomically
+from styleserve.v1 import style_transfer_pb2 as pb
+
+__all__ = [
+    "Event",
+    "Losses",
+    "Preview",
+    "Progress",
+    "Queued",
+    "Receipt",
+    "Result",
+    "Started",
+    "Timings",
+    "event_from_proto",
+    "missing_result",
+]
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Weighted loss terms."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+
+    @classmethod
+    def from_proto(cls, message: pb.Losses) -> Losses:
+        return cls(message.total, message.content, message.style, message.tv)
+
+
+class _EncodedPicture:
+    """Shared by events that carry an encoded picture in ``data``."""
+
+    data: bytes
+
+    def image(self) -> Image.Image:
+        """The picture decoded with PIL."""
+        picture = Image.open(io.BytesIO(self.data))
+        picture.load()
+        return picture
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the encoded bytes, as the server sent them, atomically to ``path``."""
+        return write_atomically(path, self.data)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The job waits for a slot; ``position`` jobs are ahead of it (0: next)."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """The job got a slot."""
+
+    queue_seconds: float
+    device: str
+    total_iterations: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One optimiser iteration finished (1-based ``iteration`` over all stages)."""
+
+    iteration: int
+    total_iterations: int
+    losses: Losses
+    elapsed_seconds: float
+    eta_seconds: float
+    stage: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Preview(_EncodedPicture):
+    """An intermediate picture after ``iteration`` iterations."""
+
+    iteration: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Enough to reproduce a result."""
+
+    seed: int
+    backbone: str
+    weights_sha256: str
+    device: str
+    precision: str
+    server_version: str
+    torch_version: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each phase of the job."""
+
+    queue_seconds: float
+    setup_seconds: float
+    optimize_seconds: float
+    total_seconds: float
+
+
+@dataclass(frozen=True)
+class Result(_EncodedPicture):
+    """The stylised picture (encoded as requested) and how it was made."""
+
+    data: bytes
+    width: int
+    height: int
+    iterations: int
+    losses: Losses
+    timings: Timings
+    options: StyleOptions
+    receipt: Receipt
+
+
+Event = Queued | Started | Progress | Preview | Result
+
+
+def _fields(message: Any, cls: type) -> dict[str, Any]:
+    """The proto fields named like the dataclass ``cls``'s fields."""
+    return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
+
+
+def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
+    """The typed event in one streamed response; None for a kind of event newer than this
+    client, which callers skip so that servers can add events without breaking old clients."""
+    kind = response.WhichOneof("event")
+    if kind == "queued":
+        return Queued(response.queued.position)
+    if kind == "started":
+        return Started(**_fields(response.started, Started))
+    if kind == "progress":
+        p = response.progress
+        return Progress(**{**_fields(p, Progress), "losses": Losses.from_proto(p.losses)})
+    if kind == "preview":
+        return Preview(response.preview.iteration, response.preview.image.data)
+    if kind == "result":
+        r = response.result
+        return Result(
+            data=r.image.data,
+            width=r.width,
+            height=r.height,
+            iterations=r.iterations,
+            losses=Losses.from_proto(r.losses),
+            timings=Timings(**_fields(r.timings, Timings)),
+            options=effective_options(r.effective_options),
+            receipt=Receipt(**_fields(r.receipt, Receipt)),
+        )
+    return None
+
+
+def missing_result() -> StyleserveError:
+    """The error for a stream that ended successfully but without a result."""
+    return StyleserveError(
+        "the server ended the stream without a result; check the server's log",
+        grpc.StatusCode.INTERNAL,
+    )

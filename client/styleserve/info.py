@@ -1,0 +1,64 @@
+"""What a server says about itself (``GetServerInfo``), as plain typed data.
+
+``styleserve info`` prints it, and callers read limits and presets from it before sending a
+job (e.g. to size pictures under ``max_output_side``) without touching protobuf messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from styleserve.convert import DELIVERY_FIELDS, effective_options, from_proto
+from styleserve.options import StyleOptions
+from styleserve.v1 import style_transfer_pb2 as pb
+
+__all__ = ["ServerInfo", "ServerLimits"]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The limits in force on the server for one request, and its capacity."""
+
+    max_request_bytes: int
+    max_image_bytes: int
+    max_input_pixels: int
+    max_output_side: int
+    max_iterations: int
+    max_styles: int
+    job_slots: int
+    queue_size: int
+
+
+_LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(ServerLimits))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A server's version, weights, presets, device, limits and delivery defaults."""
+
+    version: str
+    torch_version: str
+    device: str
+    backbones: tuple[str, ...]
+    presets: dict[str, StyleOptions]
+    limits: ServerLimits
+    default_delivery: dict[str, Any]
+
+    @classmethod
+    def from_proto(cls, message: pb.GetServerInfoResponse) -> ServerInfo:
+        delivery = from_proto(pb.StyleOptions(), message.default_delivery)[1]
+        return cls(
+            version=message.version,
+            torch_version=message.torch_version,
+            device=message.device,
+            backbones=tuple(message.backbones),
+            presets={p.name: effective_options(p.options) for p in message.presets},
+            limits=ServerLimits(**{name: getattr(message.limits, name) for name in _LIMIT_FIELDS}),
+            default_delivery={k: v for k, v in delivery.items() if k in DELIVERY_FIELDS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,156 @@
+"""Admission control: a fixed number of job slots and a bounded, ordered queue in front.
+
+gRPC's ``maximum_concurrent_rpcs`` would refuse health checks and cannot tell a waiting
+caller where it stands, so the service admits jobs itself: a caller either gets a slot, waits
+in the queue (learning its position each time it moves), or is turned away at once with an
+estimate of when to come back. Everything here runs on the event loop, so no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+from collections.abc import AsyncIterator, Callable
+
+__all__ = ["Admission", "QueueFull", "ShuttingDown"]
+
+
+class QueueFull(Exception):
+    """Every slot is busy and the queue is full; ``retry_after`` estimates when to retry."""
+
+    def __init__(self, retry_after: float, slots: int, queue_size: int) -> None:
+        super().__init__(
+            f"server busy: {slots} job(s) running and {queue_size} waiting, the most it "
+            f"accepts; retry in about {retry_after:.0f} s or use another replica"
+        )
+        self.retry_after = retry_after
+
+
+class ShuttingDown(Exception):
+    """The server is draining and admits no more jobs."""
+
+    def __init__(self) -> None:
+        super().__init__("server is shutting down; retry on another replica")
+
+
+class _Waiter:
+    __slots__ = ("changed", "granted", "rejected")
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        self.granted = False
+        self.rejected = False
+
+
+class Admission:
+    """``slots`` jobs run at once; up to ``queue_size`` more wait in arrival order.
+
+    ``on_change(queued, running)`` is called whenever either number changes (metrics).
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        queue_size: int,
+        on_change: Callable[[int, int], None] = lambda queued, running: None,
+    ) -> None:
+        self.slots = slots
+        self.queue_size = queue_size
+        self.running = 0
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._on_change = on_change
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Recent job length, for the retry hint; starts as a guess and follows reality.
+        self._job_seconds = 10.0
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    async def wait(self) -> AsyncIterator[int]:
+        """Yields this caller's queue position (0: next), again each time it changes, and
+        returns once a slot is held; the caller must then ``release`` it exactly once.
+
+        Raises QueueFull or ShuttingDown instead of queueing. Use with
+        ``contextlib.aclosing`` so that a caller cancelled while waiting leaves the queue.
+        """
+        if self._closed:
+            raise ShuttingDown
+        waiter = _Waiter()
+        if self.running < self.slots and not self._waiters:
+            self._take()
+            waiter.granted = True
+        elif len(self._waiters) >= self.queue_size:
+            raise QueueFull(self.retry_after(), self.slots, self.queue_size)
+        else:
+            self._waiters.append(waiter)
+            self._changed()
+        handed_over = False
+        try:
+            last = -1
+            while True:
+                waiter.changed.clear()
+                if waiter.rejected:
+                    raise ShuttingDown
+                position = self._waiters.index(waiter) if not waiter.granted else 0
+                if position != last:
+                    last = position
+                    yield position
+                if waiter.granted:
+                    break
+                await waiter.changed.wait()
+            handed_over = True
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                self._notify_waiters()
+                self._changed()
+            elif waiter.granted and not handed_over:
+                # Cancelled while holding a slot it never used: pass the slot on.
+                self.release()
+
+    def release(self, job_seconds: float | None = None) -> None:
+        """Frees a slot (handing it straight to the longest waiter); ``job_seconds`` is how
+        long the job ran, which tunes the retry hint."""
+        if job_seconds is not None:
+            self._job_seconds = 0.8 * self._job_seconds + 0.2 * job_seconds
+        self.running -= 1
+        if self._waiters and not self._closed:
+            waiter = self._waiters.popleft()
+            waiter.granted = True
+            self._take()
+            self._notify_waiters()
+            waiter.changed.set()
+        self._changed()
+
+    def retry_after(self) -> float:
+        """Seconds until a queue place is likely free: the queue's share of recent job time."""
+        return max(1.0, math.ceil(self._job_seconds * (len(self._waiters) + 1) / self.slots))
+
+    def close(self) -> None:
+        """Admits nothing more and turns every waiting caller away with ShuttingDown."""
+        self._closed = True
+        for waiter in self._waiters:
+            waiter.rejected = True
+            waiter.changed.set()
+
+    async def idle(self) -> None:
+        """Returns when no job holds a slot."""
+        await self._idle.wait()
+
+    def _take(self) -> None:
+        self.running += 1
+        self._idle.clear()
+        self._changed()
+
+    def _notify_waiters(self) -> None:
+        for waiter in self._waiters:
+            waiter.changed.set()
+
+    def _changed(self) -> None:
+        if self.running == 0:
+            self._idle.set()
+        self._on_change(len(self._waiters), self.running)

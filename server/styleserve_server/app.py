@@ -1,0 +1,149 @@
+"""Assembles a styleserve server: gRPC, health, reflection, metrics, and its start and stop.
+
+``create_server`` binds the port at once (so callers learn it, even when it was 0) but reports
+NOT_SERVING until the weights are loaded and a warm-up job ran, which happens in the
+background after ``start`` so that orchestrators see a live, not-yet-ready process. ``stop``
+is the graceful path SIGTERM takes: NOT_SERVING, no new jobs, running jobs get the grace
+period, then the server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import OVERALL_HEALTH
+from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+from styleserve_export.loader import Backbone
+
+from styleserve_server import backbones
+from styleserve_server.metrics import Metrics
+from styleserve_server.service import StyleTransferService
+from styleserve_server.settings import Settings
+
+__all__ = ["SERVICE_NAME", "StyleServer", "create_server"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
+
+
+class StyleServer:
+    """A created server: ``start``, ``wait_ready``, ``stop``, ``wait_for_termination``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        server: grpc.aio.Server,
+        port: int,
+        service: StyleTransferService,
+        health: health_aio.HealthServicer,
+        metrics: Metrics,
+        executor: ThreadPoolExecutor,
+        backbone: Backbone | None,
+    ) -> None:
+        self.settings = settings
+        self.port = port
+        self.grpc = server
+        self.metrics = metrics
+        self.health = health
+        self._service = service
+        self._executor = executor
+        self._backbone = backbone
+        self._ready: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Starts serving (NOT_SERVING) and begins loading and warming up in the background."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.start()
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        self._ready = asyncio.create_task(self._prepare())
+
+    async def _prepare(self) -> None:
+        started = time.monotonic()
+        backbone = self._backbone or await asyncio.to_thread(backbones.load, self.settings)
+        log.info(
+            "weights loaded",
+            extra={"backbone": backbone.name, "sha256": backbone.sha256, "device": backbone.device},
+        )
+        if self.settings.warmup:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, backbones.warm_up, backbone
+            )
+        self._service.serve(backbone)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"ready_seconds": round(time.monotonic() - started, 3)})
+
+    async def wait_ready(self) -> None:
+        """Returns once SERVING; raises what stopped loading (e.g. a missing artifact)."""
+        assert self._ready is not None, "start() the server first"
+        await asyncio.shield(self._ready)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains and closes: NOT_SERVING, new and queued calls get UNAVAILABLE, running jobs
+        have ``grace`` seconds (default: the settings') to finish, then are cancelled."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
+        await self.health.enter_graceful_shutdown()
+        self._service.drain()
+        idle = asyncio.ensure_future(self._service.idle())
+        if not (await asyncio.wait({idle}, timeout=grace))[0]:
+            idle.cancel()
+            log.warning("grace period of %.0f s over: cancelling the running jobs", grace)
+        # Finished jobs may still be writing their results: let them, within the grace.
+        await self.grpc.stop(max(deadline - time.monotonic(), 0.5))
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
+        self.metrics.close()
+        # Cancelled jobs stop within one iteration; wait for their threads to let go.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in (OVERALL_HEALTH, SERVICE_NAME):
+            await self.health.set(service, status)
+
+
+def create_server(
+    settings: Settings, *, backbone: Backbone | None = None
+) -> tuple[StyleServer, int]:
+    """A server for ``settings`` bound to its port (returned; useful when settings.port is 0).
+
+    Call it from the event loop that will run the server, then ``await server.start()``.
+    ``backbone`` serves that network instead of loading ``settings.backbone`` (tests).
+    """
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(settings.job_slots, thread_name_prefix="styleserve-job")
+    service = StyleTransferService(settings, metrics, executor)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            # Without this a second server could bind the same port and steal half the calls.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    health = health_aio.HealthServicer()
+    pb_grpc.add_StyleTransferServiceServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    try:
+        port = server.add_insecure_port(f"{host}:{settings.port}")
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"cannot listen on {host}:{settings.port} ({error}): choose another --port or --host"
+        ) from error
+    return StyleServer(settings, server, port, service, health, metrics, executor, backbone), port

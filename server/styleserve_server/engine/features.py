@@ -1,0 +1,87 @@
+"""Pixels to VGG features: the backbone's normalisation, the precision and the memory layout.
+
+The backbone is loaded once per process and shared by concurrent jobs. A job that runs in
+bfloat16/float16 uses a converted copy of it (cast, channels-last), made once per process and
+shared as well, so that no job casts 15 M weights on every evaluation or touches the original.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from collections.abc import Sequence
+
+import torch
+from styleserve_export.loader import Backbone
+from torch import Tensor, nn
+
+__all__ = ["PRECISION_DTYPES", "FeatureNet", "effective_precision"]
+
+PRECISION_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+_converted: weakref.WeakKeyDictionary[nn.Module, dict[tuple[torch.dtype, bool], nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+_converted_lock = threading.Lock()
+
+
+def effective_precision(requested: str, device: torch.device) -> str:
+    """``requested``, with "auto" resolved to bfloat16 where the hardware runs it fast (CUDA
+    with bf16 support, a CPU with AMX-BF16 tiles) and float32 elsewhere."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    # A private probe, hence the fallback: without it we cannot tell, and float32 is always right.
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    if device.type == "cpu" and amx():
+        return "bfloat16"
+    return "float32"
+
+
+def _channels_last(dtype: torch.dtype) -> bool:
+    # oneDNN's bf16 (AMX) and cuDNN's tensor-core kernels want NHWC; with NCHW bf16 gains nothing.
+    return dtype != torch.float32
+
+
+def _network(net: nn.Module, dtype: torch.dtype, channels_last: bool) -> nn.Module:
+    if dtype == torch.float32 and not channels_last:
+        return net
+    key = (dtype, channels_last)
+    with _converted_lock:
+        variants = _converted.setdefault(net, {})
+        if key not in variants:
+            clone = copy.deepcopy(net).to(dtype=dtype)
+            variants[key] = clone.to(memory_format=torch.channels_last) if channels_last else clone
+        return variants[key]
+
+
+class FeatureNet:
+    """``backbone``'s network at one precision: maps (1, 3, H, W) 0-255 RGB pixels to features."""
+
+    def __init__(self, backbone: Backbone, precision: str) -> None:
+        norm = backbone.normalization
+        self.device = backbone.device
+        self.precision = precision
+        self.dtype = PRECISION_DTYPES[precision]
+        self.channels_last = _channels_last(self.dtype)
+        self._net = _network(backbone.net, self.dtype, self.channels_last)
+        self._bgr = norm.channel_order == "BGR"
+        self._scale = norm.scale / 255.0
+        self._mean = torch.tensor(norm.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm.std, device=self.device).view(1, 3, 1, 1)
+        mean_rgb = norm.mean[::-1] if self._bgr else norm.mean
+        # The network's mean colour in 0-255 RGB: noise is centred on it.
+        self.mean_pixel = tuple(m / norm.scale * 255.0 for m in mean_rgb)
+
+    def __call__(self, pixels: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        x = pixels.flip(1) if self._bgr else pixels
+        x = ((x * self._scale - self._mean) / self._std).to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._net(x, layers)

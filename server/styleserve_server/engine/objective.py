@@ -1,0 +1,110 @@
+"""The objective of one coarse-to-fine stage: targets computed once, then loss of any picture.
+
+Targets (content features, blended style Gram matrices) are computed without autograd; the
+per-evaluation work is one forward and backward pass of the network up to its deepest layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from styleserve.options import StyleOptions
+from torch import Tensor
+
+from styleserve_server.engine.features import FeatureNet
+from styleserve_server.engine.losses import (
+    content_loss,
+    gram,
+    style_loss,
+    total_variation,
+    tutorial_style_divisor,
+)
+
+__all__ = ["Objective", "Weights"]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Each loss term's weight per layer (the options' weights times the layer's share)."""
+
+    content: dict[str, float]
+    style: dict[str, float]
+    tv: float
+    tv_power: float
+    # "tutorial" or "size_independent" (see ``losses``).
+    normalization: str
+
+    @classmethod
+    def from_options(cls, o: StyleOptions) -> Weights:
+        shares = _shares(o.style_layer_weights, len(o.style_layers))
+        return cls(
+            content={layer: o.content_weight / len(o.content_layers) for layer in o.content_layers},
+            style={
+                layer: o.style_weight * s for layer, s in zip(o.style_layers, shares, strict=True)
+            },
+            tv=o.tv_weight,
+            tv_power=o.tv_power,
+            normalization=o.loss_normalization,
+        )
+
+
+def _shares(weights: Sequence[float], count: int) -> list[float]:
+    """``weights`` scaled to sum to one; equal shares when empty."""
+    if not weights:
+        return [1.0 / count] * count
+    total = float(sum(weights))
+    return [w / total for w in weights]
+
+
+class Objective:
+    """Loss of a (1, 3, H, W) 0-255 RGB picture against one content and a blend of styles."""
+
+    def __init__(
+        self,
+        net: FeatureNet,
+        weights: Weights,
+        content: Tensor,
+        styles: Sequence[Tensor],
+        blend: Sequence[float],
+    ) -> None:
+        self._net = net
+        self._weights = weights
+        self._tutorial = weights.normalization == "tutorial"
+        self._layers = tuple(dict.fromkeys((*weights.content, *weights.style)))
+        height, width = content.shape[-2:]
+        self._style_divisor = tutorial_style_divisor(height, width) if self._tutorial else 1.0
+        with torch.no_grad():
+            features = net(content, tuple(weights.content))
+            self._content = {k: v.to(torch.float32) for k, v in features.items()}
+            self._style = {layer: 0.0 for layer in weights.style}
+            for share, style in zip(_shares(blend, len(styles)), styles, strict=True):
+                for layer, f in net(style, tuple(weights.style)).items():
+                    self._style[layer] = self._style[layer] + share * self._gram(f)
+
+    def _gram(self, features: Tensor) -> Tensor:
+        return gram(features, normalize=not self._tutorial)
+
+    def __call__(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """(total, terms): the scalar loss of ``pixels`` and its weighted (content, style, tv)."""
+        features = self._net(pixels, self._layers)
+        mean = not self._tutorial
+        zero = pixels.new_zeros((), dtype=torch.float32)
+        content = sum(
+            (
+                w * content_loss(features[k], self._content[k], mean=mean)
+                for k, w in self._weights.content.items()
+            ),
+            zero,
+        )
+        style = sum(
+            (
+                w * style_loss(self._gram(features[k]), self._style[k], divisor=self._style_divisor)
+                for k, w in self._weights.style.items()
+            ),
+            zero,
+        )
+        tv = self._weights.tv * total_variation(pixels, power=self._weights.tv_power, mean=mean)
+        terms = torch.stack((content, style, tv))
+        return terms.sum(), terms

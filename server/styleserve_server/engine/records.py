@@ -1,0 +1,55 @@
+"""The records a job yields, the engine's whole vocabulary towards the service.
+
+They are plain frozen dataclasses of Python values and PIL pictures, so that the gRPC layer
+can translate them without knowing anything about torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+__all__ = ["Finished", "Iterate", "JobCancelled", "Losses"]
+
+
+@dataclass(frozen=True)
+class Losses:
+    """The weighted terms of the objective; ``total`` is their sum."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+
+
+@dataclass(frozen=True)
+class Iterate:
+    """One optimiser iteration; ``iteration`` is 1-based over all coarse-to-fine stages."""
+
+    iteration: int
+    total: int
+    stage: int
+    width: int
+    height: int
+    losses: Losses
+    elapsed: float
+    preview: Image.Image | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last record of a successful job."""
+
+    image: Image.Image
+    losses: Losses
+    iterations: int
+    seed: int
+    precision: str
+    device: str
+    setup_seconds: float
+    optimize_seconds: float
+
+
+class JobCancelled(Exception):
+    """The caller set the job's cancel event; the job stopped and released its tensors."""

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the service, in a registry of their own per server.
+
+A registry per server (not the process-global one) lets tests run several servers in one
+process and keeps library metrics out of the scrape unless asked for.
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+# Jobs last from a second (tiny sizes) to many minutes (large pictures on a CPU).
+_JOB_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """The service's metrics; ``serve`` exposes them on an HTTP port."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "styleserve_requests",
+            "RPCs finished, by method and gRPC status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "styleserve_queue_depth", "Jobs waiting for a slot.", registry=self.registry
+        )
+        self.running_jobs = Gauge(
+            "styleserve_running_jobs", "Jobs holding a slot.", registry=self.registry
+        )
+        self.queue_wait = Histogram(
+            "styleserve_queue_wait_seconds",
+            "Time jobs waited for a slot.",
+            buckets=_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_duration = Histogram(
+            "styleserve_job_duration_seconds",
+            "Time jobs held a slot (decoding, set-up and optimisation).",
+            ["outcome"],
+            buckets=_JOB_BUCKETS,
+            registry=self.registry,
+        )
+        # A counter rather than a gauge: rate(styleserve_iterations_total[1m]) is the
+        # iterations per second over any window, summed correctly across replicas.
+        self.iterations = Counter(
+            "styleserve_iterations",
+            "Optimiser iterations run; its rate is the iterations per second.",
+            registry=self.registry,
+        )
+        self._http: WSGIServer | None = None
+
+    def admission_changed(self, queued: int, running: int) -> None:
+        self.queue_depth.set(queued)
+        self.running_jobs.set(running)
+
+    def serve(self, host: str, port: int) -> None:
+        """Serves /metrics on ``host:port`` from a daemon thread."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,291 @@
+"""The gRPC servicer: turns calls into admitted jobs and job records into stream events.
+
+Each call gets a request id (the caller's, or a fresh one) carried by every log line, is
+authorised when a token is configured, is checked before it may queue, waits for a slot
+while hearing its queue position, and then relays its job's records. Whatever ends a call,
+one place maps it to a status code, logs it and counts it, and a cancelled or timed-out call
+stops its job (the slot frees when the worker has really let go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import importlib.metadata
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+import torch
+from styleserve.convert import delivery_to_proto, options_to_proto
+from styleserve.options import BACKBONES, PRESETS
+from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+from styleserve_export.loader import Backbone
+
+from styleserve_server import inputs, logs, outputs
+from styleserve_server.admission import Admission, QueueFull, ShuttingDown
+from styleserve_server.engine import Finished, Iterate
+from styleserve_server.jobs import Job
+from styleserve_server.metrics import Metrics
+from styleserve_server.settings import Settings
+
+__all__ = ["NotReady", "StyleTransferService", "Unauthenticated", "device_name", "version"]
+
+log = logging.getLogger(__name__)
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class NotReady(Exception):
+    """The weights are still loading or the warm-up has not finished."""
+
+    def __init__(self) -> None:
+        super().__init__("server is starting (loading weights); retry in a few seconds")
+
+
+class Unauthenticated(Exception):
+    """The call lacks the bearer token this server requires."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "missing or wrong token: send the metadata 'authorization: Bearer <token>' "
+            "with the token the server was started with (STYLESERVE_AUTH_TOKEN)"
+        )
+
+
+def version() -> str:
+    return importlib.metadata.version("styleserve")
+
+
+def device_name(device: torch.device) -> str:
+    """``device`` with its index, e.g. "cuda:0", so that receipts name the real device."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
+    """The status code, message and trailing metadata a call ending with ``error`` gets."""
+    if isinstance(error, inputs.InvalidInput):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
+    if isinstance(error, QueueFull):
+        seconds = round(error.retry_after)
+        # retry-after for people and proxies; grpc-retry-pushback-ms for gRPC retry policies.
+        trailers = (("retry-after", str(seconds)), ("grpc-retry-pushback-ms", str(seconds * 1000)))
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), trailers
+    if isinstance(error, ShuttingDown | NotReady):
+        return grpc.StatusCode.UNAVAILABLE, str(error), ()
+    if isinstance(error, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(error), ()
+    if isinstance(error, torch.OutOfMemoryError):
+        message = "out of device memory for this job: ask for a smaller size or retry later"
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ()
+    request_id = logs.request_id.get()
+    message = f"internal error ({type(error).__name__}); the server log has it under {request_id}"
+    return grpc.StatusCode.INTERNAL, message, ()
+
+
+class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
+    """Serves StyleTransfer and GetServerInfo once ``serve`` has handed it a backbone."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, executor: Executor) -> None:
+        self._settings = settings
+        self._limits = settings.limits()
+        self._metrics = metrics
+        self._executor = executor
+        self._admission = Admission(
+            settings.job_slots, settings.queue_size, metrics.admission_changed
+        )
+        self._token = (
+            None if settings.auth_token is None else settings.auth_token.get_secret_value()
+        )
+        self._backbone: Backbone | None = None
+        self._device = ""
+        self._draining = False
+
+    def serve(self, backbone: Backbone) -> None:
+        """Starts accepting jobs for ``backbone`` (loaded and warmed up)."""
+        self._device = device_name(backbone.device)
+        self._backbone = backbone
+
+    def drain(self) -> None:
+        """Refuses new jobs and turns queued ones away; running jobs go on."""
+        self._draining = True
+        self._admission.close()
+
+    async def idle(self) -> None:
+        """Returns when no job is running."""
+        await self._admission.idle()
+
+    async def StyleTransfer(
+        self, request: pb.StyleTransferRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        async with self._rpc("StyleTransfer", context, request.request_id) as request_id:
+            backbone = self._serving()
+            checked = await asyncio.to_thread(
+                inputs.check,
+                request,
+                self._limits,
+                backbone=backbone.name,
+                preview_size=self._settings.preview_size,
+                output_quality=self._settings.output_quality,
+            )
+            enqueued = time.monotonic()
+            async with contextlib.aclosing(self._admission.wait()) as positions:
+                async for position in positions:
+                    await context.write(outputs.queued(position))
+            # A slot is held from here: the job's completion releases it, with no await between.
+            queue_seconds = time.monotonic() - enqueued
+            job = self._start(checked, backbone, queue_seconds)
+            try:
+                provenance = outputs.Provenance(
+                    backbone=backbone.name,
+                    weights_sha256=backbone.sha256,
+                    server_version=version(),
+                    torch_version=torch.__version__,
+                    request_id=request_id,
+                )
+                await self._relay(job, checked, provenance, queue_seconds, context)
+            finally:
+                job.cancel.set()
+
+    def _start(
+        self, checked: inputs.CheckedRequest, backbone: Backbone, queue_seconds: float
+    ) -> Job:
+        """Starts the job in a worker thread; its slot is released when the thread is done."""
+        self._metrics.queue_wait.observe(queue_seconds)
+        started = time.monotonic()
+        try:
+            job = Job(checked, backbone, self._limits, self._executor, self._metrics.iterations.inc)
+        except BaseException:
+            self._admission.release()
+            raise
+
+        def finished(future: asyncio.Future[str]) -> None:
+            seconds = time.monotonic() - started
+            outcome = "cancelled" if future.cancelled() else future.result()
+            self._metrics.job_duration.labels(outcome).observe(seconds)
+            self._admission.release(seconds)
+
+        job.future.add_done_callback(finished)
+        return job
+
+    async def _relay(
+        self,
+        job: Job,
+        checked: inputs.CheckedRequest,
+        provenance: outputs.Provenance,
+        queue_seconds: float,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Writes the job's records to the stream until its result (or raises its error)."""
+        options = checked.options
+        first: Iterate | None = None
+        while True:
+            for record in await job.mailbox.take():
+                if isinstance(record, Finished):
+                    response = await asyncio.to_thread(
+                        outputs.result, record, options, provenance, queue_seconds
+                    )
+                    await context.write(response)
+                    log.info(
+                        "job finished",
+                        extra={"iterations": record.iterations, "seed": record.seed},
+                    )
+                    return
+                if first is None:
+                    first = record
+                    await context.write(outputs.started(queue_seconds, self._device, record))
+                if record.preview is not None:
+                    await context.write(await asyncio.to_thread(outputs.preview, record, options))
+                else:
+                    await context.write(outputs.progress(record, first))
+
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetServerInfoResponse:
+        async with self._rpc("GetServerInfo", context):
+            backbone = self._serving()
+            settings = self._settings
+            served = {"backbone": backbone.name} if backbone.name in BACKBONES else {}
+            defaults = PRESETS["default"].replace(
+                preview_size=settings.preview_size, output_quality=settings.output_quality
+            )
+            return pb.GetServerInfoResponse(
+                version=version(),
+                backbones=[backbone.name],
+                presets=[
+                    pb.Preset(name=name, options=options_to_proto(preset.replace(**served)))
+                    for name, preset in PRESETS.items()
+                ],
+                device=self._device,
+                limits=pb.Limits(
+                    max_request_bytes=settings.max_request_bytes,
+                    max_image_bytes=settings.max_image_bytes,
+                    max_input_pixels=settings.max_input_pixels,
+                    max_output_side=settings.max_output_side,
+                    max_iterations=settings.max_iterations,
+                    max_styles=settings.max_styles,
+                    job_slots=settings.job_slots,
+                    queue_size=settings.queue_size,
+                ),
+                default_delivery=delivery_to_proto(defaults),
+                torch_version=torch.__version__,
+            )
+        raise AssertionError("unreachable: _rpc re-raises or aborts")
+
+    def _serving(self) -> Backbone:
+        if self._draining:
+            raise ShuttingDown
+        if self._backbone is None:
+            raise NotReady
+        return self._backbone
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self._token is None:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        expected = f"Bearer {self._token}".encode()
+        if not hmac.compare_digest(str(metadata.get("authorization", "")).encode(), expected):
+            raise Unauthenticated
+
+    @contextlib.asynccontextmanager
+    async def _rpc(
+        self, method: str, context: grpc.aio.ServicerContext, request_id: str = ""
+    ) -> AsyncIterator[str]:
+        """One call's frame: request id, authorisation, status mapping, logging and metrics."""
+        metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
+        request_id = request_id or str(metadata.get("x-request-id", "")) or uuid.uuid4().hex
+        token = logs.request_id.set(request_id)
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            self._authorize(context)
+            await context.send_initial_metadata((("x-request-id", request_id),))
+            yield request_id
+        except asyncio.CancelledError:
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as error:  # noqa: BLE001 - every error becomes a status, here only
+            code, message, trailers = _status(error)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            await context.abort(code, message, trailers)
+        finally:
+            seconds = time.monotonic() - started
+            self._metrics.requests.labels(method, code.name).inc()
+            log.info(
+                "%s %s", method, code.name, extra={"code": code.name, "seconds": round(seconds, 3)}
+            )
+            logs.request_id.reset(token)

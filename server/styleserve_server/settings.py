@@ -1,0 +1,129 @@
+"""Every knob of the server in one typed, validated place.
+
+Values come from command-line flags, then ``STYLESERVE_*`` environment variables, then the
+defaults below (safe for a laptop: loopback only, one job at a time, no metrics port).
+Validation runs at start-up so that a bad value stops the server with a message naming the
+setting instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from styleserve.options import BACKBONES, LIMITS, Limits, StyleOptions
+
+__all__ = ["TINY_BACKBONE", "Settings"]
+
+# An untrained VGG16 with 1/16 of the channels: runs the whole service without an artifact.
+TINY_BACKBONE = "tiny-vgg16"
+
+_DEFAULTS = StyleOptions()
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class Settings(BaseSettings):
+    """Settings of ``styleserve-server``; flag ``--job-slots`` is env ``STYLESERVE_JOB_SLOTS``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STYLESERVE_",
+        cli_prog_name="styleserve-server",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        extra="forbid",
+    )
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind; containers set 0.0.0.0 to accept traffic from outside.",
+    )
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    backbone: str = Field(
+        "keras-vgg16",
+        description="Weights to serve: keras-vgg16, torchvision-vgg16, torchvision-vgg19 "
+        "(exported by styleserve-export), or tiny-vgg16, an untrained test network.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Export cache holding the weight artifacts; unset: the exporter's default "
+        "(styleserve_export.loader.default_cache_dir()).",
+    )
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda[:N].")
+    job_slots: int = Field(1, ge=1, le=64, description="Jobs running at once on the device.")
+    queue_size: int = Field(8, ge=0, le=10_000, description="Jobs that may wait for a slot.")
+    max_request_bytes: int = Field(LIMITS.max_request_bytes, ge=1024)
+    max_image_bytes: int = Field(LIMITS.max_image_bytes, ge=1024)
+    max_input_pixels: int = Field(LIMITS.max_input_pixels, ge=1)
+    max_output_side: int = Field(LIMITS.max_output_side, ge=LIMITS.min_output_side)
+    max_iterations: int = Field(LIMITS.max_iterations, ge=1)
+    max_styles: int = Field(LIMITS.max_styles, ge=1)
+    preview_size: int = Field(
+        _DEFAULTS.preview_size, ge=LIMITS.min_output_side, le=LIMITS.max_preview_size,
+        description="Longest side of previews when a request leaves it 0.",
+    )  # fmt: skip
+    output_quality: int = Field(
+        _DEFAULTS.output_quality, ge=1, le=100,
+        description="JPEG/WebP quality when a request leaves it 0.",
+    )  # fmt: skip
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus HTTP port; 0: off.")
+    grace_seconds: float = Field(
+        25.0, ge=0, description="On SIGTERM, how long running jobs may finish before they stop."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    auth_token: SecretStr | None = Field(
+        None,
+        description="When set, StyleTransfer and GetServerInfo require the metadata "
+        "'authorization: Bearer <token>'; health checks stay open.",
+    )
+    warmup: bool = Field(True, description="Run one tiny job before reporting SERVING.")
+
+    @field_validator("backbone")
+    @classmethod
+    def _servable(cls, value: str) -> str:
+        if value not in (*BACKBONES, TINY_BACKBONE):
+            raise ValueError(f"{value!r} is not a backbone: use one of {', '.join(BACKBONES)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_image_bytes > self.max_request_bytes:
+            raise ValueError(
+                f"max_image_bytes ({self.max_image_bytes}) exceeds max_request_bytes "
+                f"({self.max_request_bytes}): a request holds at least one picture"
+            )
+        if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
+            raise ValueError("auth_token is empty: unset it to disable authentication")
+        return self
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None) -> Settings:
+        """Settings from flags (``argv``; None reads ``sys.argv``), the environment, defaults."""
+        return CliApp.run(cls, cli_args=None if argv is None else list(argv))
+
+    def limits(self) -> Limits:
+        """The per-request limits in force, for ``styleserve.options.resolve``."""
+        return Limits(
+            max_request_bytes=self.max_request_bytes,
+            max_image_bytes=self.max_image_bytes,
+            max_input_pixels=self.max_input_pixels,
+            max_output_side=self.max_output_side,
+            max_iterations=self.max_iterations,
+            max_styles=self.max_styles,
+        )

@@ -1,0 +1,104 @@
+"""The ``styleserve`` command as a user runs it: a subprocess against a real server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB
+from PIL import Image
+from styleserve import Client
+from styleserve.cli import CONTACT_SHEET, EXIT_INTERRUPTED
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "styleserve.cli", *args]
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_command(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_stylize_writes_the_result_previews_and_a_contact_sheet(server, content, style, tmp_path):
+    out = tmp_path / "out.png"
+    previews = tmp_path / "previews"
+    done = _run(
+        "stylize", str(content), str(style), "-o", str(out), "--server", server.target,
+        "--size", "48", "--iterations", "4", "--seed", "3", "--previews", str(previews),
+        "--preview-every", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size == (48, 48 * CONTENT_SIZE[1] // CONTENT_SIZE[0])
+    assert "seed 3" in done.stdout and str(out) in done.stdout
+    saved = sorted(p.name for p in previews.iterdir())
+    assert CONTACT_SHEET in saved
+    frames = [name for name in saved if name.startswith("preview_")]
+    assert len(frames) >= 2
+    sheet = Image.open(previews / CONTACT_SHEET)
+    assert sheet.width > Image.open(previews / frames[0]).width
+    # The progress bar reached the end: "n/n" iterations.
+    assert "stylizing" in done.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.png")]
+
+
+def test_info_json_describes_the_server(server):
+    done = _run("info", "--server", server.target, "--json", timeout=60)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert set(info["presets"]) == {"default", "seed"}
+    assert info["limits"]["job_slots"] >= 1
+    assert info["version"]
+
+
+def test_info_as_text(server):
+    done = _run("info", "--server", server.target, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "preset     seed:" in done.stdout
+
+
+def test_a_rejected_picture_is_one_line_naming_the_code(server, style, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not a picture")
+    out = tmp_path / "out.png"
+    done = _run("stylize", str(bad), str(style), "-o", str(out), "--server", server.target)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("styleserve: INVALID_ARGUMENT: ") and "content" in last
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(start_server, content, style, tmp_path):
+    out = tmp_path / "out.png"
+    previews = tmp_path / "previews"
+    with start_server(job_slots=1, queue_size=1) as srv:
+        process = subprocess.Popen(
+            _command(
+                "stylize", str(content), str(style), "-o", str(out), "--server", srv.target,
+                "--size", str(LONG_JOB["size"]), "--iterations", str(LONG_JOB["iterations"]),
+                "--previews", str(previews), "--preview-every", "1",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            # A preview on disk proves the job is running on the server.
+            deadline = time.monotonic() + NEXT_JOB_TIMEOUT
+            while not (previews.is_dir() and any(previews.iterdir())):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "no preview arrived"
+                time.sleep(0.1)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+        assert process.returncode == EXIT_INTERRUPTED
+        assert "cancelled" in stderr.strip().splitlines()[-1]
+        assert not out.exists()
+        with Client(srv.target) as client:
+            result = client.stylize(content, style, timeout=NEXT_JOB_TIMEOUT, **QUICK_JOB)
+        assert result.iterations > 0

@@ -1,0 +1,72 @@
+"""The CLI's argument handling and failure line, without a server."""
+
+import subprocess
+import sys
+
+import pytest
+from client_helpers import closed_port
+from styleserve.cli import build_parser, main
+from styleserve.options import PRESETS
+
+
+@pytest.fixture
+def pictures(content, style):
+    return [str(content), str(style)]
+
+
+def test_help_shows_the_presets_defaults_from_the_options_module():
+    text = build_parser()._subparsers._group_actions[0].choices["stylize"].format_help()
+    text = " ".join(text.split())
+    for preset, options in PRESETS.items():
+        assert f"{preset}: {options.iterations}" in text
+        assert f"{preset}: {options.content_weight}" in text
+
+
+def test_unset_flags_stay_unset_so_the_preset_decides(pictures, tmp_path):
+    args = build_parser().parse_args(["stylize", *pictures, "-o", str(tmp_path / "o.png")])
+    for name in ("preset", "size", "iterations", "content_weight", "preserve_color", "seed"):
+        assert getattr(args, name) is None, name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-o", "out.gif"], "name a .png, .jpg or .webp file"),
+        (["-o", "no/such/folder/out.png"], "does not exist"),
+        (["-o", "out.png", "--preview-every", "3"], "--preview-every needs --previews"),
+        (["-o", "out.png", "--style-blend", "1,x"], "comma-separated numbers"),
+    ],
+)
+def test_usage_errors_exit_2_saying_what_to_fix(
+    pictures, extra, message, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["stylize", *pictures, *extra])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unreachable_server_is_one_line_with_the_code_and_exit_1(pictures, tmp_path):
+    port = closed_port()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "styleserve.cli",
+            "stylize",
+            *pictures,
+            "-o",
+            str(tmp_path / "out.png"),
+            "--server",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("styleserve: UNAVAILABLE: ")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.png").exists()

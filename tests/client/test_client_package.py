@@ -1,0 +1,73 @@
+"""The package's public surface: exact ``__all__``, and no torch or numpy on import."""
+
+import json
+import subprocess
+import sys
+
+import styleserve
+
+EXPECTED = {
+    "PRESETS",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "DeadlineExceeded",
+    "Event",
+    "Internal",
+    "InvalidArgument",
+    "Losses",
+    "OptionsError",
+    "PermissionDenied",
+    "Preview",
+    "Progress",
+    "Queued",
+    "Receipt",
+    "ResourceExhausted",
+    "Result",
+    "ServerInfo",
+    "ServerLimits",
+    "Started",
+    "StyleOptions",
+    "StyleserveError",
+    "Timings",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+}
+
+
+def test_all_is_exact_and_every_name_resolves():
+    assert set(styleserve.__all__) == EXPECTED
+    assert len(styleserve.__all__) == len(EXPECTED)
+    for name in styleserve.__all__:
+        assert getattr(styleserve, name) is not None, name
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    assert styleserve.__version__ == version("styleserve")
+
+
+def test_exceptions_form_one_tree():
+    for name in EXPECTED:
+        obj = getattr(styleserve, name)
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, Exception)
+            and obj is not styleserve.OptionsError
+        ):
+            assert issubclass(obj, styleserve.StyleserveError), name
+
+
+def test_importing_the_client_imports_neither_torch_nor_numpy():
+    code = (
+        "import json, sys\n"
+        "import styleserve, styleserve.cli, styleserve.aio, styleserve.convert\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('torch', 'numpy', 'styleserve_server', 'styleserve_export'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []

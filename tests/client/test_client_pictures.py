@@ -1,0 +1,72 @@
+"""Pictures in (paths, bytes, PIL images) and out (atomic writes)."""
+
+import io
+import os
+import stat
+
+import pytest
+from PIL import Image
+from styleserve.contact_sheet import contact_sheet
+from styleserve.pictures import encode_picture, write_atomically
+
+
+def _png(size=(24, 16), color=(200, 30, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_paths_bytes_and_pil_images_become_encoded_bytes(tmp_path):
+    data = _png()
+    path = tmp_path / "a.png"
+    path.write_bytes(data)
+    assert encode_picture(path) == data
+    assert encode_picture(str(path)) == data
+    assert encode_picture(data) == data
+    assert encode_picture(bytearray(data)) == data
+    decoded = Image.open(io.BytesIO(encode_picture(Image.open(path))))
+    assert decoded.format == "PNG" and decoded.size == (24, 16)
+    assert decoded.getpixel((3, 3)) == (200, 30, 40)
+
+
+def test_a_missing_file_names_the_picture_and_the_path(tmp_path):
+    with pytest.raises(OSError, match=r"cannot read the style picture '.*nope\.png'"):
+        encode_picture(tmp_path / "nope.png", what="style picture")
+
+
+def test_other_types_are_refused_with_what_to_pass():
+    with pytest.raises(TypeError, match="path, encoded bytes or a PIL image, not int"):
+        encode_picture(42)  # type: ignore[arg-type]
+
+
+def test_write_atomically_replaces_whole_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o640)
+    write_atomically(target, b"new picture")
+    assert target.read_bytes() == b"new picture"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    fresh = write_atomically(tmp_path / "fresh.png", b"x")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+
+
+def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        write_atomically(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_contact_sheet_is_a_near_square_grid_of_every_picture():
+    pictures = [(f"#{i}", Image.new("RGB", (20, 10), (i * 40, 0, 0))) for i in range(5)]
+    sheet = contact_sheet(pictures)
+    # 5 pictures: 3 columns, 2 rows of 20x(10+label) cells with 4 px gaps.
+    assert sheet.size == (3 * 24 + 4, 2 * (10 + 14 + 4) + 4)
+    assert sheet.getpixel((4 + 5, 4 + 5)) == (0, 0, 0)
+    assert sheet.getpixel((4 + 24 + 5, 4 + 5)) == (40, 0, 0)
+    assert sheet.getpixel((4 + 24 + 5, 4 + 28 + 5)) == (160, 0, 0)
+    with pytest.raises(ValueError):
+        contact_sheet([])

