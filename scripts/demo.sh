@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 cd "$styleserve_root"
 
 size=${DEMO_SIZE:-256}
-iterations=${DEMO_ITERATIONS:-60}
+iterations=${DEMO_ITERATIONS:-30}
 out=${DEMO_OUT:-out}
 mkdir -p "$out/previews"
 

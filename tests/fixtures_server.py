@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import pytest
 from styleserve_export.loader import Backbone
-
 from styleserve_server.app import StyleServer, create_server
 from styleserve_server.backbones import tiny_backbone
 from styleserve_server.settings import TINY_BACKBONE, Settings

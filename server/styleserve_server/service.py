@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import torch
 from styleserve.convert import delivery_to_proto, options_to_proto
-from styleserve.options import BACKBONES, PRESETS
+from styleserve.options import BACKBONES, PRESETS, Limits
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.loader import Backbone
@@ -40,6 +40,11 @@ __all__ = ["NotReady", "StyleTransferService", "Unauthenticated", "device_name",
 log = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str], ...]
+
+# The wire's Limits fields that styleserve.options.Limits holds too (the rest are settings').
+_LIMIT_FIELDS = tuple(
+    f.name for f in pb.Limits.DESCRIPTOR.fields if f.name in Limits.__dataclass_fields__
+)
 
 
 class NotReady(Exception):
@@ -160,6 +165,17 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     ) -> Job:
         """Starts the job in a worker thread; its slot is released when the thread is done."""
         self._metrics.queue_wait.observe(queue_seconds)
+        options = checked.options
+        log.info(
+            "job started",
+            extra={
+                "queue_seconds": round(queue_seconds, 3),
+                "preset": options.preset,
+                "size": options.size,
+                "iterations": options.iterations,
+                "styles": len(checked.styles),
+            },
+        )
         started = time.monotonic()
         try:
             job = Job(checked, backbone, self._limits, self._executor, self._metrics.iterations.inc)
@@ -190,6 +206,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         while True:
             for record in await job.mailbox.take():
                 if isinstance(record, Finished):
+                    # Free the slot before the caller hears of the result, so that its next
+                    # job finds the slot free (shielded: cancelling the wait must not cancel
+                    # the bookkeeping of a thread that is still finishing).
+                    await asyncio.shield(job.future)
                     response = await asyncio.to_thread(
                         outputs.result, record, options, provenance, queue_seconds
                     )
@@ -211,34 +231,32 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
         async with self._rpc("GetServerInfo", context):
-            backbone = self._serving()
-            settings = self._settings
-            served = {"backbone": backbone.name} if backbone.name in BACKBONES else {}
-            defaults = PRESETS["default"].replace(
-                preview_size=settings.preview_size, output_quality=settings.output_quality
-            )
-            return pb.GetServerInfoResponse(
-                version=version(),
-                backbones=[backbone.name],
-                presets=[
-                    pb.Preset(name=name, options=options_to_proto(preset.replace(**served)))
-                    for name, preset in PRESETS.items()
-                ],
-                device=self._device,
-                limits=pb.Limits(
-                    max_request_bytes=settings.max_request_bytes,
-                    max_image_bytes=settings.max_image_bytes,
-                    max_input_pixels=settings.max_input_pixels,
-                    max_output_side=settings.max_output_side,
-                    max_iterations=settings.max_iterations,
-                    max_styles=settings.max_styles,
-                    job_slots=settings.job_slots,
-                    queue_size=settings.queue_size,
-                ),
-                default_delivery=delivery_to_proto(defaults),
-                torch_version=torch.__version__,
-            )
-        raise AssertionError("unreachable: _rpc re-raises or aborts")
+            info = self._info(self._serving())
+        return info
+
+    def _info(self, backbone: Backbone) -> pb.GetServerInfoResponse:
+        """What GetServerInfo answers for a server serving ``backbone``."""
+        settings = self._settings
+        served = {"backbone": backbone.name} if backbone.name in BACKBONES else {}
+        defaults = PRESETS["default"].replace(
+            preview_size=settings.preview_size, output_quality=settings.output_quality
+        )
+        return pb.GetServerInfoResponse(
+            version=version(),
+            backbones=[backbone.name],
+            presets=[
+                pb.Preset(name=name, options=options_to_proto(preset.replace(**served)))
+                for name, preset in PRESETS.items()
+            ],
+            device=self._device,
+            limits=pb.Limits(
+                job_slots=settings.job_slots,
+                queue_size=settings.queue_size,
+                **{name: getattr(self._limits, name) for name in _LIMIT_FIELDS},
+            ),
+            default_delivery=delivery_to_proto(defaults),
+            torch_version=torch.__version__,
+        )
 
     def _serving(self) -> Backbone:
         if self._draining:
@@ -273,9 +291,6 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             remaining = context.time_remaining()
             expired = remaining is not None and remaining <= 0
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:  # noqa: BLE001 - every error becomes a status, here only
             code, message, trailers = _status(error)

@@ -55,12 +55,20 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda[:N].")
     job_slots: int = Field(1, ge=1, le=64, description="Jobs running at once on the device.")
     queue_size: int = Field(8, ge=0, le=10_000, description="Jobs that may wait for a slot.")
-    max_request_bytes: int = Field(LIMITS.max_request_bytes, ge=1024)
-    max_image_bytes: int = Field(LIMITS.max_image_bytes, ge=1024)
-    max_input_pixels: int = Field(LIMITS.max_input_pixels, ge=1)
-    max_output_side: int = Field(LIMITS.max_output_side, ge=LIMITS.min_output_side)
-    max_iterations: int = Field(LIMITS.max_iterations, ge=1)
-    max_styles: int = Field(LIMITS.max_styles, ge=1)
+    max_request_bytes: int = Field(
+        LIMITS.max_request_bytes, ge=1024, description="Largest request (gRPC message limit)."
+    )
+    max_image_bytes: int = Field(
+        LIMITS.max_image_bytes, ge=1024, description="Largest encoded picture in a request."
+    )
+    max_input_pixels: int = Field(
+        LIMITS.max_input_pixels, ge=1, description="Most pixels of a picture, read from its header."
+    )
+    max_output_side: int = Field(
+        LIMITS.max_output_side, ge=LIMITS.min_output_side, description="Longest output side."
+    )
+    max_iterations: int = Field(LIMITS.max_iterations, ge=1, description="Most iterations.")
+    max_styles: int = Field(LIMITS.max_styles, ge=1, description="Most style pictures.")
     preview_size: int = Field(
         _DEFAULTS.preview_size, ge=LIMITS.min_output_side, le=LIMITS.max_preview_size,
         description="Longest side of previews when a request leaves it 0.",
@@ -74,11 +82,14 @@ class Settings(BaseSettings):
         25.0, ge=0, description="On SIGTERM, how long running jobs may finish before they stop."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one object a line with a request_id, for log collectors."
+    )
     auth_token: SecretStr | None = Field(
         None,
         description="When set, StyleTransfer and GetServerInfo require the metadata "
-        "'authorization: Bearer <token>'; health checks stay open.",
+        "'authorization: Bearer <token>'; health checks stay open. Prefer the "
+        "environment variable: flags show in process listings.",
     )
     warmup: bool = Field(True, description="Run one tiny job before reporting SERVING.")
 

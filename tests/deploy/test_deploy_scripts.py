@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from deploy_files import ROOT
-from PIL import Image
+from PIL import Image, ImageStat
 
 SHELL_SCRIPTS = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
 ACTIVATE = Path(sys.prefix) / "bin" / "activate"
@@ -64,6 +64,39 @@ def test_ci_fails_when_no_test_runs():
     assert "collected no tests" in done.stderr
 
 
+def _wait_healthy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "scripts/wait_healthy.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_wait_healthy_returns_once_the_server_is_serving(start_server):
+    with start_server() as server:
+        done = _wait_healthy(server.target, "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+
+
+def test_wait_healthy_gives_up_on_a_silent_port():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        done = _wait_healthy(f"127.0.0.1:{port}", "--timeout", "1")
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port} was not SERVING after 1 s (last: UNAVAILABLE" in done.stderr
+
+
+def test_wait_healthy_stops_waiting_when_the_server_process_died():
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    done = _wait_healthy("127.0.0.1:1", "--pid", str(exited.pid), "--timeout", "60")
+    assert done.returncode == 1 and "exited before it was ready" in done.stderr
+
+
 @pytest.mark.vgg
 @pytest.mark.slow
 def test_demo_stylizes_the_samples_and_stops_its_server(vgg16_cache: Path, tmp_path: Path):
@@ -90,6 +123,8 @@ def test_demo_stylizes_the_samples_and_stops_its_server(vgg16_cache: Path, tmp_p
     assert done.returncode == 0, done.stdout + done.stderr + server_log
     with Image.open(out / "tubingen_starry.png") as result:
         assert result.format == "PNG" and max(result.size) == 64
+        # A picture, not a blank: NaN losses or a broken decode give a flat image.
+        assert max(ImageStat.Stat(result.convert("RGB")).stddev) > 1
     with Image.open(out / "previews" / "contact_sheet.png") as sheet:
         assert sheet.format == "PNG"
     # The progress bar reached its total ("12/12 [...").

@@ -86,14 +86,17 @@ def test_kustomize_output_is_strictly_valid(run_tool, tmp_path: Path, variant: s
 # --- the manifests agree with the server ------------------------------------------------------
 
 
-def test_configmap_holds_only_real_settings(configmap_env):
+def test_configmap_and_env_hold_only_real_settings(configmap_env, pod_spec):
     from styleserve_server.settings import Settings
 
     assert configmap_env and all(k.startswith("STYLESERVE_") for k in configmap_env)
+    names = set(configmap_env)
+    for container in [*pod_spec["initContainers"], *pod_spec["containers"]]:
+        names |= {
+            e["name"] for e in container.get("env", []) if e["name"].startswith("STYLESERVE_")
+        }
     unknown = {
-        k
-        for k in configmap_env
-        if k.removeprefix("STYLESERVE_").lower() not in Settings.model_fields
+        n for n in names if n.removeprefix("STYLESERVE_").lower() not in Settings.model_fields
     }
     assert not unknown, f"not settings of styleserve-server: {sorted(unknown)}"
 

@@ -1,21 +1,30 @@
-"""Pictures, requests and raw-stub helpers shared by the service tests.
+"""Pictures, requests, raw-stub and server-process helpers shared by the service tests.
 
 The service tests talk to the server through the generated stubs only (not the client
-library), so that they test the wire contract itself.
+library), so that they test the wire contract itself; ``server_process`` runs the real
+``styleserve-server`` command for the tests that need a process to signal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
-
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 
@@ -31,9 +40,7 @@ def picture(size: tuple[int, int] = (48, 32), mode: str = "RGB") -> Image.Image:
     return rgb.convert(mode)
 
 
-def encoded(
-    image: Image.Image | None = None, fmt: str = "PNG", **params: Any
-) -> bytes:
+def encoded(image: Image.Image | None = None, fmt: str = "PNG", **params: Any) -> bytes:
     """``image`` (default: ``picture()``) encoded as ``fmt``."""
     buffer = io.BytesIO()
     (picture() if image is None else image).save(buffer, fmt, **params)
@@ -87,3 +94,57 @@ def rpc_error(stream: Iterable[Any]) -> grpc.RpcError:
     except grpc.RpcError as error:
         return error
     raise AssertionError("the call succeeded; expected it to fail")
+
+
+def server_command() -> str:
+    """The installed console script, next to this interpreter when PATH lacks the venv."""
+    return shutil.which("styleserve-server") or str(
+        Path(sys.executable).with_name("styleserve-server")
+    )
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    logs: list[dict]
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextmanager
+def server_process(*args: str) -> Iterator[ServerProcess]:
+    """``styleserve-server ARGS`` on a free port with JSON logs, once it says where it listens."""
+    process = subprocess.Popen(
+        [server_command(), "--port", "0", "--log-format", "json", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[dict] = queue.Queue()
+    logs: list[dict] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            record = json.loads(line)
+            logs.append(record)
+            lines.put(record)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        while (record := lines.get(timeout=120))["message"] != "listening":
+            pass
+        yield ServerProcess(process, logs, int(record["port"]))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def wait_for_health(target: str, wanted: int, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while health(target) != wanted:
+        assert time.monotonic() < end, "the server never reached the wanted health"
+        time.sleep(0.05)

@@ -3,7 +3,6 @@ engine work, and the server stays healthy; good pictures of every mode decode to
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from service_helpers import SERVING, connect, encoded, health, picture, request, rpc_error
-
 from styleserve.options import LIMITS
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.inputs import InvalidInput, decode
@@ -75,9 +73,7 @@ def invalid_requests() -> list[tuple[str, pb.StyleTransferRequest, str, str]]:
     cases = []
     for name, data in BAD_PICTURES.items():
         cases.append((f"content {name}", request(content=data), "content", EXPECTED_WORDS[name]))
-    cases.append(
-        ("second style", request(styles=[GOOD, BAD_PICTURES["gif"]]), "styles[1]", "GIF")
-    )
+    cases.append(("second style", request(styles=[GOOD, BAD_PICTURES["gif"]]), "styles[1]", "GIF"))
     cases.append(("no style", request(styles=[]), "styles", "style"))
     negative = request(styles=[GOOD, GOOD])
     negative.styles[0].blend_weight = -1

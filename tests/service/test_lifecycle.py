@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import queue
-import shutil
 import signal
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 
 import grpc
 import pytest
-from service_helpers import NOT_SERVING, SERVING, connect, health, request, rpc_error
-
+from service_helpers import (
+    NOT_SERVING,
+    SERVING,
+    connect,
+    health,
+    request,
+    rpc_error,
+    server_command,
+    server_process,
+    wait_for_health,
+)
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_export.vgg import VGGFeatures
 from styleserve_server.app import SERVICE_NAME
@@ -75,75 +77,21 @@ def test_stopping_turns_queued_jobs_away_and_cancels_running_ones_after_the_grac
         stopper.join()
 
 
-def server_command() -> str:
-    """The installed console script, next to this interpreter when PATH lacks the venv."""
-    return shutil.which("styleserve-server") or str(
-        Path(sys.executable).with_name("styleserve-server")
-    )
-
-
-@dataclasses.dataclass
-class ServerProcess:
-    process: subprocess.Popen[str]
-    logs: list[dict]
-    port: int
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-@contextmanager
-def server_process(*args: str) -> Iterator[ServerProcess]:
-    """``styleserve-server ARGS`` on a free port with JSON logs, once it says where it listens."""
-    process = subprocess.Popen(
-        [server_command(), "--port", "0", "--log-format", "json", *args],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[dict] = queue.Queue()
-    logs: list[dict] = []
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            record = json.loads(line)
-            logs.append(record)
-            lines.put(record)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        while (record := lines.get(timeout=120))["message"] != "listening":
-            pass
-        yield ServerProcess(process, logs, int(record["port"]))
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
-def wait_for_health(target: str, wanted: int, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while health(target) != wanted:
-        assert time.monotonic() < end, "the server never reached the wanted health"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_sigterm_drains_a_running_job_then_exits_0():
     with server_process("--backbone", "tiny-vgg16", "--grace-seconds", "120") as server:
         wait_for_health(server.target, SERVING)
         with connect(server.target) as stub:
-            call = stub.StyleTransfer(request(iterations=150), timeout=300)
-            while not next(call).HasField("progress"):
-                pass
+            call = stub.StyleTransfer(request(iterations=60), timeout=300)
+            assert next(call).HasField("queued")
+            started = next(call).started
             server.process.send_signal(signal.SIGTERM)
             wait_for_health(server.target, NOT_SERVING)
             refused = rpc_error(stub.StyleTransfer(request(), timeout=30))
             assert refused.code() is grpc.StatusCode.UNAVAILABLE
             rest = list(call)
         assert rest[-1].HasField("result")
-        assert rest[-1].result.iterations == 150
+        assert rest[-1].result.iterations == started.total_iterations
         assert server.process.wait(timeout=120) == 0
     messages = [record["message"] for record in server.logs]
     assert "stop signal: draining" in messages and messages[-1] == "stopped"

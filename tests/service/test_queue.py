@@ -8,7 +8,6 @@ import time
 import grpc
 import pytest
 from service_helpers import connect, request, rpc_error
-
 from styleserve.v1 import style_transfer_pb2 as pb
 
 pytestmark = pytest.mark.timeout(180)
@@ -27,6 +26,17 @@ def next_event(call, kind: str) -> pb.StyleTransferResponse:
 
 def sample(srv, name: str, **labels: str) -> float:
     return srv.server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def requests(srv, code: str) -> float:
+    return sample(srv, "styleserve_requests_total", method="StyleTransfer", code=code)
+
+
+def start_endless(stub):
+    """A job that holds its slot until cancelled, once it is running."""
+    call = stub.StyleTransfer(request(**ENDLESS), timeout=120)
+    next_event(call, "progress")
+    return call
 
 
 def wait_until(condition, timeout: float = 60) -> None:
@@ -70,8 +80,7 @@ def test_two_clients_on_one_slot_both_get_their_result(start_server):
 
 def test_queued_callers_hear_their_position_as_it_moves(start_server):
     with start_server(job_slots=1, queue_size=3) as srv, connect(srv.target) as stub:
-        running = stub.StyleTransfer(request(**ENDLESS), timeout=120)
-        next_event(running, "progress")
+        running = start_endless(stub)
         waiting = [stub.StyleTransfer(request(**ENDLESS), timeout=120) for _ in range(3)]
         assert [next(call).queued.position for call in waiting] == [0, 1, 2]
         waiting[0].cancel()
@@ -87,8 +96,7 @@ def test_queued_callers_hear_their_position_as_it_moves(start_server):
 
 def test_a_full_queue_refuses_with_a_retry_hint(start_server):
     with start_server(job_slots=1, queue_size=1) as srv, connect(srv.target) as stub:
-        running = stub.StyleTransfer(request(**ENDLESS), timeout=120)
-        next_event(running, "progress")
+        running = start_endless(stub)
         waiting = stub.StyleTransfer(request(**ENDLESS), timeout=120)
         next_event(waiting, "queued")
         refused = stub.StyleTransfer(request(), timeout=120)
@@ -101,14 +109,12 @@ def test_a_full_queue_refuses_with_a_retry_hint(start_server):
         running.cancel()
         waiting.cancel()
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0)
-    labels = {"method": "StyleTransfer", "code": "RESOURCE_EXHAUSTED"}
-    assert sample(srv, "styleserve_requests_total", **labels) == 1
+    assert requests(srv, "RESOURCE_EXHAUSTED") == 1
 
 
 def test_cancelling_a_running_job_starts_the_queued_one_at_once(start_server):
     with start_server(job_slots=1, queue_size=1) as srv, connect(srv.target) as stub:
-        running = stub.StyleTransfer(request(**ENDLESS), timeout=120)
-        next_event(running, "progress")
+        running = start_endless(stub)
         waiting = stub.StyleTransfer(request(iterations=3), timeout=120)
         assert next(waiting).queued.position == 0
         running.cancel()
@@ -118,8 +124,7 @@ def test_cancelling_a_running_job_starts_the_queued_one_at_once(start_server):
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0)
     assert sample(srv, "styleserve_job_duration_seconds_count", outcome="cancelled") == 1
     assert sample(srv, "styleserve_job_duration_seconds_count", outcome="finished") == 1
-    cancelled = {"method": "StyleTransfer", "code": "CANCELLED"}
-    assert sample(srv, "styleserve_requests_total", **cancelled) == 1
+    assert requests(srv, "CANCELLED") == 1
 
 
 def test_a_deadline_stops_the_job_and_frees_its_slot(start_server):
@@ -129,14 +134,12 @@ def test_a_deadline_stops_the_job_and_frees_its_slot(start_server):
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0)
         # With no queue, this is refused outright unless the slot really is free.
         assert list(stub.StyleTransfer(request(), timeout=120))[-1].HasField("result")
-    expired = {"method": "StyleTransfer", "code": "DEADLINE_EXCEEDED"}
-    assert sample(srv, "styleserve_requests_total", **expired) == 1
+    assert requests(srv, "DEADLINE_EXCEEDED") == 1
 
 
 def test_a_deadline_while_queued_leaves_the_queue(start_server):
     with start_server(job_slots=1, queue_size=1) as srv, connect(srv.target) as stub:
-        running = stub.StyleTransfer(request(**ENDLESS), timeout=120)
-        next_event(running, "progress")
+        running = start_endless(stub)
         error = rpc_error(stub.StyleTransfer(request(), timeout=1))
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         wait_until(lambda: sample(srv, "styleserve_queue_depth") == 0)

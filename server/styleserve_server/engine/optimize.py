@@ -4,13 +4,14 @@ torch's L-BFGS evaluates the loss at the start of every ``step`` call, usually a
 last line search already evaluated, and the job asks for the losses of each iterate to report
 them: ``Evaluator`` remembers the last point, so neither costs a second pass of the network.
 
-L-BFGS comes in two forms. With ``evals`` > 1 an iteration is a *round* in the sense of the Keras
-example: a fresh L-BFGS (its history reset, as each call of scipy's ``fmin_l_bfgs_b`` resets it)
-with a strong-Wolfe line search, stopped after ``evals`` evaluations. With ``evals`` == 1 one
-L-BFGS keeps its history for the whole stage and takes a fixed unit step per evaluation, the
-cheapest way to spend evaluations. Either way the very first step is scaled to move the most
-changed pixel by ``first_step`` (0-255 units): torch's default first step, ``1/|g|_1``, barely
-moves pixels whose gradients are large.
+L-BFGS comes in two forms, both with torch's strong-Wolfe line search. With ``evals`` > 1 an
+iteration is a *round* in the sense of the Keras example: a fresh L-BFGS (its history reset, as
+each call of scipy's ``fmin_l_bfgs_b`` resets it), stopped after ``evals`` evaluations. With
+``evals`` == 1 one L-BFGS runs through the whole stage and an iteration is one of its steps:
+usually one evaluation, a few when the line search must shorten the step (without a line search
+a bad unit step multiplies the loss by 1e15 in one go). Either way the very first step is scaled
+to move the steepest pixel by ``first_step`` (0-255 units): torch's default first step,
+``1/|g|_1``, barely moves pixels whose gradients are large.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ __all__ = ["Evaluator", "Optimizer"]
 # Scipy's L-BFGS-B default memory, which the Keras example relies on; also bounds memory per job
 # (2 * history pictures).
 _HISTORY = 10
+# Evaluations one continuous L-BFGS step may spend, its line search included (the unit step is
+# usually accepted at once; a failed one is shortened instead of blowing the picture up).
+_STEP_EVALS = 6
 
 
 class Evaluator:
@@ -70,8 +74,11 @@ class Evaluator:
 
 
 class Optimizer:
-    """``kind`` ("lbfgs" or "adam") advancing ``x`` by one iteration, ``evals`` evaluations, per
-    ``iteration()`` call; ``first_step`` is L-BFGS's first step or Adam's step, in pixel units."""
+    """``kind`` ("lbfgs" or "adam") advancing ``x`` by one iteration per ``iteration()`` call.
+
+    ``evals`` is the evaluations of an iteration (1: one step; for L-BFGS, see the module's
+    docstring); ``first_step`` is L-BFGS's first step or Adam's step, in pixel units.
+    """
 
     def __init__(
         self, kind: str, x: Tensor, evaluator: Evaluator, evals: int, first_step: float
@@ -86,14 +93,10 @@ class Optimizer:
     def iteration(self) -> None:
         if self._kind == "adam":
             self._adam()
-        elif self._evals > 1 or self._torch is None:
-            self._fresh_lbfgs()
+        elif self._evals > 1:
+            self._lbfgs_round()
         else:
-            before = self._x.detach().clone()
-            self._torch.step(self._evaluate)
-            if torch.equal(before, self._x):
-                # No descent direction from the history (rounding): start over from the gradient.
-                self._fresh_lbfgs()
+            self._lbfgs_step()
 
     def _adam(self) -> None:
         if self._torch is None:
@@ -101,18 +104,37 @@ class Optimizer:
         for _ in range(self._evals):
             self._torch.step(self._evaluate)
 
-    def _fresh_lbfgs(self) -> None:
-        rounds = self._evals > 1
-        self._torch = opt = torch.optim.LBFGS(
+    def _lbfgs_round(self) -> None:
+        opt = self._fresh_lbfgs(self._evals)
+        used = opt.state[self._x]["func_evals"]
+        if used < self._evals:
+            opt.param_groups[0].update(max_iter=self._evals, max_eval=self._evals - used)
+            opt.step(self._evaluate)
+
+    def _lbfgs_step(self) -> None:
+        if self._torch is None:
+            self._torch = self._fresh_lbfgs(_STEP_EVALS)
+            return
+        before = self._x.detach().clone()
+        self._torch.step(self._evaluate)
+        if torch.equal(before, self._x):
+            # The line search found nothing lower along the history's direction (rounding
+            # noise in the curvature pairs): start over from the gradient.
+            self._torch = self._fresh_lbfgs(_STEP_EVALS)
+
+    def _fresh_lbfgs(self, max_eval: int) -> torch.optim.LBFGS:
+        """A new L-BFGS that has taken its first, scaled step."""
+        opt = torch.optim.LBFGS(
             [self._x],
             lr=1.0,
             max_iter=1,
-            max_eval=self._evals,
+            max_eval=max_eval,
             tolerance_grad=0.0,
             history_size=_HISTORY,
-            line_search_fn="strong_wolfe" if rounds else None,
+            line_search_fn="strong_wolfe",
         )
-        # First step alone, scaled: torch takes t = lr * min(1, 1/|g|_1) along -g.
+        # torch's first step is t = lr * min(1, 1/|g|_1) along -g; choose lr to move the
+        # steepest pixel by first_step, then restore the unit step of later iterations.
         self._evaluate()
         grad = self._x.grad
         peak, l1 = float(grad.abs().max()), float(grad.abs().sum())
@@ -120,7 +142,4 @@ class Optimizer:
             opt.param_groups[0]["lr"] = self._first_step / peak / min(1.0, 1.0 / l1)
         opt.step(self._evaluate)
         opt.param_groups[0]["lr"] = 1.0
-        used = opt.state[self._x]["func_evals"]
-        if rounds and used < self._evals:
-            opt.param_groups[0].update(max_iter=self._evals, max_eval=self._evals - used)
-            opt.step(self._evaluate)
+        return opt

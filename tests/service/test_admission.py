@@ -1,0 +1,100 @@
+"""The admission controller on its own: slots, order, positions, refusal, hand-over, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from styleserve_server.admission import Admission, QueueFull, ShuttingDown
+
+
+async def hold(admission: Admission, positions: list[int]) -> None:
+    """Waits for a slot, recording every position heard on the way."""
+    async with contextlib.aclosing(admission.wait()) as waiting:
+        async for position in waiting:
+            positions.append(position)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_slots_are_granted_in_arrival_order_and_positions_follow():
+    admission = Admission(slots=1, queue_size=3)
+    await hold(admission, [])
+    heard: list[list[int]] = [[], [], []]
+    waiters = [asyncio.create_task(hold(admission, h)) for h in heard]
+    await settle()
+    assert heard == [[0], [1], [2]] and admission.queued == 3
+    admission.release()
+    await settle()
+    assert waiters[0].done() and not waiters[1].done()
+    assert heard == [[0], [1, 0], [2, 1]] and admission.running == 1
+    admission.release()
+    admission.release()
+    await asyncio.gather(*waiters)
+    assert heard == [[0], [1, 0], [2, 1, 0]] and admission.running == 1
+
+
+async def test_a_full_queue_refuses_with_a_retry_estimate():
+    admission = Admission(slots=2, queue_size=1)
+    await hold(admission, [])
+    await hold(admission, [])
+    waiter = asyncio.create_task(hold(admission, []))
+    await settle()
+    admission.release(job_seconds=60)  # one slot frees (the waiter takes it): jobs are long
+    await settle()
+    assert waiter.done()
+    other = asyncio.create_task(hold(admission, []))
+    await settle()
+    with pytest.raises(QueueFull) as refused:
+        await hold(admission, [])
+    assert refused.value.retry_after >= 10
+    other.cancel()
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_never_holds_a_slot():
+    admission = Admission(slots=1, queue_size=2)
+    await hold(admission, [])
+    behind: list[int] = []
+    first = asyncio.create_task(hold(admission, []))
+    second = asyncio.create_task(hold(admission, behind))
+    await settle()
+    first.cancel()
+    await settle()
+    assert admission.queued == 1 and behind == [1, 0]
+    admission.release()
+    await second
+    assert admission.running == 1 and admission.queued == 0
+
+
+async def test_a_slot_granted_to_a_caller_being_cancelled_passes_on():
+    admission = Admission(slots=1, queue_size=2)
+    await hold(admission, [])
+    first = asyncio.create_task(hold(admission, []))
+    second = asyncio.create_task(hold(admission, []))
+    await settle()
+    admission.release()  # granted to first...
+    first.cancel()  # ...which is cancelled before it runs again
+    await asyncio.gather(first, return_exceptions=True)
+    await second
+    assert admission.running == 1
+
+
+async def test_closing_turns_waiters_and_newcomers_away_and_idle_follows_the_last_job():
+    admission = Admission(slots=1, queue_size=2)
+    await hold(admission, [])
+    waiter = asyncio.create_task(hold(admission, []))
+    await settle()
+    admission.close()
+    with pytest.raises(ShuttingDown):
+        await waiter
+    with pytest.raises(ShuttingDown):
+        await hold(admission, [])
+    idle = asyncio.create_task(admission.idle())
+    await settle()
+    assert not idle.done()
+    admission.release()
+    await asyncio.wait_for(idle, 5)

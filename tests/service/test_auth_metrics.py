@@ -1,0 +1,54 @@
+"""The bearer token guards the service but not its health; /metrics serves the named metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from fixtures_server import free_port
+from service_helpers import SERVING, connect, health, request, rpc_error
+from styleserve.v1 import style_transfer_pb2 as pb
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_a_token_is_required_except_for_health(start_server):
+    with start_server(auth_token="s3cret") as srv, connect(srv.target) as stub:
+        for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", "s3cret"),)):
+            error = rpc_error(stub.StyleTransfer(request(), metadata=metadata, timeout=30))
+            assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert "authorization: Bearer" in error.details()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=metadata, timeout=30)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert health(srv.target) == SERVING
+        good = (("authorization", "Bearer s3cret"),)
+        assert stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=good, timeout=30).version
+        responses = list(stub.StyleTransfer(request(), metadata=good, timeout=120))
+        assert responses[-1].HasField("result")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        return response.read().decode()
+
+
+def test_metrics_endpoint_serves_the_named_metrics(start_server):
+    port = free_port()
+    with start_server(metrics_port=port) as srv, connect(srv.target) as stub:
+        responses = list(stub.StyleTransfer(request(iterations=4), timeout=120))
+        stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)
+        text = scrape(port)
+    iterations = responses[-1].result.iterations
+    expected = [
+        'styleserve_requests_total{code="OK",method="StyleTransfer"} 1.0',
+        'styleserve_requests_total{code="OK",method="GetServerInfo"} 1.0',
+        "styleserve_queue_depth 0.0",
+        "styleserve_running_jobs 0.0",
+        "styleserve_queue_wait_seconds_count 1.0",
+        'styleserve_job_duration_seconds_count{outcome="finished"} 1.0',
+        f"styleserve_iterations_total {float(iterations)}",
+    ]
+    for line in expected:
+        assert line in text, line

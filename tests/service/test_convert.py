@@ -1,0 +1,56 @@
+"""Options survive the trip to the wire and back, unset stays unset, float32 stays tidy."""
+
+from __future__ import annotations
+
+import pytest
+from styleserve.convert import (
+    delivery_to_proto,
+    effective_options,
+    from_proto,
+    options_to_proto,
+    to_proto,
+)
+from styleserve.options import PRESETS, OptionsError, resolve
+from styleserve.v1 import style_transfer_pb2 as pb
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_exactly(name):
+    options = PRESETS[name].replace(seed=12, style_layer_weights=(0.1, 0.2, 0.3, 0.2, 0.2))
+    assert effective_options(options_to_proto(options)) == options
+    preset, overrides = from_proto(options_to_proto(options), delivery_to_proto(options))
+    assert resolve(preset, **overrides) == options
+
+
+def test_unset_fields_stay_unset_and_take_the_presets_values():
+    message, delivery = to_proto({"content_weight": 0.025, "optimizer": "adam"}, preset="seed")
+    assert not message.HasField("iterations") and not message.HasField("seed")
+    preset, overrides = from_proto(message, delivery, [0.0, 0.0])
+    # preview_every has no "unset": 0 means no previews.
+    expected = {"content_weight": 0.025, "optimizer": "adam", "preview_every": 0}
+    assert (preset, overrides) == ("seed", expected)
+    assert resolve(preset, **overrides).iterations == PRESETS["seed"].iterations
+
+
+def test_blend_weights_and_delivery_come_from_their_own_messages():
+    _, delivery = to_proto({"output_format": "webp", "preview_every": 5, "output_quality": 70})
+    assert delivery.output_format == pb.OUTPUT_FORMAT_WEBP
+    _, overrides = from_proto(pb.StyleOptions(), delivery, [3.0, 1.0])
+    assert overrides == {
+        "style_blend": [3.0, 1.0],
+        "preview_every": 5,
+        "output_format": "webp",
+        "output_quality": 70,
+    }
+
+
+def test_unknown_names_and_values_name_their_field():
+    with pytest.raises(OptionsError) as unknown:
+        to_proto({"colour": "blue"})
+    assert unknown.value.field == "colour"
+    with pytest.raises(OptionsError) as bad_value:
+        to_proto({"optimizer": "sgd"})
+    assert bad_value.value.field == "optimizer" and "lbfgs" in str(bad_value.value)
+    with pytest.raises(OptionsError) as bad_enum:
+        from_proto(pb.StyleOptions(precision=42))
+    assert bad_enum.value.field == "precision"
