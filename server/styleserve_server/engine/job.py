@@ -107,6 +107,10 @@ def _start(
     return (noise + mean).to(content.device)
 
 
+def _upsample(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bicubic")
+
+
 def _losses(terms: Tensor) -> Losses:
     content, style, tv = terms.tolist()
     return Losses(total=content + style + tv, content=content, style=style, tv=tv)
@@ -147,12 +151,19 @@ def run_job(
     done = 0
     setup_seconds: float | None = None
     x: Tensor | None = None
+    previous: Tensor | None = None
     for stage in stages:
-        colour, start_px, evaluator = _prepare(stage, content, styles, options, net, weights)
+        colour, content_px, evaluator = _prepare(stage, content, styles, options, net, weights)
+        here = colour.variable(content_px)
         if x is None:
-            x = colour.variable(_start(options, start_px, init_image, net, seed))
+            x = colour.variable(_start(options, content_px, init_image, net, seed))
         else:
-            x = F.interpolate(x.detach(), size=(stage.height, stage.width), mode="bicubic")
+            x = _upsample(x.detach(), here)
+            if options.init == "content":
+                # The coarse stage could not hold the content's fine detail: add it back, so
+                # that the larger stage starts as close to its content as the first one did.
+                x += here - _upsample(previous, here)
+        previous = here
         x.requires_grad_(True)
         evaluator.bind(x, cancel)
         optimizer = Optimizer(
