@@ -72,14 +72,14 @@ class StyleOptions:
     height: int = 0
     # Optimiser iterations at full resolution; an L-BFGS iteration makes at most
     # ``evals_per_iteration`` loss evaluations (the tutorial's ``maxfun``).
-    iterations: int = 300
+    iterations: int = 200
     evals_per_iteration: int = 1
     optimizer: str = "lbfgs"
     # Adam's step, or L-BFGS's first step, in pixel units (0-255 scale).
     learning_rate: float = 1.0
     content_weight: float = 1.0
-    style_weight: float = 1.0e4
-    tv_weight: float = 1.0
+    style_weight: float = 1.0e-4
+    tv_weight: float = 5.0
     tv_power: float = 1.25
     content_layers: tuple[str, ...] = ("block4_conv2",)
     style_layers: tuple[str, ...] = (

@@ -3,8 +3,8 @@
 ``create_server`` binds the port at once (so callers learn it, even when it was 0) but reports
 NOT_SERVING until the weights are loaded and a warm-up job ran, which happens in the
 background after ``start`` so that orchestrators see a live, not-yet-ready process. ``stop``
-is the graceful path SIGTERM takes: NOT_SERVING, no new jobs, running jobs get the grace
-period, then the server closes.
+is the graceful path SIGTERM takes: NOT_SERVING, connections closed to new calls, running
+jobs get the grace period, then the server closes.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from styleserve_server.settings import Settings
 __all__ = ["SERVICE_NAME", "StyleServer", "create_server"]
 
 log = logging.getLogger(__name__)
+
+# What gRPC's C-int options take for "no limit".
+_UNLIMITED = 2**31 - 1
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 
@@ -89,18 +92,20 @@ class StyleServer:
         await asyncio.shield(self._ready)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains and closes: NOT_SERVING, new and queued calls get UNAVAILABLE, running jobs
-        have ``grace`` seconds (default: the settings') to finish, then are cancelled."""
+        """Drains and closes: NOT_SERVING, connections closed (GOAWAY) so that clients send
+        new calls elsewhere at once, queued calls get UNAVAILABLE, running jobs have ``grace``
+        seconds (default: the settings') to finish, then are cancelled."""
         grace = self.settings.grace_seconds if grace is None else grace
-        deadline = time.monotonic() + grace
         await self.health.enter_graceful_shutdown()
         self._service.drain()
+        # Stopping gRPC right away, not after the jobs: an open connection would keep getting
+        # its round_robin share of new calls, only to refuse them, for the whole grace period.
+        closing = asyncio.ensure_future(self.grpc.stop(grace))
         idle = asyncio.ensure_future(self._service.idle())
         if not (await asyncio.wait({idle}, timeout=grace))[0]:
             idle.cancel()
             log.warning("grace period of %.0f s over: cancelling the running jobs", grace)
-        # Finished jobs may still be writing their results: let them, within the grace.
-        await self.grpc.stop(max(deadline - time.monotonic(), 0.5))
+        await closing
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
         self.metrics.close()
@@ -115,6 +120,22 @@ class StyleServer:
             await self.health.set(service, status)
 
 
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        # Without this a second server could bind the same port and steal half the calls.
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_seconds:
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+            # A stylisation stream may run for many minutes: the aged connection takes no new
+            # calls but keeps its running ones to their end (the client's deadline bounds them).
+            ("grpc.max_connection_age_grace_ms", _UNLIMITED),
+        ]
+    return options
+
+
 def create_server(
     settings: Settings, *, backbone: Backbone | None = None
 ) -> tuple[StyleServer, int]:
@@ -126,13 +147,7 @@ def create_server(
     metrics = Metrics()
     executor = ThreadPoolExecutor(settings.job_slots, thread_name_prefix="styleserve-job")
     service = StyleTransferService(settings, metrics, executor)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            # Without this a second server could bind the same port and steal half the calls.
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    server = grpc.aio.server(options=_server_options(settings))
     health = health_aio.HealthServicer()
     pb_grpc.add_StyleTransferServiceServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

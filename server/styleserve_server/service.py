@@ -96,6 +96,11 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
     return grpc.StatusCode.INTERNAL, message, ()
 
 
+async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> None:
+    """Sends the headers of an accepted call: they carry its request id."""
+    await context.send_initial_metadata((("x-request-id", request_id),))
+
+
 class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     """Serves StyleTransfer and GetServerInfo once ``serve`` has handed it a backbone."""
 
@@ -143,6 +148,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             )
             enqueued = time.monotonic()
             async with contextlib.aclosing(self._admission.wait()) as positions:
+                # A full queue or a drain refuses the call before its first position.
+                first = await anext(positions)
+                await _send_headers(context, request_id)
+                await context.write(outputs.queued(first))
                 async for position in positions:
                     await context.write(outputs.queued(position))
             # A slot is held from here: the job's completion releases it, with no await between.
@@ -230,8 +239,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
-        async with self._rpc("GetServerInfo", context):
+        async with self._rpc("GetServerInfo", context) as request_id:
             info = self._info(self._serving())
+            await _send_headers(context, request_id)
         return info
 
     def _info(self, backbone: Backbone) -> pb.GetServerInfoResponse:
@@ -277,7 +287,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     async def _rpc(
         self, method: str, context: grpc.aio.ServicerContext, request_id: str = ""
     ) -> AsyncIterator[str]:
-        """One call's frame: request id, authorisation, status mapping, logging and metrics."""
+        """One call's frame: request id, authorisation, status mapping, logging and metrics.
+
+        The body sends the headers (``_send_headers``) once it accepts the call, not before:
+        a call refused without headers ends trailers-only, which gRPC retry policies retry.
+        """
         metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
         request_id = request_id or str(metadata.get("x-request-id", "")) or uuid.uuid4().hex
         token = logs.request_id.set(request_id)
@@ -285,7 +299,6 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         code = grpc.StatusCode.OK
         try:
             self._authorize(context)
-            await context.send_initial_metadata((("x-request-id", request_id),))
             yield request_id
         except asyncio.CancelledError:
             remaining = context.time_remaining()
@@ -296,7 +309,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             code, message, trailers = _status(error)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
-            await context.abort(code, message, trailers)
+            await context.abort(code, message, (*trailers, ("x-request-id", request_id)))
         finally:
             seconds = time.monotonic() - started
             self._metrics.requests.labels(method, code.name).inc()

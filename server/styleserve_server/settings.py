@@ -24,6 +24,8 @@ TINY_BACKBONE = "tiny-vgg16"
 
 _DEFAULTS = StyleOptions()
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# gRPC takes the connection age in milliseconds, as a C int.
+_MAX_CONNECTION_AGE = (2**31 - 1) // 1000
 
 
 class Settings(BaseSettings):
@@ -81,6 +83,12 @@ class Settings(BaseSettings):
     grace_seconds: float = Field(
         25.0, ge=0, description="On SIGTERM, how long running jobs may finish before they stop."
     )
+    max_connection_age_seconds: float = Field(
+        300.0, ge=0, le=_MAX_CONNECTION_AGE,
+        description="Close each client connection (GOAWAY) after about this long, so that "
+        "round_robin clients re-resolve and find new replicas; running calls go on to their "
+        "end. 0: never.",
+    )  # fmt: skip
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object a line with a request_id, for log collectors."

@@ -129,13 +129,6 @@ def test_a_server_going_away_fails_its_stream_and_the_others_serve(
     assert _served(victim) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StyleserveError,
-    reason="while draining, the server answers new calls on its open connections with "
-    "UNAVAILABLE instead of closing them (GOAWAY), so round_robin clients keep sending it "
-    "calls for the whole grace period",
-)
 def test_a_draining_server_finishes_its_job_while_new_calls_go_elsewhere(
     servers: list[RunningServer], client: Client
 ):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
+import queue
 import signal
 import subprocess
 import threading
@@ -15,6 +18,7 @@ from service_helpers import (
     SERVING,
     connect,
     health,
+    kinds,
     request,
     rpc_error,
     server_command,
@@ -22,6 +26,7 @@ from service_helpers import (
     wait_for_health,
 )
 from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.vgg import VGGFeatures
 from styleserve_server.app import SERVICE_NAME
 from styleserve_server.backbones import tiny_backbone
@@ -59,6 +64,59 @@ def test_not_serving_until_the_warm_up_ran(start_server):
             gate.set()
         srv.run(srv.server.wait_ready())
         assert health(srv.target) == health(srv.target, SERVICE_NAME) == SERVING
+
+
+def test_a_refused_call_sends_no_headers_so_a_retry_policy_moves_it_on(start_server):
+    # gRPC retries a call only while it has no response headers (a trailers-only answer).
+    gate = threading.Event()
+    starting = dataclasses.replace(tiny_backbone(), net=gated_net(gate))
+    retry = {
+        "maxAttempts": 3,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "0.1s",
+        "backoffMultiplier": 1,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    config = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{"name": [{"service": SERVICE_NAME}], "retryPolicy": retry}],
+    }
+    options = [("grpc.service_config", json.dumps(config))]
+    with start_server(starting, wait_ready=False, warmup=True) as cold, start_server() as ready:
+        try:
+            target = f"ipv4:127.0.0.1:{cold.port},127.0.0.1:{ready.port}"
+            with grpc.insecure_channel(target, options) as channel:
+                stub = pb_grpc.StyleTransferServiceStub(channel)
+                for _ in range(4):
+                    assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30).version
+                    assert kinds(stub.StyleTransfer(request(), timeout=120))[-1] == "result"
+        finally:
+            gate.set()
+        refused = cold.server.metrics.registry.get_sample_value(
+            "styleserve_requests_total", {"method": "GetServerInfo", "code": "UNAVAILABLE"}
+        )
+        assert refused, "no call reached the starting server: the test proved nothing"
+
+
+def test_an_aged_connection_takes_no_new_calls_but_keeps_its_running_job(start_server):
+    # How round_robin clients come to see new replicas: the server closes old connections.
+    with start_server(max_connection_age_seconds=1) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
+            channel.subscribe(states.put)
+            stub = pb_grpc.StyleTransferServiceStub(channel)
+            running = stub.StyleTransfer(request(iterations=5000), timeout=120)
+            assert next(running).HasField("queued")
+            # READY, then IDLE once the server's GOAWAY came.
+            seen = [states.get(timeout=30)]
+            while seen[-1] is not grpc.ChannelConnectivity.IDLE or len(seen) < 3:
+                seen.append(states.get(timeout=30))
+            assert grpc.ChannelConnectivity.READY in seen
+            iterations = [r.progress.iteration for r in itertools.islice(running, 50)]
+            assert max(iterations) > 0, "the running job's stream was cut with its connection"
+            # A new call dials a new connection.
+            assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30).version
+            running.cancel()
 
 
 def test_stopping_turns_queued_jobs_away_and_cancels_running_ones_after_the_grace(start_server):

@@ -26,9 +26,13 @@ from styleserve_server.engine.records import JobCancelled
 
 __all__ = ["Evaluator", "Optimizer"]
 
-# Scipy's L-BFGS-B default memory, which the Keras example relies on; also bounds memory per job
-# (2 * history pictures).
-_HISTORY = 10
+# Rounds keep scipy's L-BFGS-B default memory, which the Keras example relies on. A continuous
+# run converges faster with more (on the seed objective at 300x500, evaluations to reach the
+# seed's final loss: 103 with 10 pairs, 89 with 30, 84 with 50), within a memory budget per job.
+_ROUND_HISTORY = 10
+_MAX_HISTORY = 50
+_MIN_HISTORY = 5
+_HISTORY_BYTES = 256 * 2**20
 # Evaluations one continuous L-BFGS step may spend, its line search included (the unit step is
 # usually accepted at once; a failed one is shortened instead of blowing the picture up).
 _STEP_EVALS = 6
@@ -49,7 +53,6 @@ class Evaluator:
         self._grad: Tensor | None = None
         self._loss: Tensor | None = None
         self.terms: Tensor | None = None
-        self.evaluations = 0
 
     def bind(self, x: Tensor, cancel: threading.Event | None) -> None:
         """Evaluate at ``x`` from now on, polling ``cancel``."""
@@ -66,7 +69,6 @@ class Evaluator:
         with torch.enable_grad():
             loss, terms = self._objective(x)
             (grad,) = torch.autograd.grad(loss, x)
-        self.evaluations += 1
         self._point, self._grad = x.detach().clone(), grad
         self._loss, self.terms = loss.detach(), terms.detach()
         x.grad = grad.clone()
@@ -105,7 +107,7 @@ class Optimizer:
             self._torch.step(self._evaluate)
 
     def _lbfgs_round(self) -> None:
-        opt = self._fresh_lbfgs(self._evals)
+        opt = self._fresh_lbfgs(self._evals, _ROUND_HISTORY)
         used = opt.state[self._x]["func_evals"]
         if used < self._evals:
             opt.param_groups[0].update(max_iter=self._evals, max_eval=self._evals - used)
@@ -113,16 +115,21 @@ class Optimizer:
 
     def _lbfgs_step(self) -> None:
         if self._torch is None:
-            self._torch = self._fresh_lbfgs(_STEP_EVALS)
+            self._torch = self._fresh_lbfgs(_STEP_EVALS, self._history())
             return
         before = self._x.detach().clone()
         self._torch.step(self._evaluate)
         if torch.equal(before, self._x):
             # The line search found nothing lower along the history's direction (rounding
             # noise in the curvature pairs): start over from the gradient.
-            self._torch = self._fresh_lbfgs(_STEP_EVALS)
+            self._torch = self._fresh_lbfgs(_STEP_EVALS, self._history())
 
-    def _fresh_lbfgs(self, max_eval: int) -> torch.optim.LBFGS:
+    def _history(self) -> int:
+        """Curvature pairs (two pictures each) that fit the memory budget."""
+        pair = 2 * self._x.numel() * self._x.element_size()
+        return max(_MIN_HISTORY, min(_MAX_HISTORY, _HISTORY_BYTES // pair))
+
+    def _fresh_lbfgs(self, max_eval: int, history: int) -> torch.optim.LBFGS:
         """A new L-BFGS that has taken its first, scaled step."""
         opt = torch.optim.LBFGS(
             [self._x],
@@ -130,7 +137,7 @@ class Optimizer:
             max_iter=1,
             max_eval=max_eval,
             tolerance_grad=0.0,
-            history_size=_HISTORY,
+            history_size=history,
             line_search_fn="strong_wolfe",
         )
         # torch's first step is t = lr * min(1, 1/|g|_1) along -g; choose lr to move the
