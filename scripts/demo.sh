@@ -12,8 +12,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 cd "$styleserve_root"
 
-size=${DEMO_SIZE:-256}
-iterations=${DEMO_ITERATIONS:-30}
+size=${DEMO_SIZE:-384}
+iterations=${DEMO_ITERATIONS:-100}
 out=${DEMO_OUT:-out}
 mkdir -p "$out/previews"
 

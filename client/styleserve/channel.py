@@ -29,10 +29,26 @@ LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
 _MAX_RECEIVE_BYTES = 4 * LIMITS.max_request_bytes
 
 
+# Channel arguments by which a caller picks the load balancing policy itself.
+_BALANCING_ARGUMENTS = frozenset({"grpc.service_config", "grpc.lb_policy_name"})
+
+
+def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) -> str | None:
+    """round_robin for a ``dns:`` target, whose name may stand for many servers (a headless
+    Service's pods): gRPC's own pick_first would send every call to the first of them."""
+    if not target.startswith("dns:"):
+        return None
+    if any(name in _BALANCING_ARGUMENTS for name, _ in channel_options):
+        return None
+    return "round_robin"
+
+
 def _channel_arguments(
-    load_balancing: str | None, channel_options: Sequence[ChannelArgument]
+    target: str, load_balancing: str | None, channel_options: Sequence[ChannelArgument]
 ) -> list[ChannelArgument]:
     arguments: list[ChannelArgument] = [("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES)]
+    if load_balancing is None:
+        load_balancing = _default_balancing(target, channel_options)
     if load_balancing is not None:
         if load_balancing not in LOAD_BALANCING_POLICIES:
             raise ValueError(
@@ -45,9 +61,11 @@ def _channel_arguments(
 
 
 class Connection:
-    """A channel to one styleserve server (or, with ``load_balancing="round_robin"`` and a
-    ``dns:///host:port`` target, to every address the name resolves to, e.g. the pods behind a
-    Kubernetes headless service).
+    """A channel to one styleserve server or, with a ``dns:///host:port`` target, to every
+    address the name resolves to (e.g. the pods behind a Kubernetes headless service), calls
+    spread over them by ``load_balancing``: "round_robin" unless the caller passes
+    "pick_first" or a service config in ``channel_options``. Other targets default to gRPC's
+    pick_first.
 
     ``tls=True`` uses the system's root certificates; pass ``credentials`` for anything else.
     ``token`` is sent as ``authorization: Bearer <token>``. ``timeout`` (seconds) is the default
@@ -70,7 +88,7 @@ class Connection:
     ) -> None:
         if credentials is None and tls:
             credentials = grpc.ssl_channel_credentials()
-        arguments = _channel_arguments(load_balancing, channel_options)
+        arguments = _channel_arguments(target, load_balancing, channel_options)
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()

@@ -59,7 +59,8 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         "--server",
         default=os.environ.get("STYLESERVE_SERVER", DEFAULT_SERVER),
         metavar="HOST:PORT",
-        help="server address, or dns:///name:port (default: $STYLESERVE_SERVER or %(default)s)",
+        help="server address, or dns:///name:port to spread calls over every address of name "
+        "(default: $STYLESERVE_SERVER or %(default)s)",
     )
     parser.add_argument(
         "--token",

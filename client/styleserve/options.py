@@ -32,16 +32,23 @@ __all__ = [
 # block3_conv4, block4_conv4 and block5_conv4.
 VGG_LAYERS: dict[str, tuple[str, ...]] = {
     "vgg16": tuple(
-        f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)
+        f"block{b}_conv{c}"
+        for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+        for c in range(1, n + 1)
     ),
     "vgg19": tuple(
-        f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for c in range(1, n + 1)
+        f"block{b}_conv{c}"
+        for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+        for c in range(1, n + 1)
     ),
 }
 BACKBONES: dict[str, str] = {
     "keras-vgg16": "vgg16",
     "torchvision-vgg16": "vgg16",
     "torchvision-vgg19": "vgg19",
+    # VGG16's shape with 1/16 of the channels and fixed random weights: servers started with it
+    # need no exported weights, which makes it the network of fast tests and smoke checks.
+    "tiny-vgg16": "vgg16",
 }
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("noise", "content", "image")
@@ -70,8 +77,10 @@ class StyleOptions:
     size: int = 512
     width: int = 0
     height: int = 0
-    # Optimiser iterations at full resolution; an L-BFGS iteration makes at most
-    # ``evals_per_iteration`` loss evaluations (the tutorial's ``maxfun``).
+    # Optimiser iterations at full resolution (coarser stages add a tenth each). With
+    # ``evals_per_iteration`` > 1 an iteration is one of the tutorial's rounds: a fresh L-BFGS
+    # making at most that many loss evaluations (its ``maxfun``); with 1, one L-BFGS runs on
+    # through the stage and an iteration is one of its steps (line search included).
     iterations: int = 200
     evals_per_iteration: int = 1
     optimizer: str = "lbfgs"
@@ -232,11 +241,14 @@ def _validate(o: StyleOptions, limits: Limits) -> None:
             raise OptionsError(name, "name at least one layer")
         for layer in chosen:
             if layer not in layers:
-                raise OptionsError(name, f"{layer!r} is not a layer of {o.backbone}: {', '.join(layers)}")
+                raise OptionsError(
+                    name, f"{layer!r} is not a layer of {o.backbone}: {', '.join(layers)}"
+                )
     if o.style_layer_weights and len(o.style_layer_weights) != len(o.style_layers):
         raise OptionsError(
             "style_layer_weights",
-            f"give one weight per style layer ({len(o.style_layers)}), got {len(o.style_layer_weights)}",
+            f"give one weight per style layer ({len(o.style_layers)}), "
+            f"got {len(o.style_layer_weights)}",
         )
     for name in ("style_layer_weights", "style_blend"):
         for w in getattr(o, name):

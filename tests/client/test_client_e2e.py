@@ -152,6 +152,31 @@ def test_round_robin_over_a_dns_target(server, content, style):
         assert client.stylize(content, style, **QUICK_JOB).iterations
 
 
+def _infos_served(server) -> int:
+    value = server.server.metrics.registry.get_sample_value(
+        "styleserve_requests_total", {"method": "GetServerInfo", "code": "OK"}
+    )
+    return int(value or 0)
+
+
+@pytest.mark.parametrize(
+    ("load_balancing", "servers_used"), [(None, 2), ("pick_first", 1)], ids=["default", "chosen"]
+)
+def test_a_dns_target_spreads_calls_over_its_addresses_unless_told_not_to(
+    start_server, load_balancing, servers_used
+):
+    # localhost is two addresses, each with its own server on the same port.
+    with start_server(host="127.0.0.1") as v4, start_server(host="::1", port=v4.port) as v6:
+        target = f"dns:///localhost:{v4.port}"
+        with Client(target, load_balancing=load_balancing, timeout=30) as client:
+            # round_robin uses an address once connected to it: give it a few calls.
+            for _ in range(20):
+                client.info()
+        served = [_infos_served(v4), _infos_served(v6)]
+    assert sum(served) == 20
+    assert sum(n > 0 for n in served) == servers_used, f"calls per address: {served}"
+
+
 def test_clients_in_threads_share_a_server(start_server, content, style):
     results: list[Result] = []
     with start_server(job_slots=2, queue_size=4) as srv, Client(srv.target, timeout=120) as client:

@@ -148,3 +148,20 @@ def wait_for_health(target: str, wanted: int, timeout: float = 120) -> None:
     while health(target) != wanted:
         assert time.monotonic() < end, "the server never reached the wanted health"
         time.sleep(0.05)
+
+
+def wait_draining(target: str, timeout: float = 120) -> None:
+    """Returns once ``target`` drains: it says NOT_SERVING or, its listener closed, refuses
+    connections (a draining server closes it at once, so NOT_SERVING may never be seen); a
+    check that arrived just as it stopped is cancelled."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if health(target) == NOT_SERVING:
+                return
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                return
+            raise
+        assert time.monotonic() < end, "the server never began to drain"
+        time.sleep(0.05)

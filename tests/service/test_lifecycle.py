@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import itertools
 import json
-import queue
 import signal
 import subprocess
 import threading
@@ -23,6 +22,7 @@ from service_helpers import (
     rpc_error,
     server_command,
     server_process,
+    wait_draining,
     wait_for_health,
 )
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -98,24 +98,23 @@ def test_a_refused_call_sends_no_headers_so_a_retry_policy_moves_it_on(start_ser
         assert refused, "no call reached the starting server: the test proved nothing"
 
 
-def test_an_aged_connection_takes_no_new_calls_but_keeps_its_running_job(start_server):
+async def test_an_aged_connection_takes_no_new_calls_but_keeps_its_running_job(start_server):
     # How round_robin clients come to see new replicas: the server closes old connections.
-    with start_server(max_connection_age_seconds=1) as srv:
-        with grpc.insecure_channel(srv.target) as channel:
-            states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
-            channel.subscribe(states.put)
+    with start_server(max_connection_age_seconds=0) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
             stub = pb_grpc.StyleTransferServiceStub(channel)
             running = stub.StyleTransfer(request(iterations=5000), timeout=120)
-            assert next(running).HasField("queued")
-            # READY, then IDLE once the server's GOAWAY came.
-            seen = [states.get(timeout=30)]
-            while seen[-1] is not grpc.ChannelConnectivity.IDLE or len(seen) < 3:
-                seen.append(states.get(timeout=30))
-            assert grpc.ChannelConnectivity.READY in seen
-            iterations = [r.progress.iteration for r in itertools.islice(running, 50)]
+            assert (await running.read()).HasField("queued")
+            assert channel.get_state() is grpc.ChannelConnectivity.READY
+            # The server's GOAWAY takes the channel from READY to IDLE.
+            await asyncio.wait_for(
+                channel.wait_for_state_change(grpc.ChannelConnectivity.READY), timeout=30
+            )
+            assert channel.get_state() is grpc.ChannelConnectivity.IDLE
+            iterations = [(await running.read()).progress.iteration for _ in range(50)]
             assert max(iterations) > 0, "the running job's stream was cut with its connection"
             # A new call dials a new connection.
-            assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30).version
+            assert (await stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)).version
             running.cancel()
 
 
@@ -144,7 +143,7 @@ def test_sigterm_drains_a_running_job_then_exits_0():
             assert next(call).HasField("queued")
             started = next(call).started
             server.process.send_signal(signal.SIGTERM)
-            wait_for_health(server.target, NOT_SERVING)
+            wait_draining(server.target)
             refused = rpc_error(stub.StyleTransfer(request(), timeout=30))
             assert refused.code() is grpc.StatusCode.UNAVAILABLE
             rest = list(call)

@@ -36,6 +36,14 @@ def test_flags_override_the_environment(monkeypatch):
     assert settings.limits().max_iterations == 50
 
 
+def test_connection_age_comes_from_the_flag_or_the_environment(monkeypatch):
+    assert Settings.from_args([]).max_connection_age_seconds > 0
+    monkeypatch.setenv("STYLESERVE_MAX_CONNECTION_AGE_SECONDS", "0")
+    assert Settings.from_args([]).max_connection_age_seconds == 0
+    flagged = Settings.from_args(["--max-connection-age-seconds", "60"])
+    assert flagged.max_connection_age_seconds == 60
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [
@@ -46,6 +54,7 @@ def test_flags_override_the_environment(monkeypatch):
         ({"max_image_bytes": 10**9}, "max_request_bytes"),
         ({"auth_token": " "}, "auth_token"),
         ({"log_level": "chatty"}, "log_level"),
+        ({"max_connection_age_seconds": -1}, "max_connection_age_seconds"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(values, named):
