@@ -100,7 +100,7 @@ def test_a_refused_call_sends_no_headers_so_a_retry_policy_moves_it_on(start_ser
 
 async def test_an_aged_connection_takes_no_new_calls_but_keeps_its_running_job(start_server):
     # How round_robin clients come to see new replicas: the server closes old connections.
-    with start_server(max_connection_age_seconds=0) as srv:
+    with start_server(max_connection_age_seconds=1) as srv:
         async with grpc.aio.insecure_channel(srv.target) as channel:
             stub = pb_grpc.StyleTransferServiceStub(channel)
             running = stub.StyleTransfer(request(iterations=5000), timeout=120)
