@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from styleserve_export.loader import Backbone
+from styleserve_export.loader import TINY_BACKBONE, Backbone, tiny_backbone
 from styleserve_server.app import StyleServer, create_server
-from styleserve_server.backbones import tiny_backbone
-from styleserve_server.settings import TINY_BACKBONE, Settings
+from styleserve_server.settings import Settings
 
 T = TypeVar("T")
 

@@ -1,7 +1,6 @@
 """The shared options module resolves presets and names the bad field."""
 
 import pytest
-
 from styleserve.options import OptionsError, resolve
 
 

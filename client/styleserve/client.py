@@ -52,10 +52,15 @@ class Client(Connection):
             **options,
         )
         with contextlib.closing(events):
+            # Read on past the Result to the stream's end, so that the call ends OK on the
+            # server instead of being cancelled in a race with its status.
+            result = None
             for event in events:
                 if isinstance(event, Result):
-                    return event
-        raise missing_result()
+                    result = event
+        if result is None:
+            raise missing_result()
+        return result
 
     def stream(
         self,

@@ -25,6 +25,7 @@ from styleserve_export.vgg import VGGFeatures
 __all__ = [
     "KERAS_NORMALIZATION",
     "MANIFEST_FILE",
+    "TINY_BACKBONE",
     "TORCHVISION_NORMALIZATION",
     "WEIGHTS_FILE",
     "FORMAT_VERSION",
@@ -37,11 +38,15 @@ __all__ = [
     "file_sha256",
     "load_backbone",
     "read_manifest",
+    "tiny_backbone",
 ]
 
 FORMAT_VERSION = 1  # of the manifest and file layout; a change makes old artifacts rebuild
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
+# Built, never loaded: VGG16's shape with 1/16 of the channels and fixed random weights. It runs
+# the whole service in a second without an artifact, for tests and smoke checks.
+TINY_BACKBONE = "tiny-vgg16"
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,8 @@ def load_backbone(
 
     ``device`` None picks CUDA when present, else the CPU; ``up_to`` drops the layers after it.
     """
+    if name == TINY_BACKBONE:
+        return tiny_backbone(device)
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
     target = _resolve_device(device)
     manifest = read_manifest(name, cache_dir)
@@ -193,4 +200,19 @@ def load_backbone(
         sha256=str(manifest["artifact"]["sha256"]),
         device=target,
         manifest=manifest,
+    )
+
+
+def tiny_backbone(device: str | torch.device | None = None) -> Backbone:
+    """The untrained ``tiny-vgg16`` network on ``device`` (None: CUDA when present, else CPU)."""
+    target = _resolve_device(device)
+    net = VGGFeatures("vgg16", channel_divisor=16).to(target).eval().requires_grad_(False)
+    return Backbone(
+        name=TINY_BACKBONE,
+        arch="vgg16",
+        net=net,
+        normalization=KERAS_NORMALIZATION,
+        sha256="",
+        device=target,
+        manifest={},
     )

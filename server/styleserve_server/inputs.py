@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from styleserve.convert import from_proto
-from styleserve.options import BACKBONES, Limits, OptionsError, StyleOptions, resolve
+from styleserve.options import Limits, OptionsError, StyleOptions, resolve
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["ALLOWED_FORMATS", "CheckedRequest", "InvalidInput", "check", "decode", "decode_all"]
@@ -94,8 +94,7 @@ def _options(
                 "backbone", f"this server serves {backbone!r}; leave it unset or send to a "
                 f"server that serves {requested!r}",
             )  # fmt: skip
-        if backbone in BACKBONES:
-            overrides["backbone"] = backbone
+        overrides["backbone"] = backbone
         overrides.setdefault("preview_size", preview_size)
         overrides.setdefault("output_quality", output_quality)
         options = resolve(preset, limits, **overrides)

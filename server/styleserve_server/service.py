@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import torch
 from styleserve.convert import delivery_to_proto, options_to_proto
-from styleserve.options import BACKBONES, PRESETS, Limits
+from styleserve.options import PRESETS, Limits
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.loader import Backbone
@@ -247,7 +247,6 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     def _info(self, backbone: Backbone) -> pb.GetServerInfoResponse:
         """What GetServerInfo answers for a server serving ``backbone``."""
         settings = self._settings
-        served = {"backbone": backbone.name} if backbone.name in BACKBONES else {}
         defaults = PRESETS["default"].replace(
             preview_size=settings.preview_size, output_quality=settings.output_quality
         )
@@ -255,7 +254,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             version=version(),
             backbones=[backbone.name],
             presets=[
-                pb.Preset(name=name, options=options_to_proto(preset.replace(**served)))
+                pb.Preset(
+                    name=name, options=options_to_proto(preset.replace(backbone=backbone.name))
+                )
                 for name, preset in PRESETS.items()
             ],
             device=self._device,

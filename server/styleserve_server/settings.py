@@ -17,10 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 from styleserve.options import BACKBONES, LIMITS, Limits, StyleOptions
 
-__all__ = ["TINY_BACKBONE", "Settings"]
-
-# An untrained VGG16 with 1/16 of the channels: runs the whole service without an artifact.
-TINY_BACKBONE = "tiny-vgg16"
+__all__ = ["Settings"]
 
 _DEFAULTS = StyleOptions()
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -104,7 +101,7 @@ class Settings(BaseSettings):
     @field_validator("backbone")
     @classmethod
     def _servable(cls, value: str) -> str:
-        if value not in (*BACKBONES, TINY_BACKBONE):
+        if value not in BACKBONES:
             raise ValueError(f"{value!r} is not a backbone: use one of {', '.join(BACKBONES)}")
         return value
 

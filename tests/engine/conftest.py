@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from engine_pictures import landscape, stripes
 from PIL import Image
-from styleserve_export.loader import KERAS_NORMALIZATION, Backbone
-from styleserve_export.vgg import VGGFeatures
+from styleserve_export.loader import Backbone, tiny_backbone
 
 
 @pytest.fixture(scope="session")
 def tiny() -> Backbone:
     """The interfaces' test network: VGG16's shape with 1/16 of the channels, seeded weights."""
-    net = VGGFeatures("vgg16", channel_divisor=16).eval().requires_grad_(False)
-    return Backbone(
-        name="tiny-vgg16",
-        arch="vgg16",
-        net=net,
-        normalization=KERAS_NORMALIZATION,
-        sha256="",
-        device=torch.device("cpu"),
-        manifest={},
-    )
+    return tiny_backbone("cpu")
 
 
 @pytest.fixture

@@ -27,9 +27,9 @@ from service_helpers import (
 )
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+from styleserve_export.loader import tiny_backbone
 from styleserve_export.vgg import VGGFeatures
 from styleserve_server.app import SERVICE_NAME
-from styleserve_server.backbones import tiny_backbone
 
 pytestmark = pytest.mark.timeout(300)
 
