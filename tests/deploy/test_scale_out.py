@@ -133,7 +133,7 @@ def test_a_draining_server_finishes_its_job_while_new_calls_go_elsewhere(
     servers: list[RunningServer], client: Client
 ):
     # What a rolling update or a scale-down does to a pod: SIGTERM with a job in flight.
-    events = client.stream(CONTENT, [STYLE], size=32, iterations=1000, scales=[1.0])
+    events = client.stream(CONTENT, [STYLE], size=32, iterations=300, scales=[1.0])
     next(e for e in events if isinstance(e, Progress))
     (victim,) = [s for s in servers if _running(s) == 1]
     draining = threading.Thread(target=victim.stop, kwargs={"grace": 120})
