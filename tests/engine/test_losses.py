@@ -73,6 +73,22 @@ def test_gram_is_float32_for_bfloat16_features() -> None:
     )
 
 
+def test_gram_gradient_of_channels_last_bfloat16_features() -> None:
+    """The bf16 network's path: its gradient matches float64 autograd and keeps the layout."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.rand(1, 8, 6, 10, generator=generator, dtype=torch.float64)
+    weight = torch.rand(8, 8, generator=generator, dtype=torch.float64)
+    narrow = features.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    narrow.requires_grad_(True)
+    # autograd.grad, unlike .grad of a leaf, hands back the layout the backward produced.
+    (got,) = torch.autograd.grad((gram(narrow, normalize=True) * weight).sum(), narrow)
+    exact = narrow.detach().double().requires_grad_(True)
+    flat = exact[0].reshape(8, -1)
+    (expected,) = torch.autograd.grad(((flat @ flat.T / exact.numel()) * weight).sum(), exact)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=1e-4)
+
+
 def _tutorial_loss_numpy(net, content: np.ndarray, style: np.ndarray, combo: np.ndarray):
     """The Keras example's loss, written out in numpy from its text (features from ``net``)."""
     mean_bgr = np.array([103.939, 116.779, 123.68])

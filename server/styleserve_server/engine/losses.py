@@ -23,32 +23,47 @@ def _wide(x: Tensor) -> Tensor:
 
 
 class _Gram(torch.autograd.Function):
-    """``m.T @ m`` for positions x channels ``m``, with a one-product backward.
+    """``F F^T`` for (1, C, h, w) ``features``, F being their channels x positions view.
 
-    Autograd's generic matmul backward computes two products, one per operand; the Gram matrix
-    is symmetric in its operands, so one suffices. Those products are the costliest float32 work
-    of an evaluation after the network itself.
+    The forward product runs in float32 at least (see the module docstring). The backward
+    product runs in the features' own precision and writes the gradient straight into the
+    features' memory layout: a float32 gradient would need a cast, and a gradient in another
+    layout than the convolution's (channels-last in bf16) makes autograd's accumulation and the
+    ReLU's backward take slow strided paths, which together cost more than the network's
+    backward convolutions. Being symmetric in its operands, the product also needs only one
+    backward product where autograd's generic matmul would compute two.
     """
 
     @staticmethod
-    def forward(ctx: Any, m: Tensor) -> Tensor:
-        ctx.save_for_backward(m)
-        return m.T @ m
+    def forward(ctx: Any, features: Tensor) -> Tensor:
+        ctx.save_for_backward(features)
+        wide = _wide(_flat(features))
+        return wide @ wide.T
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (m,) = ctx.saved_tensors
-        return m @ (grad + grad.T)
+        (features,) = ctx.saved_tensors
+        result = torch.empty_like(features, memory_format=_layout(features))
+        torch.mm((grad + grad.T).to(features.dtype), _flat(features), out=_flat(result))
+        return result
+
+
+def _flat(features: Tensor) -> Tensor:
+    """The (C, h*w) view of (1, C, h, w) ``features``: free in NCHW and channels-last alike."""
+    return features.flatten(2)[0]
+
+
+def _layout(features: Tensor) -> torch.memory_format:
+    """Channels-last where ``features`` are; NCHW otherwise, so that ``_flat`` is a view."""
+    channels_last = features.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def gram(features: Tensor, *, normalize: bool) -> Tensor:
     """(C, C) Gram matrix F F^T (float32 at least) of (1, C, h, w) ``features``, F being
     channels x positions; divided by ``C*h*w`` when ``normalize``."""
-    channels = features.shape[1]
-    # Positions x channels is a free view of channels-last features (and a copy otherwise).
-    m = _wide(features[0]).permute(1, 2, 0).reshape(-1, channels)
-    g = _Gram.apply(m)
-    return g / m.numel() if normalize else g
+    g = _Gram.apply(features)
+    return g / features.numel() if normalize else g
 
 
 def content_loss(features: Tensor, target: Tensor, *, mean: bool) -> Tensor:
