@@ -35,7 +35,7 @@ from styleserve_server.jobs import Job
 from styleserve_server.metrics import Metrics
 from styleserve_server.settings import Settings
 
-__all__ = ["NotReady", "StyleTransferService", "Unauthenticated", "device_name", "version"]
+__all__ = ["NotReady", "StyleTransferService", "Unauthenticated", "version"]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ class Unauthenticated(Exception):
 
 def version() -> str:
     return importlib.metadata.version("styleserve")
-
-
-def device_name(device: torch.device) -> str:
-    """``device`` with its index, e.g. "cuda:0", so that receipts name the real device."""
-    if device.type == "cuda" and device.index is None:
-        return f"cuda:{torch.cuda.current_device()}"
-    return str(device)
 
 
 def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
@@ -121,7 +114,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
 
     def serve(self, backbone: Backbone) -> None:
         """Starts accepting jobs for ``backbone`` (loaded and warmed up)."""
-        self._device = device_name(backbone.device)
+        # The loader names CUDA devices with their index ("cuda:0"), as receipts should.
+        self._device = str(backbone.device)
         self._backbone = backbone
 
     def drain(self) -> None:

@@ -50,12 +50,6 @@ def _check(
         raise ValueError('init="image" needs an init picture: send one, or use init="content"')
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda" and device.index is None:
-        return f"cuda:{torch.cuda.current_device()}"
-    return str(device)
-
-
 def _resized_style(style: Image.Image, stage: Stage, options: StyleOptions) -> Image.Image:
     if options.loss_normalization == "tutorial":
         # The Keras example stretches the style to the output's shape; its unnormalised Gram
@@ -197,7 +191,7 @@ def run_job(
         iterations=done,
         seed=seed,
         precision=precision,
-        device=_device_name(device),
+        device=str(device),
         setup_seconds=setup_seconds,
         optimize_seconds=time.perf_counter() - started - setup_seconds,
     )
