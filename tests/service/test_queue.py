@@ -134,7 +134,8 @@ def test_a_deadline_stops_the_job_and_frees_its_slot(start_server):
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0)
         # With no queue, this is refused outright unless the slot really is free.
         assert list(stub.StyleTransfer(request(), timeout=120))[-1].HasField("result")
-    assert requests(srv, "DEADLINE_EXCEEDED") == 1
+        wait_until(lambda: requests(srv, "DEADLINE_EXCEEDED") == 1)
+    assert requests(srv, "CANCELLED") == 0
 
 
 def test_a_deadline_while_queued_leaves_the_queue(start_server):
