@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {backbone.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
     size = (seed_options.width, seed_options.height)
-    content_px = to_tensor(resize(content, size, "nearest"), backbone.device)
-    style_px = to_tensor(resize(style, size, "nearest"), backbone.device)
+    content_px = to_tensor(resize(content, size, seed_options.resize), backbone.device)
+    style_px = to_tensor(resize(style, size, seed_options.resize), backbone.device)
     for precision in ("float32", "bfloat16"):
         objective = seed_objective(backbone, precision, content_px, style_px)
         per_eval = seconds_per_evaluation(objective, content_px)

@@ -19,22 +19,25 @@ import concurrent.futures
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from styleserve.options import BACKBONES
 from styleserve_export.loader import TINY_BACKBONE, Backbone, tiny_backbone
 from styleserve_server.app import StyleServer, create_server
 from styleserve_server.settings import Settings
 
 T = TypeVar("T")
 
-# What a test server differs in from the shipped defaults: any free port, the tiny network
-# without warm-up, and no waiting for running jobs when the test is over.
+# What a test server differs in from the shipped defaults: any free port, no warm-up, and no
+# waiting for running jobs when the test is over (the backbone comes from the served network).
 TEST_SETTINGS: dict[str, Any] = {
     "port": 0,
-    "backbone": TINY_BACKBONE,
     "warmup": False,
     "grace_seconds": 0.0,
     "log_format": "text",
@@ -42,10 +45,39 @@ TEST_SETTINGS: dict[str, Any] = {
 
 
 def free_port() -> int:
-    """A loopback port free right now (for the metrics HTTP server, whose 0 means "off")."""
+    """A loopback port nothing listens on right now (for the metrics HTTP server, whose 0
+    means "off", and for calls that must find no server)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def health(target: str, service: str = "") -> int:
+    """The health status ``target`` reports for ``service`` ("" is the whole server)."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def wait_draining(target: str, timeout: float = 120) -> None:
+    """Returns once ``target`` drains: it says NOT_SERVING or, its listener closed, refuses
+    connections (a draining server closes it at once, so NOT_SERVING may never be seen); a
+    check that arrived just as it stopped is cancelled."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if health(target) == NOT_SERVING:
+                return
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                return
+            raise
+        assert time.monotonic() < end, "the server never began to drain"
+        time.sleep(0.05)
 
 
 @dataclass
@@ -57,7 +89,6 @@ class RunningServer:
     settings: Settings
     server: StyleServer
     loop: asyncio.AbstractEventLoop
-    _stopped: threading.Event
     _stop: Callable[[float], None]
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
@@ -78,7 +109,7 @@ def serve_in_thread(
         backbone = tiny_backbone()
     values = {**TEST_SETTINGS, "backbone": _settings_name(backbone), **overrides}
     settings = Settings(**values)
-    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, StyleServer, int]]
+    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, StyleServer]]
     started = concurrent.futures.Future()
     stop_grace: list[float] = []
     stopped = threading.Event()
@@ -120,7 +151,6 @@ def serve_in_thread(
         settings=settings,
         server=server,
         loop=loop,
-        _stopped=stopped,
         _stop=stop,
     )
     try:
@@ -131,11 +161,7 @@ def serve_in_thread(
 
 def _settings_name(backbone: Backbone) -> str:
     """The settings' name for ``backbone``: its own when servable, else the tiny network's."""
-    try:
-        Settings(**{**TEST_SETTINGS, "backbone": backbone.name})
-    except ValueError:
-        return TINY_BACKBONE
-    return backbone.name
+    return backbone.name if backbone.name in BACKBONES else TINY_BACKBONE
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ _FLOATS = frozenset(
 )
 # Options that travel in DeliveryOptions rather than StyleOptions.
 DELIVERY_FIELDS = ("preview_every", "preview_size", "output_format", "output_quality")
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StyleOptions))
 
 
 def _shortest(value: float) -> float:
@@ -80,11 +81,12 @@ def _shortest(value: float) -> float:
     if not math.isfinite(value):
         return value
     packed = struct.pack("<f", value)
+    single = struct.unpack("<f", packed)[0]
     for digits in range(6, 10):
-        candidate = float(f"{struct.unpack('<f', packed)[0]:.{digits}g}")
+        candidate = float(f"{single:.{digits}g}")
         if struct.pack("<f", candidate) == packed:
             return candidate
-    return struct.unpack("<f", packed)[0]
+    return single
 
 
 def _enum_to_name(field: str, number: int, wrapper: EnumTypeWrapper, prefix: str) -> str | None:
@@ -146,11 +148,10 @@ def to_proto(
     """The wire messages for ``preset`` with ``overrides`` (StyleOptions field names; None
     means unset). ``style_blend`` is not part of these messages: it goes on each
     StylePicture's ``blend_weight``. Raises OptionsError for an unknown name or enum value."""
-    known = {f.name for f in dataclasses.fields(StyleOptions)}
     message = pb.StyleOptions(preset=preset)
     delivery = pb.DeliveryOptions()
     for name, value in overrides.items():
-        if name not in known:
+        if name not in _OPTION_NAMES:
             raise OptionsError(name, "unknown option")
         if value is None or name in ("style_blend", "preset"):
             continue

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from styleserve.convert import DELIVERY_FIELDS, effective_options, from_proto
+from styleserve.convert import effective_options, from_proto
 from styleserve.options import StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -48,6 +48,7 @@ class ServerInfo:
 
     @classmethod
     def from_proto(cls, message: pb.GetServerInfoResponse) -> ServerInfo:
+        # With empty StyleOptions, the overrides are the delivery fields alone.
         delivery = from_proto(pb.StyleOptions(), message.default_delivery)[1]
         return cls(
             version=message.version,
@@ -56,7 +57,7 @@ class ServerInfo:
             backbones=tuple(message.backbones),
             presets={p.name: effective_options(p.options) for p in message.presets},
             limits=ServerLimits(**{name: getattr(message.limits, name) for name in _LIMIT_FIELDS}),
-            default_delivery={k: v for k, v in delivery.items() if k in DELIVERY_FIELDS},
+            default_delivery=delivery,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["Picture", "encode_picture", "write_atomically"]
+__all__ = ["PICTURE_TYPES", "Picture", "encode_picture", "write_atomically"]
 
 Picture = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image
 """A picture argument: a file path, encoded bytes (PNG, JPEG or WebP) or a PIL image."""
+# The classes of ``Picture`` for isinstance checks, e.g. one picture versus a list of them.
+PICTURE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
 
 
 def encode_picture(picture: Picture, *, what: str = "picture") -> bytes:

@@ -7,16 +7,13 @@ name; only the options the caller set travel, the server fills in the rest from 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
-
-from PIL import Image
 
 from styleserve.convert import to_proto
 from styleserve.errors import InvalidArgument
 from styleserve.options import OptionsError, resolve
-from styleserve.pictures import Picture, encode_picture
+from styleserve.pictures import PICTURE_TYPES, Picture, encode_picture
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["Styles", "build_request"]
@@ -26,7 +23,7 @@ Styles = Picture | Sequence[Picture]
 
 
 def _style_list(styles: Styles) -> list[Picture]:
-    if isinstance(styles, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)):
+    if isinstance(styles, PICTURE_TYPES):
         return [styles]
     return list(styles)
 

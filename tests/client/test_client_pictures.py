@@ -5,19 +5,14 @@ import os
 import stat
 
 import pytest
+from client_helpers import png
 from PIL import Image
 from styleserve.contact_sheet import contact_sheet
 from styleserve.pictures import encode_picture, write_atomically
 
 
-def _png(size=(24, 16), color=(200, 30, 40)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_paths_bytes_and_pil_images_become_encoded_bytes(tmp_path):
-    data = _png()
+    data = png((24, 16), (200, 30, 40))
     path = tmp_path / "a.png"
     path.write_bytes(data)
     assert encode_picture(path) == data

@@ -1,7 +1,8 @@
 """Requests carry exactly the options the caller set; bad options fail before any call."""
 
 import pytest
-from client_helpers import closed_port, png
+from client_helpers import png
+from fixtures_server import free_port
 from PIL import Image
 from styleserve import Client, InvalidArgument, Unavailable
 from styleserve.convert import from_proto
@@ -62,13 +63,13 @@ def test_set_options_travel_in_their_messages():
 )
 def test_bad_options_fail_locally_naming_the_field(options, field):
     # A dead address: the error must come from the client's own check, before any call.
-    with Client(f"127.0.0.1:{closed_port()}") as client:
+    with Client(f"127.0.0.1:{free_port()}") as client:
         with pytest.raises(InvalidArgument, match=rf"^INVALID_ARGUMENT: {field}:"):
             client.stylize(png(), png(), **options)
 
 
 def test_no_server_is_unavailable():
-    with Client(f"127.0.0.1:{closed_port()}", timeout=10) as client:
+    with Client(f"127.0.0.1:{free_port()}", timeout=10) as client:
         with pytest.raises(Unavailable) as err:
             client.stylize(png(), png(), iterations=1)
         with pytest.raises(Unavailable):

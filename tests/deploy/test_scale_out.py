@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from fixtures_server import RunningServer
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from fixtures_server import RunningServer, wait_draining
 from PIL import Image
 from styleserve import Client
 from styleserve.errors import StyleserveError
@@ -63,22 +62,6 @@ def _served_by(servers: list[RunningServer], total: int) -> list[int]:
 
 def _running(server: RunningServer) -> int:
     return int(server.server.metrics.registry.get_sample_value("styleserve_running_jobs") or 0)
-
-
-def _wait_draining(server: RunningServer) -> None:
-    """Returns once ``server`` has begun to drain: its health says NOT_SERVING, or it no
-    longer answers at all."""
-    with grpc.insecure_channel(server.target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(200):
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            except grpc.RpcError:
-                return
-            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"{server.target} did not begin to drain")
 
 
 @pytest.fixture
@@ -139,7 +122,7 @@ def test_a_draining_server_finishes_its_job_while_new_calls_go_elsewhere(
     draining = threading.Thread(target=victim.stop, kwargs={"grace": 120})
     draining.start()
     try:
-        _wait_draining(victim)
+        wait_draining(victim.target)
         for _ in range(2 * SERVERS):
             assert _size(client.stylize(CONTENT, [STYLE], **JOB)) == (32, 21)
         assert _running(victim) == 1, "the drained job ended too early for this test to count"

@@ -36,7 +36,7 @@ def torchvision_net() -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers).eval()
 
 
-def keras_onnx_model(net: VGGFeatures, size: int = 32) -> onnx.ModelProto:
+def keras_onnx_model(net: VGGFeatures) -> onnx.ModelProto:
     """A Keras-layout (tf2onnx-style) ONNX graph of ``net``: NHWC input, NCHW convolutions."""
     nodes = [helper.make_node("Transpose", ["input"], ["x0"], perm=[0, 3, 1, 2])]
     inits, x, block = [], "x0", "block1"
@@ -69,7 +69,7 @@ def keras_onnx_model(net: VGGFeatures, size: int = 32) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "tiny_keras_vgg",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", size, size, 3])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 32, 32, 3])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
         inits,
     )

@@ -16,14 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from fixtures_server import health
 from PIL import Image
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
@@ -73,17 +73,6 @@ def connect(target: str) -> Iterator[pb_grpc.StyleTransferServiceStub]:
 
 def kinds(responses: Iterable[pb.StyleTransferResponse]) -> list[str]:
     return [r.WhichOneof("event") for r in responses]
-
-
-def health(target: str, service: str = "") -> int:
-    """The health status ``target`` reports for ``service`` ("" is the whole server)."""
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
-
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def rpc_error(stream: Iterable[Any]) -> grpc.RpcError:
@@ -143,25 +132,19 @@ def server_process(*args: str) -> Iterator[ServerProcess]:
         process.wait()
 
 
+def sample(srv: Any, name: str, **labels: str) -> float:
+    """The value of metric ``name`` with ``labels`` in ``srv``'s registry (0 when unseen)."""
+    return srv.server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Polls ``condition`` (the server frees slots and counts jobs asynchronously)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached within the timeout")
+        time.sleep(0.02)
+
+
 def wait_for_health(target: str, wanted: int, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while health(target) != wanted:
-        assert time.monotonic() < end, "the server never reached the wanted health"
-        time.sleep(0.05)
-
-
-def wait_draining(target: str, timeout: float = 120) -> None:
-    """Returns once ``target`` drains: it says NOT_SERVING or, its listener closed, refuses
-    connections (a draining server closes it at once, so NOT_SERVING may never be seen); a
-    check that arrived just as it stopped is cancelled."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            if health(target) == NOT_SERVING:
-                return
-        except grpc.RpcError as error:
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                return
-            raise
-        assert time.monotonic() < end, "the server never began to drain"
-        time.sleep(0.05)
+    wait_until(lambda: health(target) == wanted, timeout)

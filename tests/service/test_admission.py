@@ -51,7 +51,8 @@ async def test_a_full_queue_refuses_with_a_retry_estimate():
     await settle()
     with pytest.raises(QueueFull) as refused:
         await hold(admission, [])
-    assert refused.value.retry_after >= 10
+    # Beyond what the initial 10 s guess gives (10 s x 2 places / 2 slots): it followed the 60 s.
+    assert refused.value.retry_after > 10
     other.cancel()
 
 

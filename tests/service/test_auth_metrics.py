@@ -6,8 +6,8 @@ import urllib.request
 
 import grpc
 import pytest
-from fixtures_server import free_port
-from service_helpers import SERVING, connect, health, request, rpc_error
+from fixtures_server import SERVING, free_port, health
+from service_helpers import connect, request, rpc_error
 from styleserve.v1 import style_transfer_pb2 as pb
 
 pytestmark = pytest.mark.timeout(180)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from PIL import Image
-from service_helpers import connect, request
+from service_helpers import connect, request, sample, wait_until
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.engine import Finished, Iterate, Losses
 from styleserve_server.jobs import Mailbox
@@ -65,12 +65,10 @@ def test_a_stalled_reader_does_not_stall_the_job(start_server):
         delivery = pb.DeliveryOptions(preview_every=1, preview_size=1024)
         call = stub.StyleTransfer(request(iterations=30, delivery=delivery), timeout=120)
         assert next(call).HasField("queued")
-        registry = srv.server.metrics.registry
         # Read nothing more until the job has finished on the server: a worker that waited
-        # for the reader would never get there (and the test would time out).
-        done = {"outcome": "finished"}
-        while not registry.get_sample_value("styleserve_job_duration_seconds_count", done):
-            threading.Event().wait(0.05)
+        # for the reader would never get there.
+        finished = "styleserve_job_duration_seconds_count"
+        wait_until(lambda: sample(srv, finished, outcome="finished") == 1, timeout=120)
         rest = list(call)
     result = rest[-1].result
     previews = [r for r in rest if r.HasField("preview")]

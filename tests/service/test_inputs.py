@@ -9,9 +9,10 @@ import zlib
 import grpc
 import numpy as np
 import pytest
+from fixtures_server import SERVING, health
 from PIL import Image
-from service_helpers import SERVING, connect, encoded, health, picture, request, rpc_error
-from styleserve.options import LIMITS
+from service_helpers import connect, encoded, picture, request, rpc_error
+from styleserve.options import LIMITS, Limits
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.inputs import InvalidInput, decode
 
@@ -158,5 +159,5 @@ def test_webp_is_accepted():
 
 def test_decode_checks_the_pixel_limit_itself():
     with pytest.raises(InvalidInput) as error:
-        decode("init_image", encoded(picture((100, 100))), LIMITS.__class__(max_input_pixels=99))
+        decode("init_image", encoded(picture((100, 100))), Limits(max_input_pixels=99))
     assert error.value.field == "init_image"

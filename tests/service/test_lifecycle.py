@@ -12,17 +12,14 @@ from collections.abc import Sequence
 
 import grpc
 import pytest
+from fixtures_server import NOT_SERVING, SERVING, health, wait_draining
 from service_helpers import (
-    NOT_SERVING,
-    SERVING,
     connect,
-    health,
     kinds,
     request,
     rpc_error,
     server_command,
     server_process,
-    wait_draining,
     wait_for_health,
 )
 from styleserve.v1 import style_transfer_pb2 as pb

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import grpc
 import pytest
-from service_helpers import connect, request, rpc_error
+from service_helpers import connect, kinds, request, rpc_error, sample, wait_until
 from styleserve.v1 import style_transfer_pb2 as pb
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,10 +23,6 @@ def next_event(call, kind: str) -> pb.StyleTransferResponse:
     raise AssertionError(f"the stream ended without a {kind} event")
 
 
-def sample(srv, name: str, **labels: str) -> float:
-    return srv.server.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
 def requests(srv, code: str) -> float:
     return sample(srv, "styleserve_requests_total", method="StyleTransfer", code=code)
 
@@ -37,15 +32,6 @@ def start_endless(stub):
     call = stub.StyleTransfer(request(**ENDLESS), timeout=120)
     next_event(call, "progress")
     return call
-
-
-def wait_until(condition, timeout: float = 60) -> None:
-    """Polls ``condition`` (the server frees slots asynchronously, within one iteration)."""
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached within the timeout")
-        time.sleep(0.02)
 
 
 def test_two_clients_run_at_once_on_two_slots(start_server):
@@ -73,7 +59,7 @@ def test_two_clients_on_one_slot_both_get_their_result(start_server):
             thread.start()
         for thread in threads:
             thread.join()
-    assert [r.WhichOneof("event") for r in results] == ["result", "result"]
+    assert kinds(results) == ["result", "result"]
     waits = sorted(r.result.timings.queue_seconds for r in results)
     assert waits[1] > 0  # one of them waited for the other's slot
 
@@ -119,7 +105,7 @@ def test_cancelling_a_running_job_starts_the_queued_one_at_once(start_server):
         assert next(waiting).queued.position == 0
         running.cancel()
         responses = list(waiting)
-        assert [r.WhichOneof("event") for r in responses][0] == "started"
+        assert kinds(responses)[0] == "started"
         assert responses[-1].HasField("result")
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0)
     assert sample(srv, "styleserve_job_duration_seconds_count", outcome="cancelled") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 from styleserve.options import LIMITS
@@ -10,8 +12,6 @@ from styleserve_server.settings import Settings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    import os
-
     for name in list(os.environ):
         if name.startswith("STYLESERVE_"):
             monkeypatch.delenv(name)

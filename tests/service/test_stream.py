@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import grpc
 import pytest
@@ -92,8 +93,6 @@ def test_the_callers_request_id_is_echoed(server):
 
 def test_a_real_photograph_in_a_real_painting_style(server):
     """The sample pictures, downscaled, through the whole service."""
-    from pathlib import Path
-
     examples = Path(__file__).resolve().parents[2] / "examples"
     content, style = (
         encoded(Image.open(examples / name).reduce(8), "JPEG")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from service_helpers import SERVING, connect, request, server_process, wait_for_health
+from fixtures_server import SERVING
+from service_helpers import connect, request, server_process, wait_for_health
 from styleserve.v1 import style_transfer_pb2 as pb
 
 pytestmark = [pytest.mark.vgg, pytest.mark.timeout(600)]

@@ -20,7 +20,6 @@ class Colour:
 
     def __init__(self, content: Tensor, *, preserve: bool) -> None:
         self.preserve = preserve
-        self.channels = 1 if preserve else 3
         if preserve:
             y = luminance(content)
             self._chroma = chroma(content)

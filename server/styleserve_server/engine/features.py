@@ -16,9 +16,9 @@ import torch
 from styleserve_export.loader import Backbone
 from torch import Tensor, nn
 
-__all__ = ["PRECISION_DTYPES", "FeatureNet", "effective_precision"]
+__all__ = ["FeatureNet", "effective_precision"]
 
-PRECISION_DTYPES = {
+_DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -67,8 +67,7 @@ class FeatureNet:
     def __init__(self, backbone: Backbone, precision: str) -> None:
         norm = backbone.normalization
         self.device = backbone.device
-        self.precision = precision
-        self.dtype = PRECISION_DTYPES[precision]
+        self.dtype = _DTYPES[precision]
         self.channels_last = _channels_last(self.dtype)
         self._net = _network(backbone.net, self.dtype, self.channels_last)
         self._bgr = norm.channel_order == "BGR"

@@ -68,16 +68,17 @@ def _prepare(
     options: StyleOptions,
     net: FeatureNet,
     weights: Weights,
-) -> tuple[Colour, Tensor, Evaluator]:
-    """One stage's colour handling, its content picture and the evaluator of its objective."""
+) -> tuple[Colour, Tensor, Tensor, Evaluator]:
+    """One stage's colour handling, its content picture (RGB and as the optimised variable)
+    and the evaluator of its objective."""
     content_px = to_tensor(resize(content, (stage.width, stage.height), options.resize), net.device)
     colour = Colour(content_px, preserve=options.preserve_color)
     style_px = [
         colour.style(to_tensor(_resized_style(s, stage, options), net.device)) for s in styles
     ]
-    target = colour.render(colour.variable(content_px))
-    objective = Objective(net, weights, target, style_px, options.style_blend)
-    return colour, content_px, Evaluator(lambda v: objective(colour.render(v)))
+    content_var = colour.variable(content_px)
+    objective = Objective(net, weights, colour.render(content_var), style_px, options.style_blend)
+    return colour, content_px, content_var, Evaluator(lambda v: objective(colour.render(v)))
 
 
 def _start(
@@ -147,8 +148,9 @@ def run_job(
     x: Tensor | None = None
     previous: Tensor | None = None
     for stage in stages:
-        colour, content_px, evaluator = _prepare(stage, content, styles, options, net, weights)
-        here = colour.variable(content_px)
+        colour, content_px, here, evaluator = _prepare(
+            stage, content, styles, options, net, weights
+        )
         if x is None:
             x = colour.variable(_start(options, content_px, init_image, net, seed))
         else:

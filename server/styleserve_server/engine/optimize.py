@@ -143,8 +143,8 @@ class Optimizer:
         # torch's first step is t = lr * min(1, 1/|g|_1) along -g; choose lr to move the
         # steepest pixel by first_step, then restore the unit step of later iterations.
         self._evaluate()
-        grad = self._x.grad
-        peak, l1 = float(grad.abs().max()), float(grad.abs().sum())
+        magnitude = self._x.grad.abs()
+        peak, l1 = torch.stack((magnitude.max(), magnitude.sum())).tolist()
         if peak > 0:
             opt.param_groups[0]["lr"] = self._first_step / peak / min(1.0, 1.0 / l1)
         opt.step(self._evaluate)
