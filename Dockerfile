@@ -5,8 +5,9 @@
 #             (server extra); torch's wheels carry their own CUDA libraries, so the node needs
 #             only the NVIDIA driver (mounted by the NVIDIA container toolkit / device plugin)
 #             and no nvidia/cuda base image is needed.
-#   weights - the VGG16 artifact exported at build time when WEIGHTS=baked, else an empty
-#             cache that an init container fills in a volume (deploy/k8s/).
+#   weights - the VGG16 artifact and the instant tier's feed-forward networks exported at
+#             build time when WEIGHTS=baked, else an empty cache that init containers fill
+#             in a volume (deploy/k8s/).
 #   runtime - python:slim with the environment and the cache copied in: no compiler, no pip
 #             cache, a non-root user, the server as the exec-form entry point.
 # deploy/README.md says when to bake the weights and when to export them in the cluster.
@@ -37,10 +38,12 @@ FROM build AS weights
 # container into a cache volume.
 ARG WEIGHTS=baked
 ARG WEIGHTS_SOURCE=keras-vgg16
+ARG FEED_FORWARD_SOURCE=magenta-arbitrary
 ENV STYLESERVE_CACHE_DIR=/opt/styleserve/weights
 RUN mkdir -p "$STYLESERVE_CACHE_DIR" \
     && if [ "$WEIGHTS" = "baked" ]; then \
-         styleserve-export --source "$WEIGHTS_SOURCE" --cache-dir "$STYLESERVE_CACHE_DIR"; \
+         styleserve-export --source "$WEIGHTS_SOURCE" --cache-dir "$STYLESERVE_CACHE_DIR" \
+         && styleserve-export --source "$FEED_FORWARD_SOURCE" --cache-dir "$STYLESERVE_CACHE_DIR"; \
        elif [ "$WEIGHTS" != "volume" ]; then \
          echo "WEIGHTS must be 'baked' or 'volume', got '$WEIGHTS'" >&2; exit 1; \
        fi

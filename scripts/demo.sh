@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The README's first command, for a fresh clone on a fresh machine: installs the project,
-# exports the VGG16 weights (the default keras-vgg16 source), starts a real styleserve-server
-# on a free local port, stylises the bundled photo with the bundled painting through the real
-# client and its progress bar, and stops the server, whatever happens.
-# Writes out/tubingen_starry.png, out/previews/ (with the contact sheet) and out/server.log.
+# exports the VGG16 weights (the default keras-vgg16 source) and the instant tier's
+# feed-forward networks (magenta-arbitrary), starts a real styleserve-server on a free local
+# port, stylises the bundled photo with the bundled painting through the real client, first
+# in a fraction of a second (--preset instant), then by optimisation with its progress bar,
+# and stops the server, whatever happens. Writes out/tubingen_starry_instant.png,
+# out/tubingen_starry.png, out/previews/ (with the contact sheet) and out/server.log.
 # The size and iterations keep it to a few minutes on a 2-core CPU; a GPU is used when present.
 # DEMO_SIZE and DEMO_ITERATIONS override them, DEMO_OUT the output folder; scripts/venv.sh
 # tells how to use an environment of your own.
@@ -18,6 +20,7 @@ out=${DEMO_OUT:-out}
 mkdir -p "$out/previews"
 
 styleserve-export
+styleserve-export --source magenta-arbitrary
 
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 styleserve-server --port "$port" --log-format text >"$out/server.log" 2>&1 &
@@ -37,7 +40,11 @@ if ! python scripts/wait_healthy.py "127.0.0.1:$port" --pid "$server_pid" --time
 fi
 
 styleserve stylize examples/tubingen.jpg examples/starry_night.jpg \
+    -o "$out/tubingen_starry_instant.png" --preset instant \
+    --server "127.0.0.1:$port" --size "$size"
+styleserve stylize examples/tubingen.jpg examples/starry_night.jpg \
     -o "$out/tubingen_starry.png" --previews "$out/previews" \
     --server "127.0.0.1:$port" --size "$size" --iterations "$iterations"
 
-echo "Result: $out/tubingen_starry.png; previews and their contact sheet: $out/previews/"
+echo "Results: $out/tubingen_starry_instant.png (instant), $out/tubingen_starry.png" \
+    "(optimised); previews and their contact sheet: $out/previews/"

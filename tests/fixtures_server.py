@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import socket
 import threading
 import time
@@ -34,13 +35,16 @@ from styleserve_server.settings import Settings
 
 T = TypeVar("T")
 
-# What a test server differs in from the shipped defaults: any free port, no warm-up, and no
-# waiting for running jobs when the test is over (the backbone comes from the served network).
+# What a test server differs in from the shipped defaults: any free port, no warm-up, no
+# waiting for running jobs when the test is over, and the tiny feed-forward pair (the backbone
+# comes from the served network).
 TEST_SETTINGS: dict[str, Any] = {
     "port": 0,
     "warmup": False,
     "grace_seconds": 0.0,
     "log_format": "text",
+    # The untrained feed-forward pair, built in memory: the instant tier without an artifact.
+    "feed_forward": "tiny-arbitrary",
 }
 
 
@@ -106,7 +110,7 @@ def serve_in_thread(
 ) -> Iterator[RunningServer]:
     """A running server for ``TEST_SETTINGS`` updated with ``overrides``; stopped on exit."""
     if backbone is None:
-        backbone = tiny_backbone()
+        backbone = _shared_tiny_backbone()
     values = {**TEST_SETTINGS, "backbone": _settings_name(backbone), **overrides}
     settings = Settings(**values)
     started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, StyleServer]]
@@ -120,10 +124,17 @@ def serve_in_thread(
         stop_requested = asyncio.Event()
         try:
             server, port = create_server(settings, backbone=backbone)
+        except BaseException as error:
+            started.set_exception(error)
+            return
+        try:
             await server.start()
             if wait_ready:
                 await server.wait_ready()
         except BaseException as error:
+            # Stopped before this loop closes: a gRPC server collected later, its loop gone,
+            # would hang the interpreter's last garbage collection.
+            await server.stop(0)
             started.set_exception(error)
             return
         started.set_result((asyncio.get_running_loop(), server, port))
@@ -157,6 +168,13 @@ def serve_in_thread(
         yield running
     finally:
         running.stop(0)
+
+
+@functools.cache
+def _shared_tiny_backbone() -> Backbone:
+    """One tiny network for every test server of the process: frozen, it is never changed by a
+    job, and the server's start-up measurement of "auto" precision runs once per network."""
+    return tiny_backbone()
 
 
 def _settings_name(backbone: Backbone) -> str:

@@ -4,13 +4,14 @@
 public surface, so that everything a caller catches or matches on is importable from here.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from styleserve.aio import AsyncClient
 from styleserve.client import Client
 from styleserve.errors import (
     Cancelled,
     DeadlineExceeded,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     PermissionDenied,
@@ -21,7 +22,10 @@ from styleserve.errors import (
 )
 from styleserve.events import (
     Event,
+    FeedForwardInfo,
     Losses,
+    PrecisionChoice,
+    PrecisionTrial,
     Preview,
     Progress,
     Queued,
@@ -34,8 +38,8 @@ from styleserve.info import ServerInfo, ServerLimits
 from styleserve.options import PRESETS, OptionsError, StyleOptions
 
 try:
-    __version__ = version("styleserve")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("styleserve")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
@@ -45,11 +49,15 @@ __all__ = [
     "Client",
     "DeadlineExceeded",
     "Event",
+    "FailedPrecondition",
+    "FeedForwardInfo",
     "Internal",
     "InvalidArgument",
     "Losses",
     "OptionsError",
     "PermissionDenied",
+    "PrecisionChoice",
+    "PrecisionTrial",
     "Preview",
     "Progress",
     "Queued",

@@ -23,7 +23,7 @@ from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError
 from styleserve.events import Preview, Result, missing_result
 from styleserve.info import ServerInfo
-from styleserve.options import PRESETS
+from styleserve.options import INITS, METHODS, PRESETS
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.progress import ProgressBar
 
@@ -90,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection(stylize)
     stylize.add_argument("--preset", choices=sorted(PRESETS), help="starting options (default)")
+    stylize.add_argument(
+        "--method",
+        choices=METHODS,
+        help="optimization (Gatys) or feed_forward (the instant tier, a fraction of a second) "
+        f"{_preset_defaults('method')}",
+    )
+    stylize.add_argument(
+        "--init",
+        choices=[init for init in INITS if init != "image"],
+        help=f"where the optimised picture starts {_preset_defaults('init')}",
+    )
+    stylize.add_argument(
+        "--style-strength",
+        type=float,
+        metavar="S",
+        help="feed-forward pictures: 0 keeps the content's own style, 1 takes the styles' "
+        f"{_preset_defaults('style_strength')}",
+    )
     sizes = ", ".join(
         f"{name}: {o.width}x{o.height}" if o.width and o.height else f"{name}: {o.size}"
         for name, o in PRESETS.items()
@@ -153,6 +171,9 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
         preview_every = max(1, total // _PREVIEWS_PER_JOB)
     return {
         "preset": args.preset,
+        "method": args.method,
+        "init": args.init,
+        "style_strength": args.style_strength,
         "size": args.size,
         # A preset's fixed width x height would take precedence over --size.
         "width": 0 if args.size else None,
@@ -193,12 +214,20 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if previews:
         sheet = contact_sheet([(f"#{p.iteration}", p.image()) for p in previews])
         write_atomically(args.previews / CONTACT_SHEET, encode_picture(sheet))
-    print(
-        f"wrote {args.output} ({result.width}x{result.height}, {result.iterations} iterations"
-        f" in {result.timings.total_seconds:.1f} s, loss {result.losses.total:.4g},"
-        f" seed {result.receipt.seed}, {result.receipt.backbone} on {result.receipt.device})"
-    )
+    print(f"wrote {args.output} ({result.width}x{result.height}, {_made_by(result)})")
     return 0
+
+
+def _made_by(result: Result) -> str:
+    """How the result was made, for the closing line."""
+    receipt, seconds = result.receipt, result.timings.total_seconds
+    if result.options.method == "feed_forward" and receipt.feed_forward is not None:
+        networks = receipt.feed_forward
+        return f"feed-forward in {seconds:.2f} s, {networks.name} on {networks.execution_provider}"
+    return (
+        f"{result.iterations} iterations in {seconds:.1f} s, loss {result.losses.total:.4g},"
+        f" seed {receipt.seed}, {receipt.backbone} on {receipt.device}"
+    )
 
 
 def _mib(size: int) -> str:

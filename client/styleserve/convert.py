@@ -45,6 +45,7 @@ _SCALARS = (
     "tv_power",
     "style_scale",
     "preserve_color",
+    "style_strength",
     "seed",
     "loss_normalization",
 )
@@ -52,6 +53,7 @@ _SCALARS = (
 _REPEATED = ("content_layers", "style_layers", "style_layer_weights", "scales")
 # Enums whose zero value (_UNSPECIFIED) means "take the preset's".
 _ENUMS: dict[str, tuple[EnumTypeWrapper, str]] = {
+    "method": (pb.Method, "METHOD_"),
     "optimizer": (pb.Optimizer, "OPTIMIZER_"),
     "init": (pb.Init, "INIT_"),
     "precision": (pb.Precision, "PRECISION_"),
@@ -67,6 +69,7 @@ _FLOATS = frozenset(
         "tv_weight",
         "tv_power",
         "style_scale",
+        "style_strength",
         "style_layer_weights",
         "scales",
     }

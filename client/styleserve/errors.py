@@ -94,6 +94,12 @@ class PermissionDenied(StyleserveError):
     default_code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class FailedPrecondition(StyleserveError):
+    """The server cannot run this kind of job as configured (e.g. no feed-forward network)."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class Internal(StyleserveError):
     """The server failed; the details say where."""
 
@@ -110,6 +116,7 @@ _BY_CODE: dict[grpc.StatusCode, type[StyleserveError]] = {
         Unavailable,
         Unauthenticated,
         PermissionDenied,
+        FailedPrecondition,
         Internal,
     )
 }

@@ -25,7 +25,10 @@ from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = [
     "Event",
+    "FeedForwardInfo",
     "Losses",
+    "PrecisionChoice",
+    "PrecisionTrial",
     "Preview",
     "Progress",
     "Queued",
@@ -35,6 +38,7 @@ __all__ = [
     "Timings",
     "event_from_proto",
     "missing_result",
+    "provenance",
 ]
 
 
@@ -107,8 +111,59 @@ class Preview(_EncodedPicture):
 
 
 @dataclass(frozen=True)
+class PrecisionTrial:
+    """One precision's loss+gradient time at the server's warm-up, and how far its objective
+    is from float32's (relative)."""
+
+    precision: str
+    seconds: float
+    deviation: float
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a job ran in and why: the measurements behind ``auto``, or "requested"."""
+
+    precision: str
+    reason: str
+    trials: tuple[PrecisionTrial, ...]
+
+    @classmethod
+    def from_proto(cls, message: pb.PrecisionChoice) -> PrecisionChoice:
+        trials = tuple(PrecisionTrial(**_fields(t, PrecisionTrial)) for t in message.trials)
+        return cls(message.precision, message.reason, trials)
+
+
+@dataclass(frozen=True)
+class FeedForwardInfo:
+    """The feed-forward networks of a server's instant tier and where they run."""
+
+    name: str
+    sha256: str
+    execution_provider: str
+
+    @classmethod
+    def from_proto(cls, message: pb.FeedForwardInfo) -> FeedForwardInfo:
+        return cls(**_fields(message, cls))
+
+
+def provenance(message: pb.Receipt | pb.GetServerInfoResponse) -> dict[str, Any]:
+    """The precision choice and feed-forward networks a receipt or a server info names (None
+    where it names none), as ``precision_choice`` and ``feed_forward``."""
+    return {
+        "precision_choice": PrecisionChoice.from_proto(message.precision_choice)
+        if message.HasField("precision_choice")
+        else None,
+        "feed_forward": FeedForwardInfo.from_proto(message.feed_forward)
+        if message.HasField("feed_forward")
+        else None,
+    }
+
+
+@dataclass(frozen=True)
 class Receipt:
-    """Enough to reproduce a result."""
+    """Enough to reproduce a result. ``backbone`` is empty for a feed-forward picture, which
+    ``feed_forward`` names the networks of (also when they seeded an optimisation)."""
 
     seed: int
     backbone: str
@@ -118,6 +173,17 @@ class Receipt:
     server_version: str
     torch_version: str
     request_id: str
+    precision_choice: PrecisionChoice | None
+    feed_forward: FeedForwardInfo | None
+
+    @classmethod
+    def from_proto(cls, message: pb.Receipt) -> Receipt:
+        plain = {
+            f.name: getattr(message, f.name)
+            for f in dataclasses.fields(cls)
+            if f.name not in ("precision_choice", "feed_forward")
+        }
+        return cls(**plain, **provenance(message))
 
 
 @dataclass(frozen=True)
@@ -175,7 +241,7 @@ def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
             losses=Losses.from_proto(r.losses),
             timings=Timings(**_fields(r.timings, Timings)),
             options=effective_options(r.effective_options),
-            receipt=Receipt(**_fields(r.receipt, Receipt)),
+            receipt=Receipt.from_proto(r.receipt),
         )
     return None
 

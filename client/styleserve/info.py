@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from styleserve.convert import effective_options, from_proto
+from styleserve.events import FeedForwardInfo, PrecisionChoice, provenance
 from styleserve.options import StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -29,6 +30,9 @@ class ServerLimits:
     max_styles: int
     job_slots: int
     queue_size: int
+    max_evals_per_iteration: int
+    max_preview_size: int
+    min_output_side: int
 
 
 _LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(ServerLimits))
@@ -45,6 +49,10 @@ class ServerInfo:
     presets: dict[str, StyleOptions]
     limits: ServerLimits
     default_delivery: dict[str, Any]
+    # The instant tier; None: this server has none (feed-forward requests fail).
+    feed_forward: FeedForwardInfo | None
+    # What precision "auto" resolves to there, and why.
+    precision_choice: PrecisionChoice | None
 
     @classmethod
     def from_proto(cls, message: pb.GetServerInfoResponse) -> ServerInfo:
@@ -58,6 +66,7 @@ class ServerInfo:
             presets={p.name: effective_options(p.options) for p in message.presets},
             limits=ServerLimits(**{name: getattr(message.limits, name) for name in _LIMIT_FIELDS}),
             default_delivery=delivery,
+            **provenance(message),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ __all__ = [
     "BACKBONES",
     "INITS",
     "LIMITS",
+    "METHODS",
     "OPTIMIZERS",
     "OUTPUT_FORMATS",
     "PRECISIONS",
@@ -51,7 +52,11 @@ BACKBONES: dict[str, str] = {
     "tiny-vgg16": "vgg16",
 }
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("noise", "content", "image")
+# "feed_forward" starts from the instant tier's picture (see METHODS).
+INITS = ("noise", "content", "image", "feed_forward")
+# "optimization" is Gatys' optimisation of the picture; "feed_forward" is one pass of an
+# arbitrary-style network (the instant tier), which only servers that loaded one can run.
+METHODS = ("optimization", "feed_forward")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 RESIZE_FILTERS = ("nearest", "antialias")
@@ -71,6 +76,7 @@ class StyleOptions:
     """Everything that decides a stylised picture. Defaults are the ``default`` preset's."""
 
     preset: str = "default"
+    method: str = "optimization"
     backbone: str = "keras-vgg16"
     # Output size: ``width`` x ``height`` when both are set, else the content's aspect ratio
     # with its longest side equal to ``size``.
@@ -105,6 +111,8 @@ class StyleOptions:
     # Style pictures are resized to ``style_scale`` times the output size.
     style_scale: float = 1.0
     preserve_color: bool = False
+    # Feed-forward pictures only: 0 keeps the content's own style vector, 1 takes the styles'.
+    style_strength: float = 1.0
     init: str = "content"
     # None: the server draws one and reports it in the receipt.
     seed: int | None = None
@@ -148,7 +156,11 @@ _SEED = StyleOptions(
     scales=(1.0,),
 )
 
-PRESETS: dict[str, StyleOptions] = {"default": StyleOptions(), "seed": _SEED}
+# The default preset's picture in a fraction of a second: one feed-forward pass, no optimisation
+# (its optimisation fields are kept so that a caller can switch ``method`` back alone).
+_INSTANT = StyleOptions(preset="instant", method="feed_forward")
+
+PRESETS: dict[str, StyleOptions] = {"default": StyleOptions(), "instant": _INSTANT, "seed": _SEED}
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,7 @@ def _int_range(name: str, value: int, low: int, high: int) -> None:
 
 
 def _validate(o: StyleOptions, limits: Limits) -> None:
+    _choice("method", o.method, METHODS)
     _choice("backbone", o.backbone, tuple(BACKBONES))
     _choice("optimizer", o.optimizer, OPTIMIZERS)
     _choice("init", o.init, INITS)
@@ -232,6 +245,9 @@ def _validate(o: StyleOptions, limits: Limits) -> None:
         _finite(name, getattr(o, name))
     _finite("tv_power", o.tv_power, positive=True)
     _finite("style_scale", o.style_scale, positive=True)
+    _finite("style_strength", o.style_strength)
+    if o.style_strength > 1:
+        raise OptionsError("style_strength", f"must be in [0, 1], got {o.style_strength}")
     if o.style_scale > 4:
         raise OptionsError("style_scale", f"must be <= 4, got {o.style_scale}")
     layers = VGG_LAYERS[BACKBONES[o.backbone]]

@@ -1,1 +1,2 @@
-"""Turns a VGG weight source into a verified, cached artifact the server only loads."""
+"""Turns weight sources (VGG backbones, the feed-forward pair) into verified, cached artifacts
+that the server only loads."""

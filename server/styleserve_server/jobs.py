@@ -7,6 +7,10 @@ always kept), only the newest preview (older ones are stale anyway), and always 
 the job (its result or its error). Setting the job's cancel event stops the engine within one
 iteration; the job's future completes when the worker thread is really done, which is when
 its slot and memory are free.
+
+Where the server has an instant tier, an optimisation job first runs the feed-forward network
+when it is asked for previews (that picture is the stream's first preview, iteration 0, within
+a fraction of a second) or to start from it; ``run_instant`` is the whole of a feed-forward job.
 """
 
 from __future__ import annotations
@@ -16,21 +20,61 @@ import collections
 import contextvars
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
-from styleserve.options import Limits
+from PIL import Image
+from styleserve.options import Limits, StyleOptions
 from styleserve_export.loader import Backbone
 
 from styleserve_server import inputs
-from styleserve_server.engine import Finished, Iterate, JobCancelled, run_job
+from styleserve_server.engine import Finished, Iterate, JobCancelled, PrecisionChoice, run_job
+from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.engine.imaging import fit_longest_side, output_size
+from styleserve_server.engine.schedule import plan_stages
 
-__all__ = ["Job", "Mailbox"]
+__all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "run_instant"]
 
 # Progress records waiting for a slow reader; older ones are dropped past this.
 _PENDING_PROGRESS = 64
 
-Record = Iterate | Finished
+
+@dataclass(frozen=True)
+class FirstPicture:
+    """The feed-forward picture an optimisation job shows before its first iteration."""
+
+    preview: Image.Image
+    total: int  # the iterations the optimisation will run
+
+
+Record = FirstPicture | Iterate | Finished
+
+
+@dataclass(frozen=True)
+class InstantPicture:
+    """What a feed-forward job made, and how long its two parts took."""
+
+    image: Image.Image
+    decode_seconds: float
+    network_seconds: float
+
+
+def run_instant(
+    request: inputs.CheckedRequest, feed_forward: FeedForward, limits: Limits
+) -> InstantPicture:
+    """A whole feed-forward job, in the calling (worker) thread."""
+    started = time.perf_counter()
+    content, styles, _ = inputs.decode_all(request, limits)
+    decoded = time.perf_counter()
+    image = feed_forward.picture(content, styles, request.options)
+    return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
+
+
+def _total_iterations(content: Image.Image, options: StyleOptions) -> int:
+    size = output_size(content, options.size, options.width, options.height)
+    return sum(stage.iterations for stage in plan_stages(size, options.scales, options.iterations))
 
 
 class Mailbox:
@@ -42,12 +86,15 @@ class Mailbox:
         self._wake = asyncio.Event()
         self._progress: collections.deque[Iterate] = collections.deque(maxlen=_PENDING_PROGRESS)
         self._preview: Iterate | None = None
+        self._first: FirstPicture | None = None
         self._end: Finished | BaseException | None = None
 
     def put(self, record: Record | BaseException) -> None:
         """From the worker: files ``record`` (an engine record, or the error that ended it)."""
         with self._lock:
-            if isinstance(record, Iterate):
+            if isinstance(record, FirstPicture):
+                self._first = record
+            elif isinstance(record, Iterate):
                 self._progress.append(dataclasses.replace(record, preview=None))
                 if record.preview is not None:
                     self._preview = record
@@ -59,23 +106,26 @@ class Mailbox:
             pass
 
     async def take(self) -> list[Record]:
-        """Waits for news and returns it in order: progress records (without pictures), the
-        newest preview (an Iterate with a picture) after the progress of its iteration, and
-        the Finished record last. Raises the error that ended the job, once the rest is out."""
+        """Waits for news and returns it in order: the feed-forward picture, progress records
+        (without pictures), the newest preview (an Iterate with a picture) after the progress
+        of its iteration, and the Finished record last. Raises the error that ended the job,
+        once the rest is out."""
         await self._wake.wait()
         with self._lock:
             self._wake.clear()
             progress, preview, end = list(self._progress), self._preview, self._end
+            first = self._first
             self._progress.clear()
             self._preview = None
+            self._first = None
             self._end = None
-        if isinstance(end, BaseException) and not (progress or preview):
+        if isinstance(end, BaseException) and not (progress or preview or first):
             raise end
         if isinstance(end, BaseException):
             self._end = end  # delivered on the next call, after what came before it
             self._wake.set()
             end = None
-        batch: list[Record] = []
+        batch: list[Record] = [first] if first is not None else []
         for record in progress:
             if preview is not None and preview.iteration < record.iteration:
                 batch.append(preview)
@@ -99,6 +149,8 @@ class Job:
         limits: Limits,
         executor: Executor,
         on_iteration: Callable[[], None],
+        feed_forward: FeedForward | None = None,
+        precision: PrecisionChoice | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.cancel = threading.Event()
@@ -107,6 +159,8 @@ class Job:
         self._backbone = backbone
         self._limits = limits
         self._on_iteration = on_iteration
+        self._feed_forward = feed_forward
+        self._precision = precision
         # The copied context carries the request id into the worker's log records.
         self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
 
@@ -114,13 +168,28 @@ class Job:
         """The job in the worker thread; returns its outcome: finished, cancelled or failed."""
         try:
             content, styles, init_image = inputs.decode_all(self._request, self._limits)
+            options = self._request.options
+            if self._feed_forward is not None and (
+                options.preview_every > 0 or options.init == "feed_forward"
+            ):
+                picture = self._feed_forward.picture(content, styles, options)
+                if options.preview_every > 0:
+                    preview = picture.resize(
+                        fit_longest_side(picture.size, options.preview_size),
+                        Image.Resampling.BICUBIC,
+                    )
+                    self.mailbox.put(FirstPicture(preview, _total_iterations(content, options)))
+                if options.init == "feed_forward":
+                    # To the engine, the feed-forward start is a given starting picture.
+                    options, init_image = options.replace(init="image"), picture
             records = run_job(
                 self._backbone,
                 content,
                 styles,
-                self._request.options,
+                options,
                 init_image=init_image,
                 cancel=self.cancel,
+                precision=self._precision,
             )
             for record in records:
                 if isinstance(record, Iterate):

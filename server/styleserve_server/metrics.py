@@ -14,6 +14,7 @@ __all__ = ["Metrics"]
 
 # Jobs last from a second (tiny sizes) to many minutes (large pictures on a CPU).
 _JOB_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_INSTANT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -54,11 +55,32 @@ class Metrics:
             "Optimiser iterations run; its rate is the iterations per second.",
             registry=self.registry,
         )
+        # The instant tier admits its jobs apart, so that they never wait behind optimisations.
+        self.instant_queue_depth = Gauge(
+            "styleserve_instant_queue_depth",
+            "Feed-forward jobs waiting for a slot.",
+            registry=self.registry,
+        )
+        self.instant_running_jobs = Gauge(
+            "styleserve_instant_running_jobs",
+            "Feed-forward jobs holding a slot.",
+            registry=self.registry,
+        )
+        self.instant_duration = Histogram(
+            "styleserve_instant_duration_seconds",
+            "Time feed-forward jobs held a slot (decoding, the network, encoding).",
+            buckets=_INSTANT_BUCKETS,
+            registry=self.registry,
+        )
         self._http: WSGIServer | None = None
 
     def admission_changed(self, queued: int, running: int) -> None:
         self.queue_depth.set(queued)
         self.running_jobs.set(running)
+
+    def instant_admission_changed(self, queued: int, running: int) -> None:
+        self.instant_queue_depth.set(queued)
+        self.instant_running_jobs.set(running)
 
     def serve(self, host: str, port: int) -> None:
         """Serves /metrics on ``host:port`` from a daemon thread."""

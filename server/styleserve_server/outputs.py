@@ -7,6 +7,7 @@ receipt must hold for someone to reproduce a result.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 
@@ -15,9 +16,21 @@ from styleserve.convert import options_to_proto
 from styleserve.options import StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
-from styleserve_server.engine import Finished, Iterate, Losses
+from styleserve_server.engine import Finished, Iterate, Losses, PrecisionChoice
+from styleserve_server.engine.feed_forward import FeedForward
 
-__all__ = ["Provenance", "encode", "preview", "progress", "queued", "result", "started"]
+__all__ = [
+    "Provenance",
+    "encode",
+    "feed_forward_info",
+    "instant_result",
+    "precision_choice",
+    "preview",
+    "progress",
+    "queued",
+    "result",
+    "started",
+]
 
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
@@ -31,6 +44,8 @@ class Provenance:
     server_version: str
     torch_version: str
     request_id: str
+    # The server's instant tier, named in receipts of the pictures it made or seeded.
+    feed_forward: FeedForward | None = None
 
 
 def encode(image: Image.Image, options: StyleOptions) -> bytes:
@@ -44,6 +59,25 @@ def encode(image: Image.Image, options: StyleOptions) -> bytes:
     return buffer.getvalue()
 
 
+def feed_forward_info(feed_forward: FeedForward) -> pb.FeedForwardInfo:
+    return pb.FeedForwardInfo(
+        name=feed_forward.name,
+        sha256=feed_forward.sha256,
+        execution_provider=feed_forward.provider,
+    )
+
+
+def precision_choice(choice: PrecisionChoice) -> pb.PrecisionChoice:
+    return pb.PrecisionChoice(
+        precision=choice.precision,
+        reason=choice.reason,
+        trials=[
+            pb.PrecisionTrial(precision=t.precision, seconds=t.seconds, deviation=t.deviation)
+            for t in choice.trials
+        ],
+    )
+
+
 def _losses(losses: Losses) -> pb.Losses:
     return pb.Losses(total=losses.total, content=losses.content, style=losses.style, tv=losses.tv)
 
@@ -52,9 +86,9 @@ def queued(position: int) -> pb.StyleTransferResponse:
     return pb.StyleTransferResponse(queued=pb.Queued(position=position))
 
 
-def started(queue_seconds: float, device: str, first: Iterate) -> pb.StyleTransferResponse:
+def started(queue_seconds: float, device: str, total: int) -> pb.StyleTransferResponse:
     return pb.StyleTransferResponse(
-        started=pb.Started(queue_seconds=queue_seconds, device=device, total_iterations=first.total)
+        started=pb.Started(queue_seconds=queue_seconds, device=device, total_iterations=total)
     )
 
 
@@ -80,13 +114,45 @@ def progress(record: Iterate, first: Iterate) -> pb.StyleTransferResponse:
     )
 
 
-def preview(record: Iterate, options: StyleOptions) -> pb.StyleTransferResponse:
-    """The preview ``record`` carries, encoded (CPU work: call it off the event loop)."""
-    assert record.preview is not None
+def preview(iteration: int, image: Image.Image, options: StyleOptions) -> pb.StyleTransferResponse:
+    """The preview of ``iteration`` (0: the feed-forward picture), encoded (CPU work: call it
+    off the event loop)."""
     return pb.StyleTransferResponse(
-        preview=pb.Preview(
-            iteration=record.iteration, image=pb.Image(data=encode(record.preview, options))
-        )
+        preview=pb.Preview(iteration=iteration, image=pb.Image(data=encode(image, options)))
+    )
+
+
+def _receipt(
+    provenance: Provenance,
+    *,
+    seed: int,
+    device: str,
+    precision: str,
+    feed_forward: bool,
+    choice: PrecisionChoice | None = None,
+) -> pb.Receipt:
+    return pb.Receipt(
+        seed=seed,
+        backbone=provenance.backbone,
+        weights_sha256=provenance.weights_sha256,
+        device=device,
+        precision=precision,
+        server_version=provenance.server_version,
+        torch_version=provenance.torch_version,
+        request_id=provenance.request_id,
+        feed_forward=feed_forward_info(provenance.feed_forward)
+        if feed_forward and provenance.feed_forward is not None
+        else None,
+        precision_choice=None if choice is None else precision_choice(choice),
+    )
+
+
+def _timings(queue: float, setup: float, work: float) -> pb.Timings:
+    return pb.Timings(
+        queue_seconds=queue,
+        setup_seconds=setup,
+        optimize_seconds=work,
+        total_seconds=queue + setup + work,
     )
 
 
@@ -101,25 +167,52 @@ def result(
             width=width,
             height=height,
             losses=_losses(finished.losses),
-            timings=pb.Timings(
-                queue_seconds=queue_seconds,
-                setup_seconds=finished.setup_seconds,
-                optimize_seconds=finished.optimize_seconds,
-                total_seconds=queue_seconds + finished.setup_seconds + finished.optimize_seconds,
-            ),
+            timings=_timings(queue_seconds, finished.setup_seconds, finished.optimize_seconds),
             effective_options=options_to_proto(
                 options.replace(seed=finished.seed, precision=finished.precision)
             ),
-            receipt=pb.Receipt(
+            receipt=_receipt(
+                provenance,
                 seed=finished.seed,
-                backbone=provenance.backbone,
-                weights_sha256=provenance.weights_sha256,
                 device=finished.device,
                 precision=finished.precision,
-                server_version=provenance.server_version,
-                torch_version=provenance.torch_version,
-                request_id=provenance.request_id,
+                feed_forward=options.init == "feed_forward",
+                choice=finished.precision_choice,
             ),
             iterations=finished.iterations,
+        )
+    )
+
+
+def instant_result(
+    image: Image.Image,
+    options: StyleOptions,
+    provenance: Provenance,
+    device: str,
+    timings: tuple[float, float, float],
+) -> pb.StyleTransferResponse:
+    """The only picture of a feed-forward job (encodes it: call it off the event loop).
+
+    It has no losses (computing them would cost more than the picture) and names no VGG
+    weights: the feed-forward networks in its receipt made it alone. ``timings`` are the
+    queue, decoding and network seconds."""
+    width, height = image.size
+    return pb.StyleTransferResponse(
+        result=pb.Result(
+            image=pb.Image(data=encode(image, options)),
+            width=width,
+            height=height,
+            losses=pb.Losses(),
+            timings=_timings(*timings),
+            effective_options=options_to_proto(options),
+            receipt=_receipt(
+                dataclasses.replace(provenance, backbone="", weights_sha256=""),
+                seed=options.seed or 0,
+                device=device,
+                # onnxruntime runs the int8-trained networks dequantised, in float32.
+                precision="float32",
+                feed_forward=True,
+            ),
+            iterations=0,
         )
     )

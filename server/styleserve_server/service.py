@@ -4,13 +4,16 @@ Each call gets a request id (the caller's, or a fresh one) carried by every log 
 authorised when a token is configured, is checked before it may queue, waits for a slot
 while hearing its queue position, and then relays its job's records. Whatever ends a call,
 one place maps it to a status code, logs it and counts it, and a cancelled or timed-out call
-stops its job (the slot frees when the worker has really let go).
+stops its job (the slot frees when the worker has really let go). Feed-forward (instant) jobs
+have slots, a queue and worker threads of their own, so that they never wait behind an
+optimisation that takes minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import hmac
 import importlib.metadata
@@ -31,12 +34,13 @@ from styleserve_export.loader import Backbone
 
 from styleserve_server import inputs, logs, outputs
 from styleserve_server.admission import Admission, QueueFull, ShuttingDown
-from styleserve_server.engine import Finished, Iterate
-from styleserve_server.jobs import Job
+from styleserve_server.engine import Finished, Iterate, PrecisionChoice
+from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.jobs import FirstPicture, Job, run_instant
 from styleserve_server.metrics import Metrics
 from styleserve_server.settings import Settings
 
-__all__ = ["NotReady", "StyleTransferService", "Unauthenticated", "version"]
+__all__ = ["NoFeedForward", "NotReady", "StyleTransferService", "Unauthenticated", "version"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,17 @@ class NotReady(Exception):
 
     def __init__(self) -> None:
         super().__init__("server is starting (loading weights); retry in a few seconds")
+
+
+class NoFeedForward(Exception):
+    """The request needs the instant tier, which this server was started without."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            f"{field}: this server has no feed-forward network (started with --feed-forward "
+            "none); use method optimization and another init, or a server that reports "
+            "feed_forward in GetServerInfo"
+        )
 
 
 class Unauthenticated(Exception):
@@ -87,6 +102,8 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
     if isinstance(error, Unauthenticated):
         return grpc.StatusCode.UNAUTHENTICATED, str(error), ()
+    if isinstance(error, NoFeedForward):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     if isinstance(error, torch.OutOfMemoryError):
         message = "out of device memory for this job: ask for a smaller size or retry later"
         return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ()
@@ -103,35 +120,51 @@ async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> N
 class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     """Serves StyleTransfer and GetServerInfo once ``serve`` has handed it a backbone."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, executor: Executor) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, executor: Executor, instant_executor: Executor
+    ) -> None:
         self._settings = settings
         self._limits = settings.limits()
         self._metrics = metrics
         self._executor = executor
+        self._instant_executor = instant_executor
         self._admission = Admission(
             settings.job_slots, settings.queue_size, metrics.admission_changed
+        )
+        self._instant = Admission(
+            settings.feed_forward_slots,
+            settings.feed_forward_queue_size,
+            metrics.instant_admission_changed,
         )
         self._token = (
             None if settings.auth_token is None else settings.auth_token.get_secret_value()
         )
         self._backbone: Backbone | None = None
+        self._feed_forward: FeedForward | None = None
+        self._precision: PrecisionChoice | None = None
         self._device = ""
         self._draining = False
 
-    def serve(self, backbone: Backbone) -> None:
-        """Starts accepting jobs for ``backbone`` (loaded and warmed up)."""
+    def serve(
+        self, backbone: Backbone, feed_forward: FeedForward | None, precision: PrecisionChoice
+    ) -> None:
+        """Starts accepting jobs for ``backbone`` and the instant tier ``feed_forward`` (None:
+        none), loaded and warmed up; ``precision`` is what "auto" was measured to mean."""
         # The loader names CUDA devices with their index ("cuda:0"), as receipts should.
         self._device = str(backbone.device)
+        self._feed_forward = feed_forward
+        self._precision = precision
         self._backbone = backbone
 
     def drain(self) -> None:
         """Refuses new jobs and turns queued ones away; running jobs go on."""
         self._draining = True
         self._admission.close()
+        self._instant.close()
 
     async def idle(self) -> None:
         """Returns when no job is running."""
-        await self._admission.idle()
+        await asyncio.gather(self._admission.idle(), self._instant.idle())
 
     async def StyleTransfer(
         self, request: pb.StyleTransferRequest, context: grpc.aio.ServicerContext
@@ -146,8 +179,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 preview_size=self._settings.preview_size,
                 output_quality=self._settings.output_quality,
             )
+            options = checked.options
+            instant = options.method == "feed_forward"
+            if self._feed_forward is None and (instant or options.init == "feed_forward"):
+                raise NoFeedForward("options.method" if instant else "options.init")
+            admission = self._instant if instant else self._admission
             enqueued = time.monotonic()
-            async with contextlib.aclosing(self._admission.wait()) as positions:
+            async with contextlib.aclosing(admission.wait()) as positions:
                 # A full queue or a drain refuses the call before its first position.
                 first = await anext(positions)
                 await _send_headers(context, request_id)
@@ -156,18 +194,61 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     await context.write(outputs.queued(position))
             # A slot is held from here: the job's completion releases it, with no await between.
             queue_seconds = time.monotonic() - enqueued
+            provenance = outputs.Provenance(
+                backbone=backbone.name,
+                weights_sha256=backbone.sha256,
+                server_version=version(),
+                torch_version=torch.__version__,
+                request_id=request_id,
+                feed_forward=self._feed_forward,
+            )
+            if instant:
+                await self._run_instant(checked, provenance, queue_seconds, context)
+                return
             job = self._start(checked, backbone, queue_seconds)
             try:
-                provenance = outputs.Provenance(
-                    backbone=backbone.name,
-                    weights_sha256=backbone.sha256,
-                    server_version=version(),
-                    torch_version=torch.__version__,
-                    request_id=request_id,
-                )
                 await self._relay(job, checked, provenance, queue_seconds, context)
             finally:
                 job.cancel.set()
+
+    async def _run_instant(
+        self,
+        checked: inputs.CheckedRequest,
+        provenance: outputs.Provenance,
+        queue_seconds: float,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """A feed-forward job: Started, then the Result, from a slot of the instant tier."""
+        feed_forward = self._feed_forward
+        assert feed_forward is not None
+        started = time.monotonic()
+
+        def work() -> pb.StyleTransferResponse:
+            made = run_instant(checked, feed_forward, self._limits)
+            timings = (queue_seconds, made.decode_seconds, made.network_seconds)
+            return outputs.instant_result(
+                made.image, checked.options, provenance, self._device, timings
+            )
+
+        def finished(_: asyncio.Future[pb.StyleTransferResponse]) -> None:
+            seconds = time.monotonic() - started
+            self._metrics.instant_duration.observe(seconds)
+            self._instant.release(seconds)
+
+        try:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._instant_executor, contextvars.copy_context().run, work
+            )
+        except BaseException:
+            self._instant.release()
+            raise
+        future.add_done_callback(finished)
+        await context.write(outputs.started(queue_seconds, self._device, 0))
+        # Shielded: a cancelled call must not mark the work done (and its slot free) while
+        # the worker thread is still running it; it ends within the network's one pass.
+        response = await asyncio.shield(future)
+        await context.write(response)
+        log.info("instant job finished", extra={"seconds": round(time.monotonic() - started, 3)})
 
     def _start(
         self, checked: inputs.CheckedRequest, backbone: Backbone, queue_seconds: float
@@ -187,7 +268,15 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         )
         started = time.monotonic()
         try:
-            job = Job(checked, backbone, self._limits, self._executor, self._metrics.iterations.inc)
+            job = Job(
+                checked,
+                backbone,
+                self._limits,
+                self._executor,
+                self._metrics.iterations.inc,
+                self._feed_forward,
+                self._precision,
+            )
         except BaseException:
             self._admission.release()
             raise
@@ -212,8 +301,15 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         """Writes the job's records to the stream until its result (or raises its error)."""
         options = checked.options
         first: Iterate | None = None
+        started = False
         while True:
             for record in await job.mailbox.take():
+                if isinstance(record, FirstPicture):
+                    started = True
+                    await context.write(outputs.started(queue_seconds, self._device, record.total))
+                    response = await asyncio.to_thread(outputs.preview, 0, record.preview, options)
+                    await context.write(response)
+                    continue
                 if isinstance(record, Finished):
                     # Free the slot before the caller hears of the result, so that its next
                     # job finds the slot free (shielded: cancelling the wait must not cancel
@@ -230,9 +326,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     return
                 if first is None:
                     first = record
-                    await context.write(outputs.started(queue_seconds, self._device, record))
+                if not started:
+                    started = True
+                    await context.write(outputs.started(queue_seconds, self._device, record.total))
                 if record.preview is not None:
-                    await context.write(await asyncio.to_thread(outputs.preview, record, options))
+                    response = await asyncio.to_thread(
+                        outputs.preview, record.iteration, record.preview, options
+                    )
+                    await context.write(response)
                 else:
                     await context.write(outputs.progress(record, first))
 
@@ -267,6 +368,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             ),
             default_delivery=delivery_to_proto(defaults),
             torch_version=torch.__version__,
+            feed_forward=None
+            if self._feed_forward is None
+            else outputs.feed_forward_info(self._feed_forward),
+            precision_choice=None
+            if self._precision is None
+            else outputs.precision_choice(self._precision),
         )
 
     def _serving(self) -> Backbone:

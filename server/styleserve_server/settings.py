@@ -8,6 +8,7 @@ setting instead of failing on the first request.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,6 +98,24 @@ class Settings(BaseSettings):
         "environment variable: flags show in process listings.",
     )
     warmup: bool = Field(True, description="Run one tiny job before reporting SERVING.")
+    feed_forward: Literal["magenta-arbitrary", "tiny-arbitrary", "none"] = Field(
+        "magenta-arbitrary",
+        description="Feed-forward networks of the instant tier (method feed_forward, init "
+        "feed_forward, the iteration-0 preview): magenta-arbitrary (exported by "
+        "styleserve-export --source magenta-arbitrary), tiny-arbitrary (an untrained test "
+        "network) or none (no instant tier; such requests get FAILED_PRECONDITION).",
+    )
+    feed_forward_slots: int = Field(
+        2, ge=1, le=64, description="Feed-forward jobs running at once (beside the job slots)."
+    )
+    feed_forward_queue_size: int = Field(
+        32, ge=0, le=10_000, description="Feed-forward jobs that may wait for a slot."
+    )
+    feed_forward_threads: int = Field(
+        0, ge=0, le=256,
+        description="onnxruntime threads per feed-forward job; 0: the cores divided by "
+        "feed_forward_slots.",
+    )  # fmt: skip
 
     @field_validator("backbone")
     @classmethod
@@ -132,6 +151,12 @@ class Settings(BaseSettings):
     def from_args(cls, argv: Sequence[str] | None = None) -> Settings:
         """Settings from flags (``argv``; None reads ``sys.argv``), the environment, defaults."""
         return CliApp.run(cls, cli_args=None if argv is None else list(argv))
+
+    def feed_forward_thread_count(self) -> int:
+        """onnxruntime threads per feed-forward job: the setting, or the cores shared out."""
+        if self.feed_forward_threads:
+            return self.feed_forward_threads
+        return max(1, (os.cpu_count() or 1) // self.feed_forward_slots)
 
     def limits(self) -> Limits:
         """The per-request limits in force, for ``styleserve.options.resolve``."""

@@ -11,6 +11,7 @@ from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB, 
 from PIL import Image
 from styleserve import Client
 from styleserve.cli import CONTACT_SHEET, EXIT_INTERRUPTED
+from styleserve.options import PRESETS
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -44,7 +45,7 @@ def test_info_json_describes_the_server(server):
     done = _run("info", "--server", server.target, "--json", timeout=60)
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
-    assert set(info["presets"]) == {"default", "seed"}
+    assert set(info["presets"]) == set(PRESETS)
     assert info["limits"]["job_slots"] >= 1
     assert info["version"]
 

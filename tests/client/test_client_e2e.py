@@ -19,6 +19,7 @@ from styleserve import (
     StyleOptions,
     Unauthenticated,
 )
+from styleserve.options import PRESETS
 
 
 def _advance_to(events, kind):
@@ -140,7 +141,7 @@ def test_info_describes_the_server(server):
     with Client(server.target, timeout=30) as client:
         info = client.info()
     assert info.version and info.device and info.backbones
-    assert set(info.presets) == {"default", "seed"}
+    assert set(info.presets) == set(PRESETS)
     assert info.presets["seed"].iterations == 30
     assert info.limits.job_slots >= 1 and info.limits.max_output_side > 0
 

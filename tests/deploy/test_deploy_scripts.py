@@ -103,7 +103,8 @@ def test_demo_stylizes_the_samples_and_stops_its_server(vgg16_cache: Path, tmp_p
     out = tmp_path / "out"
     env = {
         **_in_this_environment(),
-        # The exporter finds the session's artifact and has nothing to do.
+        # The exporter finds the session's VGG artifact and has nothing to do; the
+        # feed-forward pair is exported beside it (a 4 MB wheel).
         "STYLESERVE_CACHE_DIR": str(vgg16_cache),
         "DEMO_OUT": str(out),
         "DEMO_SIZE": "64",
@@ -125,6 +126,10 @@ def test_demo_stylizes_the_samples_and_stops_its_server(vgg16_cache: Path, tmp_p
         assert result.format == "PNG" and max(result.size) == 64
         # A picture, not a blank: NaN losses or a broken decode give a flat image.
         assert max(ImageStat.Stat(result.convert("RGB")).stddev) > 1
+    with Image.open(out / "tubingen_starry_instant.png") as instant:
+        assert instant.format == "PNG" and max(instant.size) == 64
+        assert max(ImageStat.Stat(instant.convert("RGB")).stddev) > 1
+    assert "feed-forward in" in done.stdout, done.stdout
     with Image.open(out / "previews" / "contact_sheet.png") as sheet:
         assert sheet.format == "PNG"
     # The progress bar reached its total ("12/12 [...").

@@ -76,7 +76,10 @@ def test_kustomize_output_is_strictly_valid(run_tool, tmp_path: Path, variant: s
         assert not spec.get("initContainers") and "weights" not in volumes
         assert all(m["name"] != "weights" for c in spec["containers"] for m in c["volumeMounts"])
     else:
-        assert [c["name"] for c in spec["initContainers"]] == ["export-weights"]
+        assert [c["name"] for c in spec["initContainers"]] == [
+            "export-weights",
+            "export-feed-forward",
+        ]
         assert "weights" in volumes
     path = tmp_path / f"{variant}.yaml"
     path.write_text(rendered, encoding="utf-8")
@@ -136,15 +139,17 @@ def test_liveness_outlasts_the_drain(cluster_settings, server_container):
     assert patience > cluster_settings.grace_seconds
 
 
-def test_init_container_exports_what_the_server_loads(cluster_settings, pod_spec):
-    (init,) = pod_spec["initContainers"]
-    assert init["command"] == ["styleserve-export"]
-    args = init["args"]
-    assert args[args.index("--source") + 1] == cluster_settings.backbone
-    # The exporter reads STYLESERVE_CACHE_DIR from the same ConfigMap as the server.
-    assert init["envFrom"] == [{"configMapRef": {"name": "styleserve"}}]
-    mounts = {m["name"]: m for m in init["volumeMounts"]}
-    assert Path(mounts["weights"]["mountPath"]) == cluster_settings.cache_dir
+def test_init_containers_export_what_the_server_loads(cluster_settings, pod_spec):
+    exported = []
+    for init in pod_spec["initContainers"]:
+        assert init["command"] == ["styleserve-export"]
+        args = init["args"]
+        exported.append(args[args.index("--source") + 1])
+        # The exporter reads STYLESERVE_CACHE_DIR from the same ConfigMap as the server.
+        assert init["envFrom"] == [{"configMapRef": {"name": "styleserve"}}]
+        mounts = {m["name"]: m for m in init["volumeMounts"]}
+        assert Path(mounts["weights"]["mountPath"]) == cluster_settings.cache_dir
+    assert exported == [cluster_settings.backbone, cluster_settings.feed_forward]
 
 
 def test_settings_come_from_the_configmap(pod_spec, manifests):

@@ -147,6 +147,8 @@ def test_list_names_every_source_and_its_needs(capsys):
         "keras-vgg16",
         "torchvision-vgg16",
         "torchvision-vgg19",
+        "magenta-arbitrary",
         "file:PATH",
+        "file:PATH.whl",
     ]
     assert "package index" in lines[0] and "download.pytorch.org" in lines[1]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from service_helpers import connect, request, sample, wait_until
 from styleserve.v1 import style_transfer_pb2 as pb
-from styleserve_server.engine import Finished, Iterate, Losses
+from styleserve_server.engine import Finished, Iterate, Losses, PrecisionChoice
 from styleserve_server.jobs import Mailbox
 
 LOSSES = Losses(total=1.0, content=0.5, style=0.25, tv=0.25)
@@ -26,6 +26,7 @@ def iterate(i: int, preview: bool = False) -> Iterate:
 FINISHED = Finished(
     image=PICTURE, losses=LOSSES, iterations=500, seed=1, precision="float32", device="cpu",
     setup_seconds=0.1, optimize_seconds=1.0,
+    precision_choice=PrecisionChoice("float32", "requested"),
 )  # fmt: skip
 
 

@@ -133,7 +133,15 @@ def test_stopping_turns_queued_jobs_away_and_cancels_running_ones_after_the_grac
 
 @pytest.mark.slow
 def test_sigterm_drains_a_running_job_then_exits_0():
-    with server_process("--backbone", "tiny-vgg16", "--grace-seconds", "120") as server:
+    args = (
+        "--backbone",
+        "tiny-vgg16",
+        "--feed-forward",
+        "tiny-arbitrary",
+        "--grace-seconds",
+        "120",
+    )
+    with server_process(*args) as server:
         wait_for_health(server.target, SERVING)
         with connect(server.target) as stub:
             call = stub.StyleTransfer(request(iterations=60), timeout=300)
@@ -162,6 +170,12 @@ def test_a_missing_artifact_stops_start_up_naming_the_export_command(tmp_path):
     done = run_server("--backbone", "keras-vgg16", "--cache-dir", str(tmp_path))
     assert done.returncode == 1
     assert "styleserve-export --source keras-vgg16" in done.stderr
+
+
+def test_a_cuda_device_without_a_gpu_stops_start_up_saying_so():
+    done = run_server("--backbone", "tiny-vgg16", "--feed-forward", "none", "--device", "cuda")
+    assert done.returncode == 1
+    assert "sees no CUDA device" in done.stderr and "--device cpu" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from PIL import Image
 from service_helpers import FAST, connect, encoded, kinds, picture, request
 from styleserve.convert import effective_options
+from styleserve.options import PRESETS
 from styleserve.v1 import style_transfer_pb2 as pb
 
 
@@ -111,7 +112,7 @@ def test_server_info_describes_limits_presets_and_defaults(start_server):
     assert info.backbones == ["tiny-vgg16"] and info.device == "cpu"
     limits = info.limits
     assert (limits.job_slots, limits.queue_size, limits.max_iterations) == (2, 3, 100)
-    assert {p.name for p in info.presets} == {"default", "seed"}
+    assert {p.name for p in info.presets} == set(PRESETS)
     seed = next(p for p in info.presets if p.name == "seed")
     assert (seed.options.width, seed.options.height, seed.options.iterations) == (500, 300, 30)
     assert info.default_delivery.preview_size == srv.settings.preview_size

@@ -19,6 +19,13 @@ class Init(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INIT_NOISE: _ClassVar[Init]
     INIT_CONTENT: _ClassVar[Init]
     INIT_IMAGE: _ClassVar[Init]
+    INIT_FEED_FORWARD: _ClassVar[Init]
+
+class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METHOD_UNSPECIFIED: _ClassVar[Method]
+    METHOD_OPTIMIZATION: _ClassVar[Method]
+    METHOD_FEED_FORWARD: _ClassVar[Method]
 
 class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +54,10 @@ INIT_UNSPECIFIED: Init
 INIT_NOISE: Init
 INIT_CONTENT: Init
 INIT_IMAGE: Init
+INIT_FEED_FORWARD: Init
+METHOD_UNSPECIFIED: Method
+METHOD_OPTIMIZATION: Method
+METHOD_FEED_FORWARD: Method
 PRECISION_UNSPECIFIED: Precision
 PRECISION_AUTO: Precision
 PRECISION_FLOAT32: Precision
@@ -75,7 +86,7 @@ class StylePicture(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., blend_weight: _Optional[float] = ...) -> None: ...
 
 class StyleOptions(_message.Message):
-    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization")
+    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +111,8 @@ class StyleOptions(_message.Message):
     RESIZE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
     LOSS_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STYLE_STRENGTH_FIELD_NUMBER: _ClassVar[int]
     preset: str
     backbone: str
     size: int
@@ -124,7 +137,9 @@ class StyleOptions(_message.Message):
     resize: ResizeFilter
     scales: _containers.RepeatedScalarFieldContainer[float]
     loss_normalization: str
-    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ...) -> None: ...
+    method: Method
+    style_strength: float
+    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ...) -> None: ...
 
 class DeliveryOptions(_message.Message):
     __slots__ = ("preview_every", "preview_size", "output_format", "output_quality")
@@ -211,7 +226,7 @@ class Preview(_message.Message):
     def __init__(self, iteration: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("seed", "backbone", "weights_sha256", "device", "precision", "server_version", "torch_version", "request_id")
+    __slots__ = ("seed", "backbone", "weights_sha256", "device", "precision", "server_version", "torch_version", "request_id", "precision_choice", "feed_forward")
     SEED_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +235,8 @@ class Receipt(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    FEED_FORWARD_FIELD_NUMBER: _ClassVar[int]
     seed: int
     backbone: str
     weights_sha256: str
@@ -228,7 +245,39 @@ class Receipt(_message.Message):
     server_version: str
     torch_version: str
     request_id: str
-    def __init__(self, seed: _Optional[int] = ..., backbone: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., server_version: _Optional[str] = ..., torch_version: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    precision_choice: PrecisionChoice
+    feed_forward: FeedForwardInfo
+    def __init__(self, seed: _Optional[int] = ..., backbone: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., server_version: _Optional[str] = ..., torch_version: _Optional[str] = ..., request_id: _Optional[str] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ...) -> None: ...
+
+class PrecisionTrial(_message.Message):
+    __slots__ = ("precision", "seconds", "deviation")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEVIATION_FIELD_NUMBER: _ClassVar[int]
+    precision: str
+    seconds: float
+    deviation: float
+    def __init__(self, precision: _Optional[str] = ..., seconds: _Optional[float] = ..., deviation: _Optional[float] = ...) -> None: ...
+
+class PrecisionChoice(_message.Message):
+    __slots__ = ("precision", "reason", "trials")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    precision: str
+    reason: str
+    trials: _containers.RepeatedCompositeFieldContainer[PrecisionTrial]
+    def __init__(self, precision: _Optional[str] = ..., reason: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[PrecisionTrial, _Mapping]]] = ...) -> None: ...
+
+class FeedForwardInfo(_message.Message):
+    __slots__ = ("name", "sha256", "execution_provider")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    execution_provider: str
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., execution_provider: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_seconds", "setup_seconds", "optimize_seconds", "total_seconds")
@@ -281,7 +330,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size")
+    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +339,9 @@ class Limits(_message.Message):
     MAX_STYLES_FIELD_NUMBER: _ClassVar[int]
     JOB_SLOTS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVALS_PER_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_SIDE_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_image_bytes: int
     max_input_pixels: int
@@ -298,7 +350,10 @@ class Limits(_message.Message):
     max_styles: int
     job_slots: int
     queue_size: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ...) -> None: ...
+    max_evals_per_iteration: int
+    max_preview_size: int
+    min_output_side: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ...) -> None: ...
 
 class Preset(_message.Message):
     __slots__ = ("name", "options")
@@ -309,7 +364,7 @@ class Preset(_message.Message):
     def __init__(self, name: _Optional[str] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version")
+    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +372,8 @@ class GetServerInfoResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_DELIVERY_FIELD_NUMBER: _ClassVar[int]
     TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEED_FORWARD_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_CHOICE_FIELD_NUMBER: _ClassVar[int]
     version: str
     backbones: _containers.RepeatedScalarFieldContainer[str]
     presets: _containers.RepeatedCompositeFieldContainer[Preset]
@@ -324,4 +381,6 @@ class GetServerInfoResponse(_message.Message):
     limits: Limits
     default_delivery: DeliveryOptions
     torch_version: str
-    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ...) -> None: ...
+    feed_forward: FeedForwardInfo
+    precision_choice: PrecisionChoice
+    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ...) -> None: ...

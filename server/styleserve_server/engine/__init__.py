@@ -4,6 +4,16 @@ The service runs ``run_job`` in a worker thread and translates each record it yi
 """
 
 from styleserve_server.engine.job import run_job
+from styleserve_server.engine.precision import PrecisionChoice, PrecisionTrial, measure_precision
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses
 
-__all__ = ["Finished", "Iterate", "JobCancelled", "Losses", "run_job"]
+__all__ = [
+    "Finished",
+    "Iterate",
+    "JobCancelled",
+    "Losses",
+    "PrecisionChoice",
+    "PrecisionTrial",
+    "measure_precision",
+    "run_job",
+]

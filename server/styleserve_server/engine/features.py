@@ -16,7 +16,7 @@ import torch
 from styleserve_export.loader import Backbone
 from torch import Tensor, nn
 
-__all__ = ["FeatureNet", "effective_precision"]
+__all__ = ["FeatureNet"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -28,20 +28,6 @@ _converted: weakref.WeakKeyDictionary[nn.Module, dict[tuple[torch.dtype, bool], 
     weakref.WeakKeyDictionary()
 )
 _converted_lock = threading.Lock()
-
-
-def effective_precision(requested: str, device: torch.device) -> str:
-    """``requested``, with "auto" resolved to bfloat16 where the hardware runs it fast (CUDA
-    with bf16 support, a CPU with AMX-BF16 tiles) and float32 elsewhere."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    # A private probe, hence the fallback: without it we cannot tell, and float32 is always right.
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    if device.type == "cpu" and amx():
-        return "bfloat16"
-    return "float32"
 
 
 def _channels_last(dtype: torch.dtype) -> bool:

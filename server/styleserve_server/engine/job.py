@@ -20,16 +20,20 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from styleserve_server.engine.colour import Colour
-from styleserve_server.engine.features import FeatureNet, effective_precision
+from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import (
+    chroma,
     fit_longest_side,
+    luminance,
     output_size,
+    recombine,
     resize,
     to_image,
     to_tensor,
 )
 from styleserve_server.engine.objective import Objective, Weights
-from styleserve_server.engine.optimize import Evaluator, Optimizer
+from styleserve_server.engine.optimize import Box, Evaluator, Optimizer
+from styleserve_server.engine.precision import PrecisionChoice, job_precision
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses
 from styleserve_server.engine.schedule import MIN_SIDE, Stage, plan_stages
 
@@ -61,6 +65,20 @@ def _resized_style(style: Image.Image, stage: Stage, options: StyleOptions) -> I
     return resize(style, (max(MIN_SIDE, size[0]), max(MIN_SIDE, size[1])), options.resize)
 
 
+def _box(content: Tensor, options: StyleOptions) -> Box | None:
+    """What the picture variable may take so that the output encodes it without clipping:
+    0-255 RGB, or with ``preserve_color`` the luminances whose recombination with the
+    content's chroma stays in 0-255 (each channel is the luminance plus a chroma offset)."""
+    if options.preset == "seed":
+        return None
+    if not options.preserve_color:
+        return Box(content.new_zeros(()), content.new_full((), 255.0))
+    offsets = recombine(luminance(content).zero_(), chroma(content))
+    lo = (-offsets).amax(dim=1, keepdim=True).clamp(0.0, 255.0)
+    hi = (255.0 - offsets).amin(dim=1, keepdim=True).clamp(0.0, 255.0)
+    return Box(lo, torch.maximum(lo, hi))
+
+
 def _prepare(
     stage: Stage,
     content: Image.Image,
@@ -68,17 +86,19 @@ def _prepare(
     options: StyleOptions,
     net: FeatureNet,
     weights: Weights,
-) -> tuple[Colour, Tensor, Tensor, Evaluator]:
-    """One stage's colour handling, its content picture (RGB and as the optimised variable)
-    and the evaluator of its objective."""
+) -> tuple[Colour, Box | None, Tensor, Tensor, Evaluator]:
+    """One stage's colour handling, its bounds, its content picture (RGB and as the picture
+    variable) and the evaluator of its objective."""
     content_px = to_tensor(resize(content, (stage.width, stage.height), options.resize), net.device)
     colour = Colour(content_px, preserve=options.preserve_color)
+    box = _box(content_px, options)
     style_px = [
         colour.style(to_tensor(_resized_style(s, stage, options), net.device)) for s in styles
     ]
     content_var = colour.variable(content_px)
     objective = Objective(net, weights, colour.render(content_var), style_px, options.style_blend)
-    return colour, content_px, content_var, Evaluator(lambda v: objective(colour.render(v)))
+    evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
+    return colour, box, content_px, content_var, evaluator
 
 
 def _start(
@@ -124,8 +144,12 @@ def run_job(
     *,
     init_image: Image.Image | None = None,
     cancel: threading.Event | None = None,
+    precision: PrecisionChoice | None = None,
 ) -> Iterator[Iterate | Finished]:
     """Stylise ``content`` with ``styles``: yields one Iterate per iteration, then one Finished.
+
+    ``precision`` is what "auto" means (``measure_precision``'s choice); None measures it now,
+    once per backbone per process. An explicit ``options.precision`` is used as asked.
 
     Raises JobCancelled within one iteration (in fact one evaluation) of ``cancel`` being set,
     and ValueError when the pictures do not fit the options.
@@ -134,8 +158,8 @@ def run_job(
     _check(styles, options, init_image)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**63)
     device = backbone.device
-    precision = effective_precision(options.precision, device)
-    net = FeatureNet(backbone, precision)
+    choice = job_precision(options.precision, backbone, precision)
+    net = FeatureNet(backbone, choice.precision)
     weights = Weights.from_options(options)
     stages = plan_stages(
         output_size(content, options.size, options.width, options.height),
@@ -148,7 +172,7 @@ def run_job(
     x: Tensor | None = None
     previous: Tensor | None = None
     for stage in stages:
-        colour, content_px, here, evaluator = _prepare(
+        colour, box, content_px, here, evaluator = _prepare(
             stage, content, styles, options, net, weights
         )
         if x is None:
@@ -159,11 +183,18 @@ def run_job(
                 # The coarse stage could not hold the content's fine detail: add it back, so
                 # that the larger stage starts as close to its content as the first one did.
                 x += here - _upsample(previous, here)
+        if box is not None:
+            box.project_(x)  # noise, bicubic overshoot and the added detail leave the box
         previous = here
         x.requires_grad_(True)
         evaluator.bind(x, cancel)
         optimizer = Optimizer(
-            options.optimizer, x, evaluator, options.evals_per_iteration, options.learning_rate
+            options.optimizer,
+            x,
+            evaluator,
+            options.evals_per_iteration,
+            options.learning_rate,
+            box,
         )
         if setup_seconds is None:
             setup_seconds = time.perf_counter() - started
@@ -192,7 +223,8 @@ def run_job(
         losses=_losses(evaluator.terms),
         iterations=done,
         seed=seed,
-        precision=precision,
+        precision=choice.precision,
+        precision_choice=choice,
         device=str(device),
         setup_seconds=setup_seconds,
         optimize_seconds=time.perf_counter() - started - setup_seconds,

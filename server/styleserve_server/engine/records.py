@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from styleserve_server.engine.precision import PrecisionChoice
+
 __all__ = ["Finished", "Iterate", "JobCancelled", "Losses"]
 
 
@@ -45,7 +47,9 @@ class Finished:
     losses: Losses
     iterations: int
     seed: int
+    # ``precision_choice.precision``, and why it was chosen.
     precision: str
+    precision_choice: PrecisionChoice
     device: str
     setup_seconds: float
     optimize_seconds: float

@@ -1,0 +1,294 @@
+"""The GPU check: what one accelerator does for styleserve, in one command of a few minutes.
+
+A CPU session cannot tell how the engine behaves on a GPU (the precision probe's choice, how
+much bf16 gains, how many jobs one device serves at once), and device time is scarce, so the
+whole check is one prepared command that fits in 8 minutes on one H200:
+
+1. the precision probe's choice (``measure_precision``) and its reason;
+2. seconds per loss+gradient of the default objective at 512 px, float32 and bfloat16;
+3. a default job at 512 px / 500 iterations in each precision: seconds, final loss, and the
+   device's peak memory for it (``torch.cuda.max_memory_allocated``);
+4. jobs per second through a real server (``create_server`` in-process, called with
+   ``styleserve.Client``) at 1, 4 and 16 concurrent jobs, with as many ``--job-slots``;
+5. the instant tier's latency (``preset="instant"``), when the server has one.
+
+The last line is a one-line summary. ``--reduced`` runs the same code on the CPU with the tiny
+test network at tiny sizes in seconds: the test suite runs it so that this script cannot rot.
+
+    python benchmarks/gpu_check.py --cache-dir DIR   # DIR holds the exported keras-vgg16
+    python benchmarks/gpu_check.py --reduced
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from styleserve import Client
+from styleserve.options import resolve
+from styleserve_export.loader import Backbone, load_backbone
+from styleserve_server.app import create_server
+from styleserve_server.engine import Finished, measure_precision, run_job
+from styleserve_server.engine.features import FeatureNet
+from styleserve_server.engine.imaging import fit_longest_side, to_tensor
+from styleserve_server.engine.objective import Objective, Weights
+from styleserve_server.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CONTENT, STYLE = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg"
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the check runs: the H200 check or its reduced, CPU-sized twin."""
+
+    device: str
+    backbone: str
+    # The direct jobs (3.) and the loss+gradient timing (2.).
+    size: int
+    iterations: int
+    repeats: int
+    # The server's jobs (4.): concurrency levels, each job's size and iterations, and how many
+    # jobs each slot runs (enough for a steady rate).
+    concurrency: tuple[int, ...]
+    server_size: int
+    server_iterations: int
+    jobs_per_slot: int
+    instant_calls: int
+    feed_forward: str
+
+
+FULL = Plan("cuda", "keras-vgg16", 512, 500, 10, (1, 4, 16), 256, 100, 3, 20, "magenta-arbitrary")
+REDUCED = Plan("cpu", "tiny-vgg16", 32, 2, 2, (1, 4, 16), 32, 1, 1, 2, "tiny-arbitrary")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pictures(size: int) -> tuple[Image.Image, Image.Image]:
+    content = Image.open(CONTENT).convert("RGB")
+    content = content.resize(fit_longest_side(content.size, size), Image.Resampling.BICUBIC)
+    style = Image.open(STYLE).convert("RGB").resize(content.size, Image.Resampling.BICUBIC)
+    return content, style
+
+
+def seconds_per_evaluation(backbone: Backbone, precision: str, size: int, repeats: int) -> float:
+    """Best-of ``repeats`` loss+gradient of the default objective at ``size`` px."""
+    content, style = (to_tensor(p, backbone.device) for p in _pictures(size))
+    objective = Objective(
+        FeatureNet(backbone, precision),
+        Weights.from_options(resolve("default")),
+        content,
+        [style],
+        (),
+    )
+    x = (0.5 * (content + style)).requires_grad_(True)
+    best = float("inf")
+    for i in range(repeats + 1):
+        _sync(backbone.device)
+        start = time.perf_counter()
+        loss, _ = objective(x)
+        torch.autograd.grad(loss, x)
+        _sync(backbone.device)
+        if i:  # the first call selects kernels
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    seconds: float
+    loss: float
+    peak_bytes: int | None
+
+
+def direct_job(backbone: Backbone, precision: str, plan: Plan) -> JobFigures:
+    """A default job at the plan's size and iterations, run by the engine itself."""
+    content, style = _pictures(plan.size)
+    options = resolve("default", size=plan.size, iterations=plan.iterations, precision=precision)
+    cuda = backbone.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(backbone.device)
+    _sync(backbone.device)
+    start = time.perf_counter()
+    finished = list(run_job(backbone, content, [style], options))[-1]
+    _sync(backbone.device)
+    seconds = time.perf_counter() - start
+    assert isinstance(finished, Finished)
+    peak = torch.cuda.max_memory_allocated(backbone.device) if cuda else None
+    return JobFigures(seconds, finished.losses.total, peak)
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """A real server for ``settings`` on its own event loop in a thread; yields its target."""
+    ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event, int]]
+    ready = concurrent.futures.Future()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        try:
+            server, port = create_server(settings)
+            await server.start()
+            await server.wait_ready()
+        except BaseException as error:
+            ready.set_exception(error)
+            return
+        ready.set_result((asyncio.get_running_loop(), stop, port))
+        await stop.wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="gpu-check-server")
+    thread.start()
+    try:
+        loop, stop, port = ready.result(timeout=300)
+    except BaseException:
+        thread.join()
+        raise
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=60)
+
+
+def _settings(plan: Plan, cache_dir: Path | None, slots: int, feed_forward: str) -> Settings:
+    return Settings(
+        port=0,
+        backbone=plan.backbone,
+        cache_dir=cache_dir,
+        device=plan.device,
+        job_slots=slots,
+        queue_size=slots * plan.jobs_per_slot,
+        grace_seconds=0.0,
+        log_level="ERROR",
+        log_format="text",
+        feed_forward=feed_forward,
+    )
+
+
+def jobs_per_second(target: str, slots: int, plan: Plan) -> float:
+    """``slots`` clients at once, each running ``plan.jobs_per_slot`` jobs in turn."""
+
+    def client_jobs() -> None:
+        with Client(target, timeout=600) as client:
+            for _ in range(plan.jobs_per_slot):
+                client.stylize(
+                    CONTENT, STYLE, size=plan.server_size, iterations=plan.server_iterations
+                )
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(slots) as pool:
+        for future in [pool.submit(client_jobs) for _ in range(slots)]:
+            future.result()
+    return slots * plan.jobs_per_slot / (time.perf_counter() - start)
+
+
+def instant_latency(target: str, plan: Plan) -> list[float] | None:
+    """Seconds per ``preset="instant"`` call, or None when the server has no instant tier."""
+    with Client(target, timeout=600) as client:
+        info = client.info()
+        if info.feed_forward is None or "instant" not in info.presets:
+            return None
+        latencies = []
+        for _ in range(plan.instant_calls + 1):
+            start = time.perf_counter()
+            client.stylize(CONTENT, STYLE, preset="instant", size=plan.server_size)
+            latencies.append(time.perf_counter() - start)
+    return latencies[1:]  # the first call loads the session's kernels
+
+
+def _header(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return (
+            f"device {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN"
+            f" {torch.backends.cudnn.version()}, TF32 convolutions"
+            f" {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+        )
+    return f"device cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def _mib(peak: int | None) -> str:
+    return "n/a" if peak is None else f"{peak / 2**20:.0f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reduced", action="store_true", help="CPU, tiny network, seconds")
+    parser.add_argument("--cache-dir", type=Path, help="export cache holding the weights")
+    parser.add_argument(
+        "--feed-forward", help="the server's instant tier (default: the plan's; none: skip)"
+    )
+    args = parser.parse_args(argv)
+    plan = REDUCED if args.reduced else FULL
+    feed_forward = args.feed_forward or plan.feed_forward
+    backbone = load_backbone(plan.backbone, cache_dir=args.cache_dir, device=plan.device)
+    print(_header(backbone.device), flush=True)
+
+    choice = measure_precision(backbone)
+    print(f"precision probe: {choice.reason}", flush=True)
+    evaluation = {
+        p: seconds_per_evaluation(backbone, p, plan.size, plan.repeats) for p in PRECISIONS
+    }
+    for p, seconds in evaluation.items():
+        print(f"loss+gradient at {plan.size} px, {p}: {seconds * 1e3:.1f} ms", flush=True)
+    jobs = {}
+    for p in PRECISIONS:
+        jobs[p] = figures = direct_job(backbone, p, plan)
+        print(
+            f"job {plan.size} px / {plan.iterations} iterations, {p}: {figures.seconds:.1f} s,"
+            f" loss {figures.loss:.4g}, peak memory {_mib(figures.peak_bytes)}",
+            flush=True,
+        )
+
+    rates: dict[int, float] = {}
+    latencies: list[float] | None = None
+    for slots in plan.concurrency:
+        with serving(_settings(plan, args.cache_dir, slots, feed_forward)) as target:
+            rates[slots] = jobs_per_second(target, slots, plan)
+            print(
+                f"server with --job-slots {slots}, {slots} concurrent jobs of"
+                f" {plan.server_size} px / {plan.server_iterations} iterations:"
+                f" {rates[slots]:.2f} jobs/s",
+                flush=True,
+            )
+            if latencies is None and feed_forward != "none":
+                latencies = instant_latency(target, plan)
+    if latencies is None:
+        instant = "instant tier: absent"
+    else:
+        instant = (
+            f"instant p50 {statistics.median(latencies) * 1e3:.0f} ms,"
+            f" max {max(latencies) * 1e3:.0f} ms"
+        )
+    print(instant, flush=True)
+
+    f32, bf16 = jobs["float32"], jobs["bfloat16"]
+    print(
+        f"summary: {backbone.device.type} auto={choice.precision};"
+        f" {plan.size}px/{plan.iterations}it float32 {f32.seconds:.1f} s,"
+        f" bfloat16 {bf16.seconds:.1f} s ({f32.seconds / bf16.seconds:.1f}x);"
+        f" loss+grad {evaluation['float32'] * 1e3:.1f}/{evaluation['bfloat16'] * 1e3:.1f} ms;"
+        f" peak {_mib(f32.peak_bytes)}/{_mib(bf16.peak_bytes)};"
+        f" jobs/s {' '.join(f'{n}:{r:.2f}' for n, r in rates.items())}; {instant}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

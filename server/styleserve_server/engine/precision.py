@@ -1,0 +1,191 @@
+"""What ``precision="auto"`` means on this machine, decided by timing the work itself.
+
+Whether bfloat16 pays depends on more than any flag tells: on a Sapphire Rapids CPU oneDNN's
+AMX kernels make loss+gradient 4x faster than float32, on a Zen 4 EPYC (AVX512-BF16, no AMX)
+about 2x, on CPUs that emulate bf16 it is slower, and on GPUs tensor cores decide. So "auto"
+times one loss+gradient of the real backbone at a small size in each candidate precision,
+checks that the candidate's objective agrees with float32's on the same picture, and keeps the
+fastest that does. The result carries its measurements and a sentence saying why, for logs,
+receipts and ``GetServerInfo``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from styleserve.options import PRESETS
+from styleserve_export.loader import Backbone
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from styleserve_server.engine.features import FeatureNet
+from styleserve_server.engine.objective import Objective, Weights
+
+__all__ = [
+    "TOLERANCE",
+    "PrecisionChoice",
+    "PrecisionTrial",
+    "auto_precision",
+    "decide",
+    "job_precision",
+    "measure_precision",
+]
+
+# Largest relative difference of a precision's objective from float32's that still counts as
+# the same objective. bf16's objective is 0.2-0.3% off (Gram matrices and losses accumulate in
+# float32); a precision 1% off changes what the optimiser converges to.
+TOLERANCE = 0.01
+# A lower precision must be at least this much faster to be worth its rounding: within timing
+# noise float32 wins.
+_MIN_SPEEDUP = 1.1
+# Probe size and repeats: on a 2-core Zen 4 EPYC the probe's bf16/float32 ratio is within 5% of
+# the ratio at 300x500 (see benchmarks/README.md), and the whole probe costs about a second.
+PROBE_SIZE = (192, 128)
+PROBE_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class PrecisionTrial:
+    """One precision's loss+gradient: best-of seconds at the probe size, and the relative
+    difference of its objective from float32's on the same picture."""
+
+    precision: str
+    seconds: float
+    deviation: float
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a job runs in, why (for people), and the trials behind an automatic
+    choice (empty when the precision was requested)."""
+
+    precision: str
+    reason: str
+    trials: tuple[PrecisionTrial, ...] = ()
+
+
+def decide(trials: Sequence[PrecisionTrial], tolerance: float = TOLERANCE) -> PrecisionChoice:
+    """The fastest trial whose objective agrees with float32's within ``tolerance`` and that
+    is clearly faster than float32; float32 otherwise. ``trials`` must include float32's."""
+    reference = next(t for t in trials if t.precision == "float32")
+    others = [t for t in trials if t is not reference]
+
+    def speedup(t: PrecisionTrial) -> float:
+        return reference.seconds / t.seconds
+
+    def timing(t: PrecisionTrial) -> str:
+        return f"{speedup(t):.1f}x ({t.seconds:.3g} s vs {reference.seconds:.3g} s)"
+
+    good = [t for t in others if t.deviation <= tolerance and speedup(t) >= _MIN_SPEEDUP]
+    if good:
+        best = min(good, key=lambda t: t.seconds)
+        return PrecisionChoice(
+            best.precision,
+            f"{best.precision}: {timing(best)} faster than float32, "
+            f"objective within {best.deviation:.2%}",
+            tuple(trials),
+        )
+    why = [
+        f"{t.precision} {timing(t)} but its objective is {t.deviation:.2%} off "
+        f"(tolerance {tolerance:.1%})"
+        if t.deviation > tolerance
+        else f"{t.precision} only {timing(t)}"
+        for t in others
+    ]
+    return PrecisionChoice(
+        "float32", "float32: " + "; ".join(why or ["no other candidate"]), tuple(trials)
+    )
+
+
+def _candidates(device: torch.device) -> tuple[str, ...]:
+    # float16 overflows on CPU-sized activations without loss scaling and CPUs gain nothing
+    # from it; on CUDA it is tensor-core work like bf16.
+    return ("float32", "bfloat16", "float16") if device.type == "cuda" else ("float32", "bfloat16")
+
+
+def _probe_pictures(size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(content, style, picture): fixed, photo-like 0-255 pictures (smooth shapes plus fine
+    grain), the evaluated one between the other two so that every loss term counts."""
+    generator = torch.Generator().manual_seed(0)
+    width, height = size
+
+    def picture() -> Tensor:
+        coarse = torch.rand((1, 3, height // 16 + 1, width // 16 + 1), generator=generator)
+        smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+        grain = torch.rand((1, 3, height, width), generator=generator) - 0.5
+        return ((smooth + 0.2 * grain) * 255.0).clamp(0, 255).to(device)
+
+    content, style = picture(), picture()
+    return content, style, 0.5 * (content + style)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_precision(
+    backbone: Backbone,
+    *,
+    size: tuple[int, int] = PROBE_SIZE,
+    repeats: int = PROBE_REPEATS,
+    tolerance: float = TOLERANCE,
+) -> PrecisionChoice:
+    """Times loss+gradient of the default preset's objective on ``backbone`` at ``size``
+    (width, height) in float32 and bfloat16 (float16 too on CUDA), best of ``repeats`` after
+    one untimed call, and ``decide``s."""
+    device = backbone.device
+    content, style, picture = _probe_pictures(size, device)
+    weights = Weights.from_options(PRESETS["default"])
+    objectives = {
+        p: Objective(FeatureNet(backbone, p), weights, content, [style], ())
+        for p in _candidates(device)
+    }
+    seconds = {p: float("inf") for p in objectives}
+    losses: dict[str, float] = {}
+    x = picture.requires_grad_(True)
+    # Round-robin, so that a burst of load from a neighbour hits every precision alike.
+    for _ in range(repeats + 1):
+        for p, objective in objectives.items():
+            _sync(device)
+            start = time.perf_counter()
+            loss, _ = objective(x)
+            torch.autograd.grad(loss, x)
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if p in losses:
+                seconds[p] = min(seconds[p], elapsed)
+            losses[p] = loss.item()
+    reference = losses["float32"]
+    trials = [
+        PrecisionTrial(p, seconds[p], abs(losses[p] - reference) / abs(reference))
+        for p in objectives
+    ]
+    return decide(trials, tolerance)
+
+
+_measured: weakref.WeakKeyDictionary[nn.Module, PrecisionChoice] = weakref.WeakKeyDictionary()
+_measured_lock = threading.Lock()
+
+
+def auto_precision(backbone: Backbone) -> PrecisionChoice:
+    """``measure_precision(backbone)``, measured once per backbone network per process."""
+    with _measured_lock:
+        if backbone.net not in _measured:
+            _measured[backbone.net] = measure_precision(backbone)
+        return _measured[backbone.net]
+
+
+def job_precision(
+    requested: str, backbone: Backbone, measured: PrecisionChoice | None
+) -> PrecisionChoice:
+    """The precision a job runs in: ``requested`` as asked, or for "auto" ``measured`` (None:
+    ``auto_precision``)."""
+    if requested != "auto":
+        return PrecisionChoice(requested, "requested")
+    return measured if measured is not None else auto_precision(backbone)

@@ -1,0 +1,24 @@
+"""The GPU check's reduced mode: the same code as on the H200, on the CPU in seconds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+
+
+def test_the_reduced_gpu_check_runs_every_step() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--reduced"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("summary: cpu auto=")
+    for step in ("precision probe:", "loss+gradient at", "job 32 px", "--job-slots 16"):
+        assert any(step in line for line in lines), step
