@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from styleserve import Client
 from styleserve.options import resolve
-from styleserve_export.loader import Backbone, load_backbone
+from styleserve_export.loader import ArtifactError, Backbone, load_backbone, load_feed_forward
 from styleserve_server.app import create_server
 from styleserve_server.engine import Finished, measure_precision, run_job
 from styleserve_server.engine.features import FeatureNet
@@ -212,6 +212,18 @@ def instant_latency(target: str, plan: Plan) -> list[float] | None:
     return latencies[1:]  # the first call loads the session's kernels
 
 
+def instant_tier(name: str, cache_dir: Path | None) -> tuple[str, str]:
+    """The feed-forward setting to serve with and what became of the instant tier: device
+    time is too scarce to lose a run to an artifact the cache does not hold."""
+    if name == "none":
+        return name, "not asked for"
+    try:
+        load_feed_forward(name, cache_dir=cache_dir)
+    except ArtifactError as error:
+        return "none", f"absent ({error})"
+    return name, name
+
+
 def _header(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -236,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = REDUCED if args.reduced else FULL
-    feed_forward = args.feed_forward or plan.feed_forward
     backbone = load_backbone(plan.backbone, cache_dir=args.cache_dir, device=plan.device)
     print(_header(backbone.device), flush=True)
+    feed_forward, tier = instant_tier(args.feed_forward or plan.feed_forward, args.cache_dir)
+    print(f"instant tier: {tier}", flush=True)
 
     choice = measure_precision(backbone)
     print(f"precision probe: {choice.reason}", flush=True)
@@ -270,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             if latencies is None and feed_forward != "none":
                 latencies = instant_latency(target, plan)
     if latencies is None:
-        instant = "instant tier: absent"
+        instant = "instant tier: not measured"
     else:
         instant = (
             f"instant p50 {statistics.median(latencies) * 1e3:.0f} ms,"

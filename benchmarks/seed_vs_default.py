@@ -297,7 +297,6 @@ def _benchmark(args: argparse.Namespace, log: Log) -> int:
         rate = GFLOP_PER_EVALUATION / per_eval
         log(f"loss+gradient at 300x500, {precision}: {per_eval:.3f} s = {rate:.0f} GFLOP/s")
     choice = auto_precision(backbone)
-    log(f'precision "auto" (the default strategy\'s): {choice.reason}')
     score = Scorer(backbone, content_px, style_px)
 
     # (1) The seed strategy, or its stored figures.

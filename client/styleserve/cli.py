@@ -246,8 +246,18 @@ def _describe(info: ServerInfo, target: str) -> str:
         f" iterations, <= {limits.max_styles} styles, pictures <= {_mib(limits.max_image_bytes)}"
         f" and {limits.max_input_pixels / 1e6:g} Mpx",
     ]
+    if info.feed_forward is not None:
+        networks = info.feed_forward
+        lines.append(f"instant    {networks.name} on {networks.execution_provider}")
+    if info.precision_choice is not None:
+        lines.append(f"precision  auto is {info.precision_choice.reason}")
     for name, o in info.presets.items():
         size = f"{o.width}x{o.height}" if o.width and o.height else f"{o.size} px"
+        if o.method == "feed_forward":
+            lines.append(
+                f"preset     {name}: {size}, feed-forward, style strength {o.style_strength:g}"
+            )
+            continue
         lines.append(
             f"preset     {name}: {size}, {o.iterations} x {o.optimizer}, {o.backbone},"
             f" init {o.init}, weights {o.content_weight:g}/{o.style_weight:g}/{o.tv_weight:g}"

@@ -83,7 +83,7 @@ class StyleOptions:
     size: int = 512
     width: int = 0
     height: int = 0
-    # Optimiser iterations at full resolution (coarser stages add a tenth each). With
+    # Optimiser iterations at full resolution (coarser stages add a twentieth each). With
     # ``evals_per_iteration`` > 1 an iteration is one of the tutorial's rounds: a fresh L-BFGS
     # making at most that many loss evaluations (its ``maxfun``); with 1, one L-BFGS runs on
     # through the stage and an iteration is one of its steps (line search included).
@@ -120,7 +120,7 @@ class StyleOptions:
     resize: str = "antialias"
     loss_normalization: str = "size_independent"
     # Coarse-to-fine: fractions of the output size, the last one 1.0.
-    scales: tuple[float, ...] = (0.25, 0.5, 1.0)
+    scales: tuple[float, ...] = (0.25, 1.0)
     # Previews: every N iterations (0: none), longest side in pixels.
     preview_every: int = 0
     preview_size: int = 256

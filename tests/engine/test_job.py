@@ -28,17 +28,17 @@ def _pixels(records) -> np.ndarray:
 
 
 def test_records_count_iterations_over_all_stages(tiny, content, warm_style) -> None:
-    records = _run(tiny, content, [warm_style], scales=(0.5, 1.0), iterations=20)
+    records = _run(tiny, content, [warm_style], scales=(0.5, 1.0), iterations=40)
     iterates, finished = records[:-1], records[-1]
     assert all(isinstance(r, Iterate) for r in iterates)
     assert isinstance(finished, Finished)
-    assert [r.iteration for r in iterates] == list(range(1, 23))
-    assert {r.total for r in iterates} == {22}
+    assert [r.iteration for r in iterates] == list(range(1, 43))
+    assert {r.total for r in iterates} == {42}
     stages = [(r.stage, r.width, r.height) for r in iterates]
-    assert stages == [(0, 24, 16)] * 2 + [(1, 48, 32)] * 20
+    assert stages == [(0, 24, 16)] * 2 + [(1, 48, 32)] * 40
     assert all(r.preview is None for r in iterates)
     assert finished.image.size == (48, 32) and finished.image.mode == "RGB"
-    assert finished.iterations == 22 and finished.seed == 7
+    assert finished.iterations == 42 and finished.seed == 7
     assert finished.device == "cpu"
     assert finished.precision_choice is auto_precision(tiny)
     assert finished.precision == finished.precision_choice.precision

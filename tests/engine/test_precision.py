@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from styleserve.options import resolve
+from styleserve_server.backbones import warm_up
 from styleserve_server.engine import PrecisionChoice, PrecisionTrial, measure_precision, run_job
 from styleserve_server.engine.precision import auto_precision, decide
 
@@ -62,3 +63,7 @@ def test_a_requested_precision_is_used_as_asked(tiny, content, warm_style, preci
     other = PrecisionChoice("float16", "ignored: the request names one", ())
     finished = list(run_job(tiny, content, [warm_style], options, precision=other))[-1]
     assert finished.precision_choice == PrecisionChoice(precision, "requested")
+
+
+def test_the_servers_warm_up_returns_the_choice_jobs_get(tiny) -> None:
+    assert warm_up(tiny) is auto_precision(tiny)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from styleserve_server.engine.schedule import Stage, plan_stages
 
 
-def test_coarse_stages_get_a_tenth_of_the_iterations() -> None:
+def test_coarse_stages_get_a_twentieth_of_the_iterations() -> None:
     assert plan_stages((500, 300), (0.25, 0.5, 1.0), 300) == [
-        Stage(0, 125, 75, 30),
-        Stage(1, 250, 150, 30),
+        Stage(0, 125, 75, 15),
+        Stage(1, 250, 150, 15),
         Stage(2, 500, 300, 300),
     ]
     assert [s.iterations for s in plan_stages((500, 300), (0.5, 1.0), 4)] == [1, 4]

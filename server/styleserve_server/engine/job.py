@@ -66,9 +66,11 @@ def _resized_style(style: Image.Image, stage: Stage, options: StyleOptions) -> I
 
 
 def _box(content: Tensor, options: StyleOptions) -> Box | None:
-    """What the picture variable may take so that the output encodes it without clipping:
-    0-255 RGB, or with ``preserve_color`` the luminances whose recombination with the
-    content's chroma stays in 0-255 (each channel is the luminance plus a chroma offset)."""
+    """What the picture variable may take so that the output encodes it without clipping, and
+    the delivered picture scores what the job reported: 0-255 RGB, or with ``preserve_color``
+    the luminances whose recombination with the content's chroma stays in 0-255 (each channel
+    is the luminance plus a chroma offset). None for the ``seed`` preset: the Keras example
+    optimises unbounded and clips when it saves."""
     if options.preset == "seed":
         return None
     if not options.preserve_color:

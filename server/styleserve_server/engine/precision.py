@@ -2,11 +2,11 @@
 
 Whether bfloat16 pays depends on more than any flag tells: on a Sapphire Rapids CPU oneDNN's
 AMX kernels make loss+gradient 4x faster than float32, on a Zen 4 EPYC (AVX512-BF16, no AMX)
-about 2x, on CPUs that emulate bf16 it is slower, and on GPUs tensor cores decide. So "auto"
-times one loss+gradient of the real backbone at a small size in each candidate precision,
-checks that the candidate's objective agrees with float32's on the same picture, and keeps the
-fastest that does. The result carries its measurements and a sentence saying why, for logs,
-receipts and ``GetServerInfo``.
+about 2x, on CPUs without bf16 instructions it can be slower, and on GPUs tensor cores decide.
+So "auto" times one loss+gradient of the real backbone at a small size in each candidate
+precision, checks that the candidate's objective agrees with float32's on the same picture,
+and keeps the fastest that does. The result carries its measurements and a sentence saying
+why, for logs, receipts and ``GetServerInfo``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ TOLERANCE = 0.01
 # A lower precision must be at least this much faster to be worth its rounding: within timing
 # noise float32 wins.
 _MIN_SPEEDUP = 1.1
-# Probe size and repeats: on a 2-core Zen 4 EPYC the probe's bf16/float32 ratio is within 5% of
-# the ratio at 300x500 (see benchmarks/README.md), and the whole probe costs about a second.
+# Probe size and repeats: on a 2-core Zen 4 EPYC the probe costs 1.5 s and its float32/bf16
+# ratio (1.95-2.0) is about 15% below the ratio at 300x500 (2.3-2.5), which the sizes a probe
+# can afford all share (benchmarks/README.md): the choice it leads to is the same.
 PROBE_SIZE = (192, 128)
 PROBE_REPEATS = 3
 
@@ -103,8 +104,8 @@ def decide(trials: Sequence[PrecisionTrial], tolerance: float = TOLERANCE) -> Pr
 
 
 def _candidates(device: torch.device) -> tuple[str, ...]:
-    # float16 overflows on CPU-sized activations without loss scaling and CPUs gain nothing
-    # from it; on CUDA it is tensor-core work like bf16.
+    # On CPUs oneDNN's fast low-precision convolutions are bf16's; on CUDA float16 is
+    # tensor-core work like bf16 (an overflow shows as an objective far off float32's).
     return ("float32", "bfloat16", "float16") if device.type == "cuda" else ("float32", "bfloat16")
 
 

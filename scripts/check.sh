@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The static gates CI runs before the tests (.ci/run calls this script): ruff's lint and format
+# check over the Python code, and buf's lint of the contract plus its breaking-change check
+# against the contract as v1 first shipped (every change since must be wire- and
+# source-compatible with it). buf comes from the npm registry (@bufbuild/buf, pinned), installed
+# once into .cache/buf.
+set -euo pipefail
+# shellcheck source=scripts/venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+cd "$styleserve_root"
+
+buf_version=1.75.0
+# The commit where styleserve.v1 landed as 0.1.0.
+v1_baseline=f216d5a
+
+ruff check .
+ruff format --check .
+
+buf=.cache/buf/node_modules/.bin/buf
+if [[ ! -x $buf ]] || [[ $("$buf" --version) != "$buf_version" ]]; then
+    npm install --silent --no-audit --no-fund --prefix .cache/buf "@bufbuild/buf@$buf_version"
+fi
+(cd protos && "../$buf" lint)
+"$buf" breaking protos --against ".git#ref=$v1_baseline,subdir=protos"
+echo "check: ruff and buf clean"
