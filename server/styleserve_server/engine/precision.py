@@ -177,9 +177,14 @@ _measured_lock = threading.Lock()
 def auto_precision(backbone: Backbone) -> PrecisionChoice:
     """``measure_precision(backbone)``, measured once per backbone network per process."""
     with _measured_lock:
-        if backbone.net not in _measured:
-            _measured[backbone.net] = measure_precision(backbone)
-        return _measured[backbone.net]
+        known = _measured.get(backbone.net)
+    if known is None:
+        # Measured outside the lock: one network's slow (or stuck) start must not hold up
+        # another's; two racing measurements of one network keep the first.
+        measured = measure_precision(backbone)
+        with _measured_lock:
+            known = _measured.setdefault(backbone.net, measured)
+    return known
 
 
 def job_precision(
