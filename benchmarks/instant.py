@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,17 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "examples" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "starry_night.jpg"
 sys.path.insert(0, str(ROOT / "scripts"))
-from wait_healthy import wait_healthy  # noqa: E402 - the scripts folder is no package
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+# The scripts folder is no package; this one's own folder is on the path when it runs.
+from seed_vs_default import machine  # noqa: E402
+from wait_healthy import wait_healthy  # noqa: E402
 
 
 def free_port() -> int:
@@ -234,12 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     import onnxruntime
-    import torch
 
-    print(
-        f"cpu {cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"onnxruntime {onnxruntime.__version__}, feed-forward slots {args.slots}"
-    )
+    print(f"{machine()}, onnxruntime {onnxruntime.__version__}, feed-forward slots {args.slots}")
     port = free_port()
     server = start_server(args.cache_dir, port, args.slots)
     target = f"127.0.0.1:{port}"

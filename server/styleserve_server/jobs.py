@@ -26,14 +26,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from PIL import Image
-from styleserve.options import Limits, StyleOptions
+from styleserve.options import Limits
 from styleserve_export.loader import Backbone
 
 from styleserve_server import inputs
 from styleserve_server.engine import Finished, Iterate, JobCancelled, PrecisionChoice, run_job
 from styleserve_server.engine.feed_forward import FeedForward
-from styleserve_server.engine.imaging import fit_longest_side, output_size
-from styleserve_server.engine.schedule import plan_stages
+from styleserve_server.engine.imaging import shrink
+from styleserve_server.engine.job import plan
 
 __all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "run_instant"]
 
@@ -70,11 +70,6 @@ def run_instant(
     decoded = time.perf_counter()
     image = feed_forward.picture(content, styles, request.options)
     return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
-
-
-def _total_iterations(content: Image.Image, options: StyleOptions) -> int:
-    size = output_size(content, options.size, options.width, options.height)
-    return sum(stage.iterations for stage in plan_stages(size, options.scales, options.iterations))
 
 
 class Mailbox:
@@ -174,11 +169,9 @@ class Job:
             ):
                 picture = self._feed_forward.picture(content, styles, options)
                 if options.preview_every > 0:
-                    preview = picture.resize(
-                        fit_longest_side(picture.size, options.preview_size),
-                        Image.Resampling.BICUBIC,
-                    )
-                    self.mailbox.put(FirstPicture(preview, _total_iterations(content, options)))
+                    total = sum(stage.iterations for stage in plan(content, options))
+                    preview = shrink(picture, options.preview_size)
+                    self.mailbox.put(FirstPicture(preview, total))
                 if options.init == "feed_forward":
                     # To the engine, the feed-forward start is a given starting picture.
                     options, init_image = options.replace(init="image"), picture

@@ -19,6 +19,7 @@ __all__ = [
     "output_size",
     "recombine",
     "resize",
+    "shrink",
     "to_image",
     "to_tensor",
 ]
@@ -49,6 +50,11 @@ def resize(image: Image.Image, size: tuple[int, int], method: str) -> Image.Imag
     """``image`` in RGB at ``size`` (width, height), sampled with ``method``."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     return image if image.size == size else image.resize(size, _FILTERS[method])
+
+
+def shrink(image: Image.Image, longest: int) -> Image.Image:
+    """``image`` resampled so that its longest side is ``longest`` (a preview)."""
+    return image.resize(fit_longest_side(image.size, longest), Image.Resampling.BICUBIC)
 
 
 def to_tensor(image: Image.Image, device: torch.device) -> Tensor:

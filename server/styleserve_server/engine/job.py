@@ -28,6 +28,7 @@ from styleserve_server.engine.imaging import (
     output_size,
     recombine,
     resize,
+    shrink,
     to_image,
     to_tensor,
 )
@@ -37,7 +38,7 @@ from styleserve_server.engine.precision import PrecisionChoice, job_precision
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses
 from styleserve_server.engine.schedule import MIN_SIDE, Stage, plan_stages
 
-__all__ = ["run_job"]
+__all__ = ["plan", "run_job"]
 
 
 def _check(
@@ -134,8 +135,13 @@ def _losses(terms: Tensor) -> Losses:
 
 
 def _preview(colour: Colour, x: Tensor, longest: int) -> Image.Image:
-    image = to_image(colour.output(x))
-    return image.resize(fit_longest_side(image.size, longest), Image.Resampling.BICUBIC)
+    return shrink(to_image(colour.output(x)), longest)
+
+
+def plan(content: Image.Image, options: StyleOptions) -> list[Stage]:
+    """The coarse-to-fine stages a job on ``content`` with ``options`` runs."""
+    size = output_size(content, options.size, options.width, options.height)
+    return plan_stages(size, options.scales, options.iterations)
 
 
 def run_job(
@@ -163,11 +169,7 @@ def run_job(
     choice = job_precision(options.precision, backbone, precision)
     net = FeatureNet(backbone, choice.precision)
     weights = Weights.from_options(options)
-    stages = plan_stages(
-        output_size(content, options.size, options.width, options.height),
-        options.scales,
-        options.iterations,
-    )
+    stages = plan(content, options)
     total = sum(stage.iterations for stage in stages)
     done = 0
     setup_seconds: float | None = None
