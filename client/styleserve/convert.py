@@ -1,11 +1,16 @@
 """Translates between ``styleserve.options`` and the wire messages, in both directions.
 
 The client turns keyword options into a request and the server turns the request back into
-``resolve`` arguments; both use this one module (no torch) so that a field added to the
-options is mapped once and the two sides cannot drift apart. Unset proto fields become
-``None`` ("take the preset's value"), enums map to the option strings by name
-(``OPTIMIZER_LBFGS`` <-> ``"lbfgs"``), and float32 wire values come back as the shortest
-decimal that round-trips (``0.025`` stays ``0.025``, not ``0.02500000037252903``).
+``resolve`` arguments; both use this one module (no torch) so that the two sides cannot drift
+apart. The mapping is read from the message descriptors, not from hand-kept lists: every
+``StyleOptions`` and ``DeliveryOptions`` field is the option of the same name (one rename:
+``normalization`` is the ``loss_normalization`` option), an enum maps to the option strings
+by name (``OPTIMIZER_LBFGS`` <-> ``"lbfgs"``), and a test checks that every option has a field.
+
+Unset fields become ``None`` ("take the preset's value"): proto3 ``optional`` scalars by
+presence, enums by their zero value, repeated fields when empty, and delivery scalars when 0.
+float32 wire values come back as the shortest decimal that round-trips (``0.025`` stays
+``0.025``, not ``0.02500000037252903``).
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ import dataclasses
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from styleserve.options import PRESETS, OptionsError, StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = [
     "DELIVERY_FIELDS",
+    "OFF_WIRE_OPTIONS",
     "delivery_to_proto",
     "effective_options",
     "from_proto",
@@ -30,52 +38,53 @@ __all__ = [
     "to_proto",
 ]
 
-# Option fields carried by proto3 `optional` scalars: presence means "set".
-_SCALARS = (
-    "backbone",
-    "size",
-    "width",
-    "height",
-    "iterations",
-    "evals_per_iteration",
-    "learning_rate",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "tv_power",
-    "style_scale",
-    "preserve_color",
-    "style_strength",
-    "seed",
-    "loss_normalization",
-)
-# Repeated fields: empty means "take the preset's".
-_REPEATED = ("content_layers", "style_layers", "style_layer_weights", "scales")
-# Enums whose zero value (_UNSPECIFIED) means "take the preset's".
-_ENUMS: dict[str, tuple[EnumTypeWrapper, str]] = {
-    "method": (pb.Method, "METHOD_"),
-    "optimizer": (pb.Optimizer, "OPTIMIZER_"),
-    "init": (pb.Init, "INIT_"),
-    "precision": (pb.Precision, "PRECISION_"),
-    "resize": (pb.ResizeFilter, "RESIZE_FILTER_"),
-}
-_OUTPUT_FORMAT = (pb.OutputFormat, "OUTPUT_FORMAT_")
-# Wire floats are float32; these come back through _shortest.
-_FLOATS = frozenset(
-    {
-        "learning_rate",
-        "content_weight",
-        "style_weight",
-        "tv_weight",
-        "tv_power",
-        "style_scale",
-        "style_strength",
-        "style_layer_weights",
-        "scales",
+# Wire field name -> option name, where they differ. ``normalization`` (an enum) replaced the
+# string field ``loss_normalization``, which stays readable for older clients.
+_RENAMED = {"normalization": "loss_normalization"}
+_DEPRECATED_STRING = "loss_normalization"
+# Options that no options message carries: each style picture's ``blend_weight`` holds its
+# share, and the preset is StyleOptions' plain string ``preset``.
+OFF_WIRE_OPTIONS = frozenset({"style_blend"})
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One option's wire field."""
+
+    option: str
+    descriptor: FieldDescriptor
+    message: str  # "options" or "delivery"
+
+    @property
+    def wire(self) -> str:
+        return self.descriptor.name
+
+    @property
+    def repeated(self) -> bool:
+        return bool(self.descriptor.is_repeated)
+
+    @property
+    def enum(self) -> EnumDescriptor | None:
+        return self.descriptor.enum_type
+
+    @property
+    def is_float(self) -> bool:
+        return self.descriptor.type == FieldDescriptor.TYPE_FLOAT
+
+
+def _fields(descriptor: Descriptor, message: str) -> dict[str, _Field]:
+    return {
+        _RENAMED.get(f.name, f.name): _Field(_RENAMED.get(f.name, f.name), f, message)
+        for f in descriptor.fields
+        if f.name != "preset" and not f.GetOptions().deprecated
     }
-)
-# Options that travel in DeliveryOptions rather than StyleOptions.
-DELIVERY_FIELDS = ("preview_every", "preview_size", "output_format", "output_quality")
+
+
+_FIELDS: dict[str, _Field] = {
+    **_fields(pb.StyleOptions.DESCRIPTOR, "options"),
+    **_fields(pb.DeliveryOptions.DESCRIPTOR, "delivery"),
+}
+DELIVERY_FIELDS = tuple(name for name, f in _FIELDS.items() if f.message == "delivery")
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StyleOptions))
 
 
@@ -84,7 +93,7 @@ def _shortest(value: float) -> float:
     if not math.isfinite(value):
         return value
     packed = struct.pack("<f", value)
-    single = struct.unpack("<f", packed)[0]
+    single: float = struct.unpack("<f", packed)[0]
     for digits in range(6, 10):
         candidate = float(f"{single:.{digits}g}")
         if struct.pack("<f", candidate) == packed:
@@ -92,23 +101,45 @@ def _shortest(value: float) -> float:
     return single
 
 
-def _enum_to_name(field: str, number: int, wrapper: EnumTypeWrapper, prefix: str) -> str | None:
+def _prefix(enum: EnumDescriptor) -> str:
+    """``OPTIMIZER_`` for Optimizer: what every value name of ``enum`` starts with."""
+    return enum.values[0].name.removesuffix("UNSPECIFIED")
+
+
+def _enum_to_name(name: str, number: int, enum: EnumDescriptor) -> str | None:
     if number == 0:
         return None
-    try:
-        return wrapper.Name(number).removeprefix(prefix).lower()
-    except ValueError:
+    value = enum.values_by_number.get(number)
+    if value is None:
         raise OptionsError(
-            field, f"unknown value {number}: client and server versions differ, upgrade the older"
-        ) from None
+            name, f"unknown value {number}: client and server versions differ, upgrade the older"
+        )
+    return value.name.removeprefix(_prefix(enum)).lower()
 
 
-def _name_to_enum(field: str, name: str, wrapper: EnumTypeWrapper, prefix: str) -> int:
-    try:
-        return wrapper.Value(prefix + str(name).upper())
-    except ValueError:
-        choices = [n.removeprefix(prefix).lower() for n in wrapper.keys()[1:]]
-        raise OptionsError(field, f"must be one of {', '.join(choices)}; got {name!r}") from None
+def _name_to_enum(name: str, value: Any, enum: EnumDescriptor) -> int:
+    found = enum.values_by_name.get(_prefix(enum) + str(value).upper())
+    if found is None or found.number == 0:
+        choices = [v.name.removeprefix(_prefix(enum)).lower() for v in enum.values[1:]]
+        raise OptionsError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+    return int(found.number)
+
+
+def _read(field: _Field, message: Message) -> Any:
+    """The option's value in ``message``, or None when the field is unset."""
+    value = getattr(message, field.wire)
+    if field.repeated:
+        if not value:
+            return None
+        return [_shortest(v) for v in value] if field.is_float else list(value)
+    if field.enum is not None:
+        return _enum_to_name(field.option, value, field.enum)
+    if field.descriptor.has_presence:
+        if not message.HasField(field.wire):
+            return None
+    elif not value:
+        return None
+    return _shortest(value) if field.is_float else value
 
 
 def from_proto(
@@ -119,29 +150,18 @@ def from_proto(
     """``(preset, overrides)`` for ``styleserve.options.resolve`` from the wire messages.
 
     ``blend`` holds each style picture's ``blend_weight``; all zero means equal shares.
-    Delivery fields left at 0 come back as None so that the server fills in its defaults.
     Raises OptionsError for enum values this version does not know.
     """
+    messages: dict[str, Message | None] = {"options": options, "delivery": delivery}
     overrides: dict[str, Any] = {}
-    for name in _SCALARS:
-        if options.HasField(name):
-            value = getattr(options, name)
-            overrides[name] = _shortest(value) if name in _FLOATS else value
-    for name in _REPEATED:
-        values = list(getattr(options, name))
-        if values:
-            overrides[name] = [_shortest(v) for v in values] if name in _FLOATS else values
-    for name, (wrapper, prefix) in _ENUMS.items():
-        overrides[name] = _enum_to_name(name, getattr(options, name), wrapper, prefix)
+    for name, field in _FIELDS.items():
+        message = messages[field.message]
+        if message is not None:
+            overrides[name] = _read(field, message)
+    if overrides.get("loss_normalization") is None and options.HasField(_DEPRECATED_STRING):
+        overrides["loss_normalization"] = getattr(options, _DEPRECATED_STRING)
     weights = [_shortest(w) for w in blend]
     overrides["style_blend"] = weights if any(w != 0 for w in weights) else None
-    if delivery is not None:
-        overrides["preview_every"] = delivery.preview_every
-        overrides["preview_size"] = delivery.preview_size or None
-        overrides["output_format"] = _enum_to_name(
-            "output_format", delivery.output_format, *_OUTPUT_FORMAT
-        )
-        overrides["output_quality"] = delivery.output_quality or None
     return options.preset or "default", {k: v for k, v in overrides.items() if v is not None}
 
 
@@ -151,24 +171,24 @@ def to_proto(
     """The wire messages for ``preset`` with ``overrides`` (StyleOptions field names; None
     means unset). ``style_blend`` is not part of these messages: it goes on each
     StylePicture's ``blend_weight``. Raises OptionsError for an unknown name or enum value."""
-    message = pb.StyleOptions(preset=preset)
-    delivery = pb.DeliveryOptions()
+    messages = {"options": pb.StyleOptions(preset=preset), "delivery": pb.DeliveryOptions()}
     for name, value in overrides.items():
         if name not in _OPTION_NAMES:
             raise OptionsError(name, "unknown option")
-        if value is None or name in ("style_blend", "preset"):
+        if value is None or name in OFF_WIRE_OPTIONS or name == "preset":
             continue
-        if name in _ENUMS:
-            setattr(message, name, _name_to_enum(name, value, *_ENUMS[name]))
-        elif name == "output_format":
-            delivery.output_format = _name_to_enum(name, value, *_OUTPUT_FORMAT)
-        elif name in DELIVERY_FIELDS:
-            setattr(delivery, name, value)
-        elif name in _REPEATED:
-            getattr(message, name).extend(value)
+        field = _FIELDS[name]
+        message = messages[field.message]
+        if field.enum is not None:
+            setattr(message, field.wire, _name_to_enum(name, value, field.enum))
+        elif field.repeated:
+            getattr(message, field.wire).extend(value)
         else:
-            setattr(message, name, value)
-    return message, delivery
+            try:
+                setattr(message, field.wire, value)
+            except (TypeError, ValueError) as err:
+                raise OptionsError(name, f"cannot be sent as {value!r}: {err}") from None
+    return messages["options"], messages["delivery"]  # type: ignore[return-value]
 
 
 def options_to_proto(options: StyleOptions) -> pb.StyleOptions:
@@ -185,7 +205,7 @@ def effective_options(message: pb.StyleOptions) -> StyleOptions:
     """The StyleOptions a result reports (``Result.effective_options``), without re-validating
     them against this client's limits: the server has done that with its own."""
     preset, overrides = from_proto(message)
-    for name in _REPEATED:
-        if name in overrides:
+    for name, field in _FIELDS.items():
+        if field.repeated and name in overrides:
             overrides[name] = tuple(overrides[name])
     return PRESETS.get(preset, StyleOptions()).replace(**overrides)

@@ -14,7 +14,9 @@ from typing import Any
 
 __all__ = [
     "BACKBONES",
+    "DEADLINE_POLICIES",
     "INITS",
+    "LOSS_NORMALIZATIONS",
     "LIMITS",
     "METHODS",
     "OPTIMIZERS",
@@ -61,6 +63,9 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 RESIZE_FILTERS = ("nearest", "antialias")
 LOSS_NORMALIZATIONS = ("tutorial", "size_independent")
+# "best_so_far": a job whose time runs out sends its best picture as a partial Result;
+# "strict": it runs every iteration or fails (DEADLINE_EXCEEDED).
+DEADLINE_POLICIES = ("best_so_far", "strict")
 
 
 class OptionsError(ValueError):
@@ -121,6 +126,9 @@ class StyleOptions:
     loss_normalization: str = "size_independent"
     # Coarse-to-fine: fractions of the output size, the last one 1.0.
     scales: tuple[float, ...] = (0.25, 1.0)
+    # Seconds of work once the job has a slot (0: no budget); see ``deadline_policy``.
+    time_budget_seconds: float = 0.0
+    deadline_policy: str = "best_so_far"
     # Previews: every N iterations (0: none), longest side in pixels.
     preview_every: int = 0
     preview_size: int = 256
@@ -228,6 +236,12 @@ def _validate(o: StyleOptions, limits: Limits) -> None:
     _choice("resize", o.resize, RESIZE_FILTERS)
     _choice("loss_normalization", o.loss_normalization, LOSS_NORMALIZATIONS)
     _choice("output_format", o.output_format, OUTPUT_FORMATS)
+    _choice("deadline_policy", o.deadline_policy, DEADLINE_POLICIES)
+    _finite("time_budget_seconds", o.time_budget_seconds)
+    if o.time_budget_seconds and o.deadline_policy == "strict":
+        raise OptionsError(
+            "time_budget_seconds", 'a time budget needs deadline_policy "best_so_far"'
+        )
     side = (limits.min_output_side, limits.max_output_side)
     _int_range("size", o.size, *side)
     if o.width or o.height:

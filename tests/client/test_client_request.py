@@ -13,7 +13,7 @@ def test_unset_options_are_not_sent_so_the_server_applies_the_preset():
     request = build_request(png(), png(), init_image=None, request_id=None, options={})
     preset, overrides = from_proto(request.options, request.delivery, [0.0])
     assert preset == "default"
-    assert overrides == {"preview_every": 0}
+    assert overrides == {}
     assert not request.options.HasField("iterations")
     assert not request.HasField("init_image")
 

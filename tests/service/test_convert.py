@@ -26,8 +26,8 @@ def test_unset_fields_stay_unset_and_take_the_presets_values():
     message, delivery = to_proto({"content_weight": 0.025, "optimizer": "adam"}, preset="seed")
     assert not message.HasField("iterations") and not message.HasField("seed")
     preset, overrides = from_proto(message, delivery, [0.0, 0.0])
-    # preview_every has no "unset": 0 means no previews.
-    expected = {"content_weight": 0.025, "optimizer": "adam", "preview_every": 0}
+    # Delivery scalars at 0 are unset too: every preset sends no previews.
+    expected = {"content_weight": 0.025, "optimizer": "adam"}
     assert (preset, overrides) == ("seed", expected)
     assert resolve(preset, **overrides).iterations == PRESETS["seed"].iterations
 
@@ -54,3 +54,24 @@ def test_unknown_names_and_values_name_their_field():
     with pytest.raises(OptionsError) as bad_enum:
         from_proto(pb.StyleOptions(precision=42))
     assert bad_enum.value.field == "precision"
+
+
+def test_every_option_has_one_wire_field():
+    """The mapping is derived from the descriptors: a new option without a field fails here."""
+    import dataclasses
+
+    from styleserve.convert import _FIELDS, OFF_WIRE_OPTIONS
+    from styleserve.options import StyleOptions
+
+    options = {f.name for f in dataclasses.fields(StyleOptions)} - {"preset"}
+    assert options - OFF_WIRE_OPTIONS == set(_FIELDS)
+
+
+def test_the_deprecated_normalization_string_is_still_read():
+    message = pb.StyleOptions(loss_normalization="tutorial")
+    assert from_proto(message)[1] == {"loss_normalization": "tutorial"}
+    message.normalization = pb.LOSS_NORMALIZATION_SIZE_INDEPENDENT
+    assert from_proto(message)[1] == {"loss_normalization": "size_independent"}
+    assert to_proto({"loss_normalization": "tutorial"})[0].normalization == (
+        pb.LOSS_NORMALIZATION_TUTORIAL
+    )

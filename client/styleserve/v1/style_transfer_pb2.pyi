@@ -35,6 +35,25 @@ class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRECISION_BFLOAT16: _ClassVar[Precision]
     PRECISION_FLOAT16: _ClassVar[Precision]
 
+class LossNormalization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSS_NORMALIZATION_UNSPECIFIED: _ClassVar[LossNormalization]
+    LOSS_NORMALIZATION_TUTORIAL: _ClassVar[LossNormalization]
+    LOSS_NORMALIZATION_SIZE_INDEPENDENT: _ClassVar[LossNormalization]
+
+class DeadlinePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEADLINE_POLICY_UNSPECIFIED: _ClassVar[DeadlinePolicy]
+    DEADLINE_POLICY_BEST_SO_FAR: _ClassVar[DeadlinePolicy]
+    DEADLINE_POLICY_STRICT: _ClassVar[DeadlinePolicy]
+
+class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STOP_REASON_UNSPECIFIED: _ClassVar[StopReason]
+    STOP_REASON_COMPLETED: _ClassVar[StopReason]
+    STOP_REASON_TIME_BUDGET: _ClassVar[StopReason]
+    STOP_REASON_DEADLINE: _ClassVar[StopReason]
+
 class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTPUT_FORMAT_UNSPECIFIED: _ClassVar[OutputFormat]
@@ -63,6 +82,16 @@ PRECISION_AUTO: Precision
 PRECISION_FLOAT32: Precision
 PRECISION_BFLOAT16: Precision
 PRECISION_FLOAT16: Precision
+LOSS_NORMALIZATION_UNSPECIFIED: LossNormalization
+LOSS_NORMALIZATION_TUTORIAL: LossNormalization
+LOSS_NORMALIZATION_SIZE_INDEPENDENT: LossNormalization
+DEADLINE_POLICY_UNSPECIFIED: DeadlinePolicy
+DEADLINE_POLICY_BEST_SO_FAR: DeadlinePolicy
+DEADLINE_POLICY_STRICT: DeadlinePolicy
+STOP_REASON_UNSPECIFIED: StopReason
+STOP_REASON_COMPLETED: StopReason
+STOP_REASON_TIME_BUDGET: StopReason
+STOP_REASON_DEADLINE: StopReason
 OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
 OUTPUT_FORMAT_PNG: OutputFormat
 OUTPUT_FORMAT_JPEG: OutputFormat
@@ -86,7 +115,7 @@ class StylePicture(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., blend_weight: _Optional[float] = ...) -> None: ...
 
 class StyleOptions(_message.Message):
-    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength")
+    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength", "time_budget_seconds", "deadline_policy", "normalization")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +142,9 @@ class StyleOptions(_message.Message):
     LOSS_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     STYLE_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     preset: str
     backbone: str
     size: int
@@ -139,7 +171,10 @@ class StyleOptions(_message.Message):
     loss_normalization: str
     method: Method
     style_strength: float
-    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ...) -> None: ...
+    time_budget_seconds: float
+    deadline_policy: DeadlinePolicy
+    normalization: LossNormalization
+    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., deadline_policy: _Optional[_Union[DeadlinePolicy, str]] = ..., normalization: _Optional[_Union[LossNormalization, str]] = ...) -> None: ...
 
 class DeliveryOptions(_message.Message):
     __slots__ = ("preview_every", "preview_size", "output_format", "output_quality")
@@ -154,20 +189,38 @@ class DeliveryOptions(_message.Message):
     def __init__(self, preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., output_quality: _Optional[int] = ...) -> None: ...
 
 class StyleTransferRequest(_message.Message):
-    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id")
+    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id", "style_id")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STYLE_ID_FIELD_NUMBER: _ClassVar[int]
     content: Image
     styles: _containers.RepeatedCompositeFieldContainer[StylePicture]
     options: StyleOptions
     delivery: DeliveryOptions
     init_image: Image
     request_id: str
-    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    style_id: str
+    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ..., style_id: _Optional[str] = ...) -> None: ...
+
+class RegisterStyleRequest(_message.Message):
+    __slots__ = ("styles", "options")
+    STYLES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    styles: _containers.RepeatedCompositeFieldContainer[StylePicture]
+    options: StyleOptions
+    def __init__(self, styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ...) -> None: ...
+
+class RegisterStyleResponse(_message.Message):
+    __slots__ = ("style_id", "cached_bytes")
+    STYLE_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    style_id: str
+    cached_bytes: int
+    def __init__(self, style_id: _Optional[str] = ..., cached_bytes: _Optional[int] = ...) -> None: ...
 
 class Losses(_message.Message):
     __slots__ = ("total", "content", "style", "tv")
@@ -292,7 +345,7 @@ class Timings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., setup_seconds: _Optional[float] = ..., optimize_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("image", "width", "height", "losses", "timings", "effective_options", "receipt", "iterations")
+    __slots__ = ("image", "width", "height", "losses", "timings", "effective_options", "receipt", "iterations", "partial", "stop_reason")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +354,8 @@ class Result(_message.Message):
     EFFECTIVE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     image: Image
     width: int
     height: int
@@ -309,7 +364,9 @@ class Result(_message.Message):
     effective_options: StyleOptions
     receipt: Receipt
     iterations: int
-    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., effective_options: _Optional[_Union[StyleOptions, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., iterations: _Optional[int] = ...) -> None: ...
+    partial: bool
+    stop_reason: StopReason
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., effective_options: _Optional[_Union[StyleOptions, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., iterations: _Optional[int] = ..., partial: _Optional[bool] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ...) -> None: ...
 
 class StyleTransferResponse(_message.Message):
     __slots__ = ("queued", "started", "progress", "preview", "result")
@@ -364,7 +421,7 @@ class Preset(_message.Message):
     def __init__(self, name: _Optional[str] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice")
+    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice", "style_cache")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
@@ -374,6 +431,7 @@ class GetServerInfoResponse(_message.Message):
     TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEED_FORWARD_FIELD_NUMBER: _ClassVar[int]
     PRECISION_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    STYLE_CACHE_FIELD_NUMBER: _ClassVar[int]
     version: str
     backbones: _containers.RepeatedScalarFieldContainer[str]
     presets: _containers.RepeatedCompositeFieldContainer[Preset]
@@ -383,4 +441,15 @@ class GetServerInfoResponse(_message.Message):
     torch_version: str
     feed_forward: FeedForwardInfo
     precision_choice: PrecisionChoice
-    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ...) -> None: ...
+    style_cache: StyleCacheInfo
+    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ..., style_cache: _Optional[_Union[StyleCacheInfo, _Mapping]] = ...) -> None: ...
+
+class StyleCacheInfo(_message.Message):
+    __slots__ = ("max_bytes", "used_bytes", "entries")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    used_bytes: int
+    entries: int
+    def __init__(self, max_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...

@@ -45,6 +45,11 @@ class StyleTransferServiceStub:
                 request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.RegisterStyle = channel.unary_unary(
+                '/styleserve.v1.StyleTransferService/RegisterStyle',
+                request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleRequest.SerializeToString,
+                response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleResponse.FromString,
+                _registered_method=True)
 
 
 class StyleTransferServiceServicer:
@@ -66,6 +71,17 @@ class StyleTransferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterStyle(self, request, context):
+        """Computes and caches what a set of style pictures needs (Gram targets, the feed-forward
+        style vector) and returns an id that StyleTransferRequest.style_id can name instead of
+        sending the pictures again. The id is derived from the pictures, their blend weights, the
+        options that decide the style targets and the weights' digest, so every replica that
+        registers the same style returns the same id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StyleTransferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +94,11 @@ def add_StyleTransferServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.GetServerInfoRequest.FromString,
                     response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'RegisterStyle': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterStyle,
+                    request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleRequest.FromString,
+                    response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +156,33 @@ class StyleTransferService:
             '/styleserve.v1.StyleTransferService/GetServerInfo',
             styleserve_dot_v1_dot_style__transfer__pb2.GetServerInfoRequest.SerializeToString,
             styleserve_dot_v1_dot_style__transfer__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterStyle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styleserve.v1.StyleTransferService/RegisterStyle',
+            styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleRequest.SerializeToString,
+            styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleResponse.FromString,
             options,
             channel_credentials,
             insecure,
