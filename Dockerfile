@@ -3,11 +3,12 @@
 # styleserve-server for GPU nodes. Three stages:
 #   build   - a virtual environment with the CUDA build of torch from PyPI and the project
 #             (server extra); torch's wheels carry their own CUDA libraries, so the node needs
-#             only the NVIDIA driver (mounted by the NVIDIA container toolkit / device plugin)
-#             and no nvidia/cuda base image is needed.
+#             only the NVIDIA driver (mounted by the NVIDIA container toolkit / device plugin;
+#             >= 580 for the CUDA 13.0 build of the pinned torch, deploy/README.md) and no
+#             nvidia/cuda base image is needed.
 #   weights - the VGG16 artifact and the instant tier's feed-forward networks exported at
-#             build time when WEIGHTS=baked, else an empty cache that init containers fill
-#             in a volume (deploy/k8s/).
+#             build time when WEIGHTS=baked, else an empty cache that a volume replaces
+#             (deploy/k8s/overlays/index-init or overlays/volume).
 #   runtime - python:slim with the environment and the cache copied in: no compiler, no pip
 #             cache, a non-root user, the server as the exec-form entry point.
 # deploy/README.md says when to bake the weights and when to export them in the cluster.
@@ -34,8 +35,8 @@ RUN pip install --no-cache-dir -c constraints.txt ".[server]"
 
 FROM build AS weights
 # baked: the weights are in the image (no network at pod start, larger image, one image per
-# weight source). volume: the image carries no weights; `styleserve-export` runs as an init
-# container into a cache volume.
+# weight source). volume: the image carries no weights; init containers export them into a
+# cache volume, or a volume holding them is mounted.
 ARG WEIGHTS=baked
 ARG WEIGHTS_SOURCE=keras-vgg16
 ARG FEED_FORWARD_SOURCE=magenta-arbitrary

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The static gates CI runs before the tests (.ci/run calls this script): ruff's lint and format
-# check over the Python code, and buf's lint of the contract plus its breaking-change check
+# check over the Python code, mypy (strict on the client, the SDK users type-check against;
+# its defaults on the server and the exporter), and buf's lint of the contract plus its breaking-change check
 # against the contract as v1 first shipped (every change since must be wire- and
 # source-compatible with it). buf comes from the npm registry (@bufbuild/buf, pinned), installed
 # once into .cache/buf.
@@ -15,6 +16,8 @@ v1_baseline=f216d5a
 
 ruff check .
 ruff format --check .
+mypy --strict client/styleserve
+mypy server/styleserve_server model_export/styleserve_export
 
 buf=.cache/buf/node_modules/.bin/buf
 if [[ ! -x $buf ]] || [[ $("$buf" --version) != "$buf_version" ]]; then
@@ -22,4 +25,4 @@ if [[ ! -x $buf ]] || [[ $("$buf" --version) != "$buf_version" ]]; then
 fi
 (cd protos && "../$buf" lint)
 "$buf" breaking protos --against ".git#ref=$v1_baseline,subdir=protos"
-echo "check: ruff and buf clean"
+echo "check: ruff, mypy and buf clean"

@@ -14,6 +14,7 @@ from styleserve.errors import (
     FailedPrecondition,
     Internal,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     ResourceExhausted,
     StyleserveError,
@@ -35,7 +36,7 @@ from styleserve.events import (
     Timings,
 )
 from styleserve.info import ServerInfo, ServerLimits
-from styleserve.options import PRESETS, OptionsError, StyleOptions
+from styleserve.options import PRESETS, JobOptions, OptionsError, StyleOptions
 
 try:
     __version__ = _metadata.version("styleserve")
@@ -53,7 +54,9 @@ __all__ = [
     "FeedForwardInfo",
     "Internal",
     "InvalidArgument",
+    "JobOptions",
     "Losses",
+    "NotFound",
     "OptionsError",
     "PermissionDenied",
     "PrecisionChoice",

@@ -1,7 +1,8 @@
 """The asyncio client: the same surface as ``styleserve.Client`` for code on an event loop.
 
 A backend that serves many users from one event loop follows many jobs at once without a
-thread per job; requests, events and errors are built by the same modules as the sync client's.
+thread per job. Requests, events, errors and re-registering styles come from
+``styleserve.calls``, as for the sync client; only the loops and awaits are this module's.
 """
 
 from __future__ import annotations
@@ -9,83 +10,88 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
-import grpc
 import grpc.aio
 
-from styleserve.channel import Connection
-from styleserve.errors import from_rpc_error
-from styleserve.events import Event, Result, event_from_proto, missing_result
+from styleserve.calls import Calls, JobEvents, final_result, translated
+from styleserve.errors import NotFound
+from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture
-from styleserve.request import Styles
+from styleserve.request import Styles, with_pictures
 from styleserve.v1 import style_transfer_pb2 as pb
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from styleserve.options import JobOptions
 
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient(Connection):
+class AsyncClient(Calls):
     """Like ``Client``, with ``await client.stylize(...)``, ``async for event in
-    client.stream(...)``, ``await client.info()`` and ``async with`` / ``await close()``.
-    Create it inside the event loop that uses it."""
+    client.stream(...)``, ``await client.register_style(...)``, ``await client.info()`` and
+    ``async with`` / ``await close()``. Create it inside the event loop that uses it."""
 
     _grpc = grpc.aio
 
     async def stylize(
         self,
         content: Picture,
-        styles: Styles,
+        styles: Styles | None = None,
         *,
+        style_id: str | None = None,
         init_image: Picture | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-        **options: Any,
+        **options: Unpack[JobOptions],
     ) -> Result:
         """See ``Client.stylize``."""
-        events = self.stream(
-            content,
-            styles,
-            init_image=init_image,
-            timeout=timeout,
-            request_id=request_id,
-            **options,
-        )
-        async with contextlib.aclosing(events):
-            # Read on past the Result to the stream's end, so that the call ends OK on the
-            # server instead of being cancelled in a race with its status.
-            result = None
-            async for event in events:
-                if isinstance(event, Result):
-                    result = event
-        if result is None:
-            raise missing_result()
-        return result
+        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        async with contextlib.aclosing(self._events(request, timeout)) as events:
+            # Read on past the Result to the stream's end (see Client.stylize).
+            results = [event async for event in events if isinstance(event, Result)]
+        return final_result(results)
 
     def stream(
         self,
         content: Picture,
-        styles: Styles,
+        styles: Styles | None = None,
         *,
+        style_id: str | None = None,
         init_image: Picture | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-        **options: Any,
+        **options: Unpack[JobOptions],
     ) -> AsyncGenerator[Event, None]:
         """See ``Client.stream``; leaving the ``async for`` early cancels the job."""
-        return self._events(
-            self._start_job(content, styles, init_image, request_id, timeout, options)
-        )
+        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        return self._events(request, timeout)
+
+    async def register_style(
+        self, styles: Styles, *, timeout: float | None = None, **options: Unpack[JobOptions]
+    ) -> str:
+        """See ``Client.register_style``."""
+        registration = self._registration(styles, options)
+        return self._remember(registration, await self._register(registration.request, timeout))
 
     async def info(self, *, timeout: float | None = None) -> ServerInfo:
         """See ``Client.info``."""
-        try:
+        with translated():
             response = await self._stub.GetServerInfo(
                 pb.GetServerInfoRequest(), **self._call_options(timeout)
             )
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from err
         return ServerInfo.from_proto(response)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """See ``Client.health``."""
+        with translated():
+            response = await self._health.Check(
+                self._health_request(service), **self._call_options(timeout)
+            )
+        return self._health_status(response)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -101,15 +107,28 @@ class AsyncClient(Connection):
     ) -> None:
         await self.close()
 
-    @staticmethod
-    async def _events(call: Any) -> AsyncGenerator[Event, None]:
-        try:
-            async for response in call:
-                event = event_from_proto(response)
-                if event is not None:
-                    yield event
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
-            # See Client._events: stops the job on the server when the caller left early.
-            call.cancel()
+    async def _register(self, registration: pb.RegisterStyleRequest, timeout: float | None) -> str:
+        with translated():
+            response = await self._stub.RegisterStyle(registration, **self._call_options(timeout))
+        return str(response.style_id)
+
+    async def _events(
+        self, request: pb.StyleTransferRequest, timeout: float | None
+    ) -> AsyncGenerator[Event, None]:
+        for attempt in JobEvents.ATTEMPTS:
+            events = JobEvents()
+            call = self._stub.StyleTransfer(request, **self._call_options(timeout))
+            try:
+                with translated():
+                    async for response in call:
+                        event = events.event(response)
+                        if event is not None:
+                            yield event
+                return
+            except NotFound as error:
+                registration = self._registration_to_retry(request, error, events, attempt)
+                await self._register(registration.request, timeout)
+                request = with_pictures(request, registration)
+            finally:
+                # See Client._events: stops the job on the server when the caller left early.
+                call.cancel()

@@ -8,20 +8,22 @@ in either; they differ only in the grpc module (``grpc`` or ``grpc.aio``) that m
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import grpc
 
 from styleserve.options import LIMITS
-from styleserve.pictures import Picture
-from styleserve.request import Styles, build_request
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
-__all__ = ["LOAD_BALANCING_POLICIES", "ChannelArgument", "Connection"]
+__all__ = ["LOAD_BALANCING_POLICIES", "ChannelArgument", "Connection", "PemSource"]
 
 ChannelArgument = tuple[str, Any]
+# PEM data itself (bytes) or the path of a file holding it.
+PemSource = bytes | str | os.PathLike[str]
 LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
 
 # A result at the largest output side is a few tens of MB as PNG; gRPC's default receive limit
@@ -31,6 +33,29 @@ _MAX_RECEIVE_BYTES = 4 * LIMITS.max_request_bytes
 
 # Channel arguments by which a caller picks the load balancing policy itself.
 _BALANCING_ARGUMENTS = frozenset({"grpc.service_config", "grpc.lb_policy_name"})
+# gRPC retries a call only while its request fits the retry buffer (256 KiB by default), and
+# a request carries pictures: room for the largest request the server accepts by default.
+_RETRY_BUFFER_BYTES = LIMITS.max_request_bytes
+# gRPC caps a retry policy's attempts at 5.
+MAX_RETRIES = 4
+
+
+def _retry_policy(retries: int) -> dict[str, Any]:
+    """Retries of calls the server refused before their stream started: UNAVAILABLE (a
+    replica starting or draining) and RESOURCE_EXHAUSTED (full), after the delay the server
+    pushes back with (grpc-retry-pushback-ms) or else an exponential backoff. gRPC never
+    retries a call once the server has sent its headers, so a job that started is never sent
+    twice."""
+    return {
+        "name": [{"service": "styleserve.v1.StyleTransferService"}],
+        "retryPolicy": {
+            "maxAttempts": retries + 1,
+            "initialBackoff": "0.5s",
+            "maxBackoff": "10s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+        },
+    }
 
 
 def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) -> str | None:
@@ -44,20 +69,51 @@ def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) 
 
 
 def _channel_arguments(
-    target: str, load_balancing: str | None, channel_options: Sequence[ChannelArgument]
+    target: str,
+    load_balancing: str | None,
+    retries: int,
+    channel_options: Sequence[ChannelArgument],
 ) -> list[ChannelArgument]:
-    arguments: list[ChannelArgument] = [("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES)]
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"retries must be in [0, {MAX_RETRIES}], got {retries!r}")
+    arguments: list[ChannelArgument] = [
+        ("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
+        ("grpc.per_rpc_retry_buffer_size", _RETRY_BUFFER_BYTES),
+        ("grpc.retry_buffer_size", 4 * _RETRY_BUFFER_BYTES),
+    ]
     if load_balancing is None:
         load_balancing = _default_balancing(target, channel_options)
+    config: dict[str, Any] = {}
+    if retries:
+        config["methodConfig"] = [_retry_policy(retries)]
     if load_balancing is not None:
         if load_balancing not in LOAD_BALANCING_POLICIES:
             raise ValueError(
                 f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)},"
                 f" got {load_balancing!r}"
             )
-        config: dict[str, Any] = {"loadBalancingConfig": [{load_balancing: {}}]}
+        config["loadBalancingConfig"] = [{load_balancing: {}}]
+    if config and not any(name == "grpc.service_config" for name, _ in channel_options):
         arguments.append(("grpc.service_config", json.dumps(config)))
     return [*arguments, *channel_options]
+
+
+def _pem(source: PemSource | None) -> bytes | None:
+    if source is None or isinstance(source, bytes):
+        return source
+    return Path(source).read_bytes()
+
+
+def _tls_credentials(
+    ca_cert: PemSource | None, client_cert: PemSource | None, client_key: PemSource | None
+) -> grpc.ChannelCredentials:
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together (mTLS): pass both or neither")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(ca_cert),
+        private_key=_pem(client_key),
+        certificate_chain=_pem(client_cert),
+    )
 
 
 class Connection:
@@ -67,9 +123,14 @@ class Connection:
     "pick_first" or a service config in ``channel_options``. Other targets default to gRPC's
     pick_first.
 
-    ``tls=True`` uses the system's root certificates; pass ``credentials`` for anything else.
+    ``tls=True`` uses the system's root certificates; ``ca_cert`` trusts a private CA instead,
+    and ``client_cert`` with ``client_key`` present a client certificate (mTLS); each is PEM
+    bytes or a file's path, and any of them implies TLS. ``credentials`` replaces all of these.
     ``token`` is sent as ``authorization: Bearer <token>``. ``timeout`` (seconds) is the default
-    deadline of each call; ``channel_options`` are extra gRPC channel arguments.
+    deadline of each call. ``retries`` (0 to MAX_RETRIES) is how often a call the server refused
+    before it started (UNAVAILABLE, RESOURCE_EXHAUSTED) is sent again, after the delay the
+    server asks for. ``channel_options`` are extra gRPC channel arguments; a service config
+    among them replaces the client's (balancing and retries).
     """
 
     # ``grpc`` or ``grpc.aio``: both spell the channel constructors the same way.
@@ -80,15 +141,22 @@ class Connection:
         target: str,
         *,
         tls: bool = False,
+        ca_cert: PemSource | None = None,
+        client_cert: PemSource | None = None,
+        client_key: PemSource | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         timeout: float | None = None,
         load_balancing: str | None = None,
+        retries: int = 2,
         channel_options: Sequence[ChannelArgument] = (),
     ) -> None:
-        if credentials is None and tls:
-            credentials = grpc.ssl_channel_credentials()
-        arguments = _channel_arguments(target, load_balancing, channel_options)
+        pems = (ca_cert, client_cert, client_key)
+        if credentials is not None and any(pem is not None for pem in pems):
+            raise ValueError("pass credentials or ca_cert/client_cert/client_key, not both")
+        if credentials is None and (tls or any(pem is not None for pem in pems)):
+            credentials = _tls_credentials(*pems)
+        arguments = _channel_arguments(target, load_balancing, retries, channel_options)
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -105,18 +173,3 @@ class Connection:
             "timeout": self.timeout if timeout is None else timeout,
             "metadata": self._metadata,
         }
-
-    def _start_job(
-        self,
-        content: Picture,
-        styles: Styles,
-        init_image: Picture | None,
-        request_id: str | None,
-        timeout: float | None,
-        options: dict[str, Any],
-    ) -> Any:
-        """Sends the job's request; the call that streams its events."""
-        request = build_request(
-            content, styles, init_image=init_image, request_id=request_id, options=options
-        )
-        return self._stub.StyleTransfer(request, **self._call_options(timeout))

@@ -1,33 +1,41 @@
-"""The ``styleserve`` command: stylise pictures and describe a server from a shell.
+"""The ``styleserve`` command: stylise pictures, register styles and describe a server.
 
-Options left off the command line are not sent, so the server applies the chosen preset's
-values; the defaults ``--help`` shows are read from ``styleserve.options``, the same place
-the server reads them. Failures end in one line naming the gRPC status and a non-zero exit;
-Ctrl-C cancels the job on the server and exits 130.
+Every ``StyleOptions`` field has a flag, built from the field itself (its type, closed choices
+and help text live in ``styleserve.options``), so an option added there is on the command line
+at once and the defaults ``--help`` shows are the ones the server applies. Flags left off are
+not sent, so the server applies the chosen preset's values. Failures end in one line naming
+the gRPC status and the request id; exit codes: 0 done, 1 failed, 2 bad usage, 130 Ctrl-C
+(which cancels the job on the server).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+import typing
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageOps
+
 from styleserve import __version__
+from styleserve.calls import final_result
 from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError
-from styleserve.events import Preview, Result, missing_result
+from styleserve.events import Preview, Result
 from styleserve.info import ServerInfo
-from styleserve.options import INITS, METHODS, PRESETS
+from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve
 from styleserve.pictures import encode_picture, write_atomically
+from styleserve.plan import total_iterations
 from styleserve.progress import ProgressBar
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 # Exit status of a process ended by SIGINT, as shells report it.
@@ -36,16 +44,9 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "web
 # Previews requested with --previews but no --preview-every: about this many per job.
 _PREVIEWS_PER_JOB = 10
 CONTACT_SHEET = "contact_sheet.png"
-_LOSS_NAMES = {"content_weight": "content", "style_weight": "style", "tv_weight": "total-variation"}
 
 
-def _preset_defaults(name: str) -> str:
-    """Help text suffix with each preset's value of option ``name``."""
-    values = ", ".join(f"{preset}: {getattr(o, name)}" for preset, o in PRESETS.items())
-    return f"(preset's; {values})"
-
-
-def _weights(text: str) -> tuple[float, ...]:
+def _numbers(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(w) for w in text.split(","))
     except ValueError:
@@ -54,20 +55,91 @@ def _weights(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+# How a field's type reads from the command line: its converter and placeholder.
+_TYPES: dict[Any, tuple[Callable[[str], Any], str]] = {
+    int: (int, "N"),
+    int | None: (int, "N"),
+    float: (float, "X"),
+    str: (str, "NAME"),
+    tuple[str, ...]: (_names, "A,B,..."),
+    tuple[float, ...]: (_numbers, "X,Y,..."),
+}
+
+
+def _preset_values(name: str) -> str:
+    """Each preset's value of option ``name``, for the help text."""
+
+    def shown(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    values = ", ".join(f"{preset}: {shown(getattr(o, name))}" for preset, o in PRESETS.items())
+    return f"(preset's; {values})"
+
+
+def option_flags() -> dict[str, str]:
+    """Option field name -> its flag, for every StyleOptions field."""
+    return {
+        f.name: "--" + (f.metadata["flag"] or f.name.replace("_", "-"))
+        for f in dataclasses.fields(StyleOptions)
+    }
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    """A flag for every StyleOptions field, from the field's type, choices and help."""
+    group = parser.add_argument_group("job options (left out: the preset's value)")
+    hints = typing.get_type_hints(StyleOptions)
+    flags = option_flags()
+    for f in dataclasses.fields(StyleOptions):
+        help_text = f"{f.metadata['help']} {_preset_values(f.name)}"
+        if hints[f.name] is bool:
+            group.add_argument(
+                flags[f.name], dest=f.name, action=argparse.BooleanOptionalAction, help=help_text
+            )
+            continue
+        convert, metavar = _TYPES[hints[f.name]]
+        choices = f.metadata["choices"] or None
+        group.add_argument(
+            flags[f.name],
+            dest=f.name,
+            type=convert,
+            choices=choices,
+            metavar=None if choices else metavar,
+            help=help_text,
+        )
+
+
 def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    group = parser.add_argument_group("connection")
+    group.add_argument(
         "--server",
         default=os.environ.get("STYLESERVE_SERVER", DEFAULT_SERVER),
         metavar="HOST:PORT",
         help="server address, or dns:///name:port to spread calls over every address of name "
         "(default: $STYLESERVE_SERVER or %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--token",
         default=os.environ.get("STYLESERVE_TOKEN"),
         help="bearer token (default: $STYLESERVE_TOKEN)",
     )
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of the call")
+    group.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of the call")
+    group.add_argument(
+        "--tls", action="store_true", help="connect over TLS (the system's root certificates)"
+    )
+    group.add_argument(
+        "--ca-cert", type=Path, metavar="FILE", help="PEM CA that signed the server (implies --tls)"
+    )
+    group.add_argument(
+        "--client-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM client certificate for mutual TLS (implies --tls; with --client-key)",
+    )
+    group.add_argument("--client-key", type=Path, metavar="FILE", help="PEM key of --client-cert")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,110 +156,110 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stylize.set_defaults(run=_stylize)
     stylize.add_argument("content", type=Path, help="content picture (PNG, JPEG or WebP)")
-    stylize.add_argument("styles", type=Path, nargs="+", metavar="style", help="style picture(s)")
+    stylize.add_argument(
+        "styles", type=Path, nargs="*", metavar="style", help="style picture(s), or --style-id"
+    )
     stylize.add_argument(
         "-o", "--output", type=Path, required=True, help="result file: .png, .jpg or .webp"
     )
-    _add_connection(stylize)
-    stylize.add_argument("--preset", choices=sorted(PRESETS), help="starting options (default)")
     stylize.add_argument(
-        "--method",
-        choices=METHODS,
-        help="optimization (Gatys) or feed_forward (the instant tier, a fraction of a second) "
-        f"{_preset_defaults('method')}",
+        "--style-id", metavar="ID", help="a style registered with 'styleserve register-style'"
     )
     stylize.add_argument(
-        "--init",
-        choices=[init for init in INITS if init != "image"],
-        help=f"where the optimised picture starts {_preset_defaults('init')}",
+        "--init-image", type=Path, metavar="FILE", help="start from this picture (init image)"
     )
-    stylize.add_argument(
-        "--style-strength",
-        type=float,
-        metavar="S",
-        help="feed-forward pictures: 0 keeps the content's own style, 1 takes the styles' "
-        f"{_preset_defaults('style_strength')}",
-    )
-    sizes = ", ".join(
-        f"{name}: {o.width}x{o.height}" if o.width and o.height else f"{name}: {o.size}"
-        for name, o in PRESETS.items()
-    )
-    stylize.add_argument(
-        "--size",
-        type=int,
-        metavar="PX",
-        help=f"longest output side, keeping the content's aspect ratio (preset's; {sizes})",
-    )
-    stylize.add_argument(
-        "--iterations", type=int, metavar="N", help=f"iterations {_preset_defaults('iterations')}"
-    )
-    stylize.add_argument(
-        "--style-blend",
-        type=_weights,
-        metavar="W,W,...",
-        help="one weight per style picture (default: equal shares)",
-    )
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        stylize.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=float,
-            metavar="W",
-            help=f"weight of the {_LOSS_NAMES[name]} loss {_preset_defaults(name)}",
-        )
-    stylize.add_argument(
-        "--preserve-color",
-        action=argparse.BooleanOptionalAction,
-        help=f"keep the content's colours {_preset_defaults('preserve_color')}",
-    )
-    stylize.add_argument("--seed", type=int, metavar="N", help="random seed (default: drawn)")
     stylize.add_argument("--previews", type=Path, metavar="DIR", help="save previews here")
     stylize.add_argument(
-        "--preview-every",
-        type=int,
-        metavar="N",
-        help=f"a preview every N iterations (default with --previews: ~{_PREVIEWS_PER_JOB} a job)",
+        "--json", action="store_true", help="print one JSON object describing the result"
     )
+    stylize.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_options(stylize)
+    _add_connection(stylize)
+
+    register = commands.add_parser(
+        "register-style",
+        help="prepare style pictures once on the server; prints the style id for --style-id",
+        description="The style options given here (backbone, style layers, style scale, "
+        "resize, size, ...) apply to every job that names the id.",
+    )
+    register.set_defaults(run=_register_style)
+    register.add_argument("styles", type=Path, nargs="+", metavar="style", help="style picture(s)")
+    _add_options(register)
+    _add_connection(register)
 
     info = commands.add_parser("info", help="describe the server")
     info.set_defaults(run=_info)
-    _add_connection(info)
     info.add_argument("--json", action="store_true", help="print JSON")
+    _add_connection(info)
+
+    health = commands.add_parser(
+        "health", help="the server's grpc.health.v1 status (exit 0 when SERVING)"
+    )
+    health.set_defaults(run=_health)
+    health.add_argument(
+        "--service", default="", help="service to ask about (default: the whole server)"
+    )
+    _add_connection(health)
     return parser
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    def read(path: Path | None) -> bytes | None:
+        return None if path is None else path.read_bytes()
+
+    tls = args.tls or args.ca_cert is not None or args.client_cert is not None
+    return Client(
+        args.server,
+        tls=tls,
+        ca_cert=read(args.ca_cert),
+        client_cert=read(args.client_cert),
+        client_key=read(args.client_key),
+        token=args.token,
+        timeout=args.timeout,
+    )
+
+
+def _set_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line (the rest stay unset)."""
+    given = {name: getattr(args, name) for name in option_flags()}
+    given = {name: value for name, value in given.items() if value is not None}
+    if "size" in given and "width" not in given and "height" not in given:
+        # A preset's fixed width x height would take precedence over --size.
+        given.update(width=0, height=0)
+    return given
+
+
+def _content_size(path: Path) -> tuple[int, int]:
+    """The content's upright size, for the preview cadence (the server checks the file)."""
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).size
+    except (OSError, ValueError):
+        return (1, 1)
 
 
 def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
     output_format = _SUFFIX_FORMATS.get(args.output.suffix.lower())
     if output_format is None:
         parser.error(f"-o: name a .png, .jpg or .webp file, got {str(args.output)!r}")
+    if args.output_format is not None and args.output_format != output_format:
+        parser.error(f"--output-format {args.output_format} does not match -o {args.output.name}")
     if not args.output.parent.is_dir():
         parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
-    preview_every = args.preview_every
-    if preview_every is not None and args.previews is None:
+    if not args.styles and not args.style_id:
+        parser.error("give style pictures, or --style-id")
+    if args.preview_every is not None and args.previews is None:
         parser.error("--preview-every needs --previews DIR to save the previews in")
-    if args.previews is not None and preview_every is None:
-        # Iterations run in every coarse-to-fine stage, so a job runs iterations x stages.
-        preset = PRESETS[args.preset or "default"]
-        total = (args.iterations or preset.iterations) * len(preset.scales)
-        preview_every = max(1, total // _PREVIEWS_PER_JOB)
-    return {
-        "preset": args.preset,
-        "method": args.method,
-        "init": args.init,
-        "style_strength": args.style_strength,
-        "size": args.size,
-        # A preset's fixed width x height would take precedence over --size.
-        "width": 0 if args.size else None,
-        "height": 0 if args.size else None,
-        "iterations": args.iterations,
-        "style_blend": args.style_blend,
-        "content_weight": args.content_weight,
-        "style_weight": args.style_weight,
-        "tv_weight": args.tv_weight,
-        "preserve_color": args.preserve_color,
-        "seed": args.seed,
-        "preview_every": preview_every,
-        "output_format": output_format,
-    }
+    options = {**_set_options(args), "output_format": output_format}
+    if args.previews is not None and args.preview_every is None:
+        # The server's own plan of the job, so that previews come at the promised cadence.
+        try:
+            planned = resolve(options.get("preset", "default"), None, **options)
+        except OptionsError as err:
+            parser.error(str(err))
+        total = total_iterations(_content_size(args.content), planned)
+        options["preview_every"] = max(1, total // _PREVIEWS_PER_JOB)
+    return options
 
 
 def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -195,12 +267,19 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     previews: list[Preview] = []
     if args.previews is not None:
         args.previews.mkdir(parents=True, exist_ok=True)
-    result: Result | None = None
+    results: list[Result] = []
     with (
-        Client(args.server, token=args.token, timeout=args.timeout) as client,
-        contextlib.closing(client.stream(args.content, args.styles, **options)) as events,
-        ProgressBar() as bar,
+        _connect(args) as client,
+        ProgressBar(disable=True if args.quiet else None) as bar,
     ):
+        events = client.stream(
+            args.content,
+            args.styles or None,
+            style_id=args.style_id,
+            init_image=args.init_image,
+            request_id=args.request_id,
+            **options,
+        )
         for event in events:
             bar.show(event)
             if isinstance(event, Preview):
@@ -208,14 +287,32 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 previews.append(event)
             elif isinstance(event, Result):
                 event.save(args.output)
-                result = event
-    if result is None:
-        raise missing_result()
+                results.append(event)
+    result = final_result(results)
     if previews:
         sheet = contact_sheet([(f"#{p.iteration}", p.image()) for p in previews])
         write_atomically(args.previews / CONTACT_SHEET, encode_picture(sheet))
-    print(f"wrote {args.output} ({result.width}x{result.height}, {_made_by(result)})")
+    if args.json:
+        print(json.dumps(_describe_result(result, args.output), indent=2))
+    else:
+        print(f"wrote {args.output} ({result.width}x{result.height}, {_made_by(result)})")
     return 0
+
+
+def _describe_result(result: Result, output: Path) -> dict[str, Any]:
+    """The --json object: where the picture went and how it was made."""
+    return {
+        "output": str(output),
+        "width": result.width,
+        "height": result.height,
+        "iterations": result.iterations,
+        "partial": result.partial,
+        "stop_reason": result.stop_reason,
+        "timings": dataclasses.asdict(result.timings),
+        "losses": dataclasses.asdict(result.losses),
+        "receipt": dataclasses.asdict(result.receipt),
+        "options": result.options.to_dict(),
+    }
 
 
 def _made_by(result: Result) -> str:
@@ -224,10 +321,17 @@ def _made_by(result: Result) -> str:
     if result.options.method == "feed_forward" and receipt.feed_forward is not None:
         networks = receipt.feed_forward
         return f"feed-forward in {seconds:.2f} s, {networks.name} on {networks.execution_provider}"
+    partial = f", stopped early ({result.stop_reason})" if result.partial else ""
     return (
-        f"{result.iterations} iterations in {seconds:.1f} s, loss {result.losses.total:.4g},"
-        f" seed {receipt.seed}, {receipt.backbone} on {receipt.device}"
+        f"{result.iterations} iterations in {seconds:.1f} s{partial}, loss"
+        f" {result.losses.total:.4g}, seed {receipt.seed}, {receipt.backbone} on {receipt.device}"
     )
+
+
+def _register_style(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with _connect(args) as client:
+        print(client.register_style(args.styles, **_set_options(args)))
+    return 0
 
 
 def _mib(size: int) -> str:
@@ -242,9 +346,9 @@ def _describe(info: ServerInfo, target: str) -> str:
         f"device     {info.device}",
         f"backbones  {', '.join(info.backbones)}",
         f"capacity   {limits.job_slots} running, {limits.queue_size} queued",
-        f"limits     output side <= {limits.max_output_side} px, <= {limits.max_iterations}"
-        f" iterations, <= {limits.max_styles} styles, pictures <= {_mib(limits.max_image_bytes)}"
-        f" and {limits.max_input_pixels / 1e6:g} Mpx",
+        f"limits     output side {limits.min_output_side}-{limits.max_output_side} px,"
+        f" <= {limits.max_iterations} iterations, <= {limits.max_styles} styles, pictures"
+        f" <= {_mib(limits.max_image_bytes)} and {limits.max_input_pixels / 1e6:g} Mpx",
     ]
     if info.feed_forward is not None:
         networks = info.feed_forward
@@ -266,19 +370,34 @@ def _describe(info: ServerInfo, target: str) -> str:
 
 
 def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    with Client(args.server, token=args.token, timeout=args.timeout) as client:
+    with _connect(args) as client:
         info = client.info()
     print(json.dumps(info.to_dict(), indent=2) if args.json else _describe(info, args.server))
     return 0
 
 
+def _health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with _connect(args) as client:
+        status = client.health(args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _failure_line(err: StyleserveError, request_id: str | None) -> str:
+    line = f"styleserve: {err.code.name}: {err.details}"
+    request_id = err.request_id or request_id
+    return f"{line} (request id {request_id})" if request_id else line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Sent with the job, so that even a failure no server answered names the id to look for.
+    args.request_id = uuid.uuid4().hex if args.command == "stylize" else None
     try:
         return int(args.run(args, parser))
     except StyleserveError as err:
-        print(f"styleserve: {err.code.name}: {err.details}", file=sys.stderr)
+        print(_failure_line(err, args.request_id), file=sys.stderr)
         return 1
     except OSError as err:
         print(f"styleserve: {err}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 This is what backend code and the CLI call. It hides the protocol: pictures go in as paths,
 bytes or PIL images, typed events and a ``Result`` come out, and failures are
-``styleserve.errors`` exceptions.
+``styleserve.errors`` exceptions. Everything but the loops is shared with the asyncio client
+(``styleserve.calls``).
 """
 
 from __future__ import annotations
@@ -10,84 +11,95 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
-import grpc
-
-from styleserve.channel import Connection
-from styleserve.errors import from_rpc_error
-from styleserve.events import Event, Result, event_from_proto, missing_result
+from styleserve.calls import Calls, JobEvents, final_result, translated
+from styleserve.errors import NotFound
+from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture
-from styleserve.request import Styles
+from styleserve.request import Styles, with_pictures
 from styleserve.v1 import style_transfer_pb2 as pb
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from styleserve.options import JobOptions
 
 __all__ = ["Client"]
 
 
-class Client(Connection):
-    """The blocking client; see ``Connection`` for the arguments (target, tls / credentials,
-    token, timeout, load_balancing). Use as a context manager, or call ``close()``."""
+class Client(Calls):
+    """The blocking client; see ``Connection`` for the arguments (target, TLS, token,
+    timeout, load balancing, retries). Use as a context manager, or call ``close()``."""
 
     def stylize(
         self,
         content: Picture,
-        styles: Styles,
+        styles: Styles | None = None,
         *,
+        style_id: str | None = None,
         init_image: Picture | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-        **options: Any,
+        **options: Unpack[JobOptions],
     ) -> Result:
-        """Stylise ``content`` in the style of ``styles`` and return the result.
+        """Stylise ``content`` in the style of ``styles`` (or of a ``style_id`` from
+        ``register_style``) and return the result.
 
         ``options`` are ``StyleOptions`` fields (``preset``, ``size``, ``iterations``,
         ``style_blend``, ``output_format``, ...); those left out take the preset's value."""
-        events = self.stream(
-            content,
-            styles,
-            init_image=init_image,
-            timeout=timeout,
-            request_id=request_id,
-            **options,
-        )
-        with contextlib.closing(events):
+        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        with contextlib.closing(self._events(request, timeout)) as events:
             # Read on past the Result to the stream's end, so that the call ends OK on the
             # server instead of being cancelled in a race with its status.
-            result = None
-            for event in events:
-                if isinstance(event, Result):
-                    result = event
-        if result is None:
-            raise missing_result()
-        return result
+            results = [event for event in events if isinstance(event, Result)]
+        return final_result(results)
 
     def stream(
         self,
         content: Picture,
-        styles: Styles,
+        styles: Styles | None = None,
         *,
+        style_id: str | None = None,
         init_image: Picture | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-        **options: Any,
+        **options: Unpack[JobOptions],
     ) -> Generator[Event, None, None]:
         """Start a job and yield its events: ``Queued``..., ``Started``, ``Progress`` and
         ``Preview``..., then ``Result``. Leaving the loop early (``break``, an exception,
         ``close()``) cancels the job on the server."""
-        return self._events(
-            self._start_job(content, styles, init_image, request_id, timeout, options)
-        )
+        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        return self._events(request, timeout)
+
+    def register_style(
+        self, styles: Styles, *, timeout: float | None = None, **options: Unpack[JobOptions]
+    ) -> str:
+        """Prepare ``styles`` on the server once for many jobs; returns the ``style_id`` that
+        ``stylize`` and ``stream`` take instead of the pictures. The options that decide the
+        style targets (backbone, style_layers, style_scale, resize, size, ...) apply to every
+        job that names it. The client keeps the pictures and registers them again on a
+        server that does not hold the style."""
+        registration = self._registration(styles, options)
+        return self._remember(registration, self._register(registration.request, timeout))
 
     def info(self, *, timeout: float | None = None) -> ServerInfo:
-        """The server's version, backbones, presets, device and limits."""
-        try:
+        """The server's version, backbones, presets, device, limits and style cache."""
+        with translated():
             response = self._stub.GetServerInfo(
                 pb.GetServerInfoRequest(), **self._call_options(timeout)
             )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
         return ServerInfo.from_proto(response)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The server's grpc.health.v1 status for ``service`` ("": the whole server), e.g.
+        "SERVING" or "NOT_SERVING"."""
+        with translated():
+            response = self._health.Check(
+                self._health_request(service), **self._call_options(timeout)
+            )
+        return self._health_status(response)
 
     def close(self) -> None:
         self._channel.close()
@@ -103,16 +115,29 @@ class Client(Connection):
     ) -> None:
         self.close()
 
-    @staticmethod
-    def _events(call: Any) -> Generator[Event, None, None]:
-        try:
-            for response in call:
-                event = event_from_proto(response)
-                if event is not None:
-                    yield event
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
-            # Only does something when the caller left early or an error (Ctrl-C included)
-            # interrupted the loop: the server then stops the job and frees its slot.
-            call.cancel()
+    def _register(self, registration: pb.RegisterStyleRequest, timeout: float | None) -> str:
+        with translated():
+            response = self._stub.RegisterStyle(registration, **self._call_options(timeout))
+        return str(response.style_id)
+
+    def _events(
+        self, request: pb.StyleTransferRequest, timeout: float | None
+    ) -> Generator[Event, None, None]:
+        for attempt in JobEvents.ATTEMPTS:
+            events = JobEvents()
+            call = self._stub.StyleTransfer(request, **self._call_options(timeout))
+            try:
+                with translated():
+                    for response in call:
+                        event = events.event(response)
+                        if event is not None:
+                            yield event
+                return
+            except NotFound as error:
+                registration = self._registration_to_retry(request, error, events, attempt)
+                self._register(registration.request, timeout)
+                request = with_pictures(request, registration)
+            finally:
+                # Only does something when the caller left early or an error (Ctrl-C
+                # included) interrupted the loop: the server then stops the job.
+                call.cancel()

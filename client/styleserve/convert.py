@@ -20,9 +20,9 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from styleserve.options import PRESETS, OptionsError, StyleOptions
@@ -72,17 +72,19 @@ class _Field:
         return self.descriptor.type == FieldDescriptor.TYPE_FLOAT
 
 
-def _fields(descriptor: Descriptor, message: str) -> dict[str, _Field]:
+def _fields(message_type: type[Message], message: str) -> dict[str, _Field]:
     return {
-        _RENAMED.get(f.name, f.name): _Field(_RENAMED.get(f.name, f.name), f, message)
-        for f in descriptor.fields
+        _RENAMED.get(f.name, f.name): _Field(
+            _RENAMED.get(f.name, f.name), cast(FieldDescriptor, f), message
+        )
+        for f in message_type.DESCRIPTOR.fields
         if f.name != "preset" and not f.GetOptions().deprecated
     }
 
 
 _FIELDS: dict[str, _Field] = {
-    **_fields(pb.StyleOptions.DESCRIPTOR, "options"),
-    **_fields(pb.DeliveryOptions.DESCRIPTOR, "delivery"),
+    **_fields(pb.StyleOptions, "options"),
+    **_fields(pb.DeliveryOptions, "delivery"),
 }
 DELIVERY_FIELDS = tuple(name for name, f in _FIELDS.items() if f.message == "delivery")
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StyleOptions))

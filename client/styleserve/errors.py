@@ -8,16 +8,19 @@ every client path (sync, asyncio, CLI) raises the same classes because they all 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 
 __all__ = [
+    "REQUEST_ID_KEY",
     "RETRY_AFTER_KEY",
     "Cancelled",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "Internal",
     "InvalidArgument",
+    "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
     "StyleserveError",
@@ -28,16 +31,22 @@ __all__ = [
 
 # Trailing-metadata key in which the server suggests, in seconds, when to retry a refused job.
 RETRY_AFTER_KEY = "retry-after"
+# Metadata key of the call's request id, which the server's log lines carry.
+REQUEST_ID_KEY = "x-request-id"
 
 
 class StyleserveError(Exception):
-    """A call failed. ``code`` is the gRPC status, ``details`` the server's message."""
+    """A call failed. ``code`` is the gRPC status, ``details`` the server's message and
+    ``request_id`` the id the server logged the call under (None when no server answered)."""
 
     default_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, details: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self, details: str, code: grpc.StatusCode | None = None, *, request_id: str | None = None
+    ) -> None:
         self.code: grpc.StatusCode = code or self.default_code
         self.details = details
+        self.request_id = request_id
         super().__init__(f"{self.code.name}: {details}")
 
 
@@ -58,9 +67,10 @@ class ResourceExhausted(StyleserveError):
         details: str,
         code: grpc.StatusCode | None = None,
         *,
+        request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(details, code)
+        super().__init__(details, code, request_id=request_id)
         self.retry_after = retry_after
 
 
@@ -94,6 +104,13 @@ class PermissionDenied(StyleserveError):
     default_code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class NotFound(StyleserveError):
+    """The server does not hold what the call names (e.g. a style_id registered on another
+    replica, or evicted); the clients register their own styles again by themselves."""
+
+    default_code = grpc.StatusCode.NOT_FOUND
+
+
 class FailedPrecondition(StyleserveError):
     """The server cannot run this kind of job as configured (e.g. no feed-forward network)."""
 
@@ -116,6 +133,7 @@ _BY_CODE: dict[grpc.StatusCode, type[StyleserveError]] = {
         Unavailable,
         Unauthenticated,
         PermissionDenied,
+        NotFound,
         FailedPrecondition,
         Internal,
     )
@@ -130,22 +148,29 @@ class _FailedCall(Protocol):
     def trailing_metadata(self) -> Any: ...
 
 
-def _retry_after(metadata: Sequence[tuple[str, str | bytes]] | None) -> float | None:
-    for key, value in metadata or ():
-        if key == RETRY_AFTER_KEY:
-            try:
-                return float(value)
-            except ValueError:
-                return None
+def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    for name, value in metadata or ():
+        if name == key:
+            return value.decode("ascii", "replace") if isinstance(value, bytes) else value
     return None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def from_rpc_error(error: grpc.RpcError) -> StyleserveError:
     """The styleserve exception for a failed call (``grpc.RpcError`` or ``AioRpcError``)."""
-    call: _FailedCall = error  # type: ignore[assignment]
+    call = cast(_FailedCall, error)
     code = call.code()
     details = call.details() or code.name.lower().replace("_", " ")
+    trailers = call.trailing_metadata()
+    request_id = _metadata_value(trailers, REQUEST_ID_KEY)
     cls = _BY_CODE.get(code, StyleserveError)
     if cls is ResourceExhausted:
-        return ResourceExhausted(details, code, retry_after=_retry_after(call.trailing_metadata()))
-    return cls(details, code)
+        retry_after = _seconds(_metadata_value(trailers, RETRY_AFTER_KEY))
+        return ResourceExhausted(details, code, request_id=request_id, retry_after=retry_after)
+    return cls(details, code, request_id=request_id)

@@ -198,7 +198,9 @@ class Timings:
 
 @dataclass(frozen=True)
 class Result(_EncodedPicture):
-    """The stylised picture (encoded as requested) and how it was made."""
+    """The stylised picture (encoded as requested) and how it was made. ``partial``: the job
+    ran out of time (``stop_reason`` "time_budget" or "deadline"; otherwise "completed", or ""
+    from a server that does not say) and this is its best picture so far."""
 
     data: bytes
     width: int
@@ -208,6 +210,8 @@ class Result(_EncodedPicture):
     timings: Timings
     options: StyleOptions
     receipt: Receipt
+    partial: bool = False
+    stop_reason: str = ""
 
 
 Event = Queued | Started | Progress | Preview | Result
@@ -216,6 +220,14 @@ Event = Queued | Started | Progress | Preview | Result
 def _fields(message: Any, cls: type) -> dict[str, Any]:
     """The proto fields named like the dataclass ``cls``'s fields."""
     return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
+
+
+def _stop_reason(number: int) -> str:
+    """``STOP_REASON_TIME_BUDGET`` as "time_budget"; "" for unspecified or newer reasons."""
+    value = pb.StopReason.DESCRIPTOR.values_by_number.get(number)
+    if value is None or value.number == 0:
+        return ""
+    return str(value.name).removeprefix("STOP_REASON_").lower()
 
 
 def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
@@ -242,6 +254,8 @@ def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
             timings=Timings(**_fields(r.timings, Timings)),
             options=effective_options(r.effective_options),
             receipt=Receipt.from_proto(r.receipt),
+            partial=r.partial,
+            stop_reason=_stop_reason(r.stop_reason),
         )
     return None
 

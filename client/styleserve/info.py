@@ -15,7 +15,7 @@ from styleserve.events import FeedForwardInfo, PrecisionChoice, provenance
 from styleserve.options import StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
-__all__ = ["ServerInfo", "ServerLimits"]
+__all__ = ["ServerInfo", "ServerLimits", "StyleCacheInfo"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,20 @@ _LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(ServerLimits))
 
 
 @dataclass(frozen=True)
+class StyleCacheInfo:
+    """The server's cache of registered styles (RegisterStyle)."""
+
+    # Most bytes it may hold; 0: registration is off.
+    max_bytes: int
+    used_bytes: int
+    entries: int
+
+    @classmethod
+    def from_proto(cls, message: pb.StyleCacheInfo) -> StyleCacheInfo:
+        return cls(message.max_bytes, message.used_bytes, message.entries)
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """A server's version, weights, presets, device, limits and delivery defaults."""
 
@@ -53,6 +67,8 @@ class ServerInfo:
     feed_forward: FeedForwardInfo | None
     # What precision "auto" resolves to there, and why.
     precision_choice: PrecisionChoice | None
+    # Its registered styles; None: a server too old to register styles.
+    style_cache: StyleCacheInfo | None
 
     @classmethod
     def from_proto(cls, message: pb.GetServerInfoResponse) -> ServerInfo:
@@ -67,6 +83,9 @@ class ServerInfo:
             limits=ServerLimits(**{name: getattr(message.limits, name) for name in _LIMIT_FIELDS}),
             default_delivery=delivery,
             **provenance(message),
+            style_cache=StyleCacheInfo.from_proto(message.style_cache)
+            if message.HasField("style_cache")
+            else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,15 +2,19 @@
 
 The CLI, the client library and the server all read their defaults from here (the client
 without torch), so a default changed here changes everywhere and the three never disagree.
-A request names a preset and overrides some fields; ``resolve`` fills in the rest.
+A request names a preset and overrides some fields; ``resolve`` fills in the rest and checks
+them. The checks that depend on a server's limits (sizes, iteration counts) run only where the
+limits are known: the server checks them against its own, and the client leaves them to it,
+so that a server started with raised limits is usable from the SDK and the CLI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 __all__ = [
     "BACKBONES",
@@ -24,10 +28,16 @@ __all__ = [
     "PRECISIONS",
     "PRESETS",
     "RESIZE_FILTERS",
+    "STYLE_FIELDS",
     "VGG_LAYERS",
+    "CEILINGS",
+    "JobOptions",
     "Limits",
     "OptionsError",
     "StyleOptions",
+    "MAX_REQUEST_ID_LENGTH",
+    "check_pictures",
+    "check_request_id",
     "resolve",
 ]
 
@@ -63,83 +73,158 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 RESIZE_FILTERS = ("nearest", "antialias")
 LOSS_NORMALIZATIONS = ("tutorial", "size_independent")
+# The options that decide a style's targets: a registered style fixes them for every job that
+# names its style_id (the job may leave them unset or repeat them, not change them).
+STYLE_FIELDS = (
+    "backbone", "style_layers", "style_scale", "resize", "loss_normalization", "precision",
+)  # fmt: skip
 # "best_so_far": a job whose time runs out sends its best picture as a partial Result;
 # "strict": it runs every iteration or fails (DEADLINE_EXCEEDED).
 DEADLINE_POLICIES = ("best_so_far", "strict")
 
 
 class OptionsError(ValueError):
-    """An option is out of range; ``field`` names it so that callers can point at it."""
+    """An option or a picture cannot be used as given: ``field`` names it so that callers can
+    point at it, ``message`` says what to send instead."""
 
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.message = message
+
+
+def _option(default: Any, help: str, *, choices: Sequence[str] = (), flag: str = "") -> Any:
+    """A StyleOptions field with what a command line needs to offer it: its help text, its
+    closed choices and, where the field's own name reads badly as a flag, the flag's name.
+    The CLI builds its flags from these, so every option has exactly one flag."""
+    metadata = {"help": help, "choices": tuple(choices), "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class StyleOptions:
     """Everything that decides a stylised picture. Defaults are the ``default`` preset's."""
 
-    preset: str = "default"
-    method: str = "optimization"
-    backbone: str = "keras-vgg16"
-    # Output size: ``width`` x ``height`` when both are set, else the content's aspect ratio
-    # with its longest side equal to ``size``.
-    size: int = 512
-    width: int = 0
-    height: int = 0
-    # Optimiser iterations at full resolution (coarser stages add a twentieth each). With
-    # ``evals_per_iteration`` > 1 an iteration is one of the tutorial's rounds: a fresh L-BFGS
-    # making at most that many loss evaluations (its ``maxfun``); with 1, one L-BFGS runs on
-    # through the stage and an iteration is one of its steps (line search included).
-    iterations: int = 200
-    evals_per_iteration: int = 1
-    optimizer: str = "lbfgs"
-    # Adam's step, or L-BFGS's first step, in pixel units (0-255 scale).
-    learning_rate: float = 1.0
-    content_weight: float = 1.0
-    style_weight: float = 1.0e-4
-    tv_weight: float = 5.0
-    tv_power: float = 1.25
-    content_layers: tuple[str, ...] = ("block4_conv2",)
-    style_layers: tuple[str, ...] = (
-        "block1_conv1",
-        "block2_conv1",
-        "block3_conv1",
-        "block4_conv1",
-        "block5_conv1",
+    preset: str = _option("default", "starting options", choices=("default", "instant", "seed"))
+    method: str = _option(
+        "optimization",
+        "optimization (Gatys: seconds to minutes) or feed_forward (the instant tier: one pass "
+        "of an arbitrary-style network, a fraction of a second)",
+        choices=METHODS,
     )
-    # Per style layer; empty means equal shares of ``style_weight``.
-    style_layer_weights: tuple[float, ...] = ()
-    # Per style picture; empty means equal shares.
-    style_blend: tuple[float, ...] = ()
-    # Style pictures are resized to ``style_scale`` times the output size.
-    style_scale: float = 1.0
-    preserve_color: bool = False
-    # Feed-forward pictures only: 0 keeps the content's own style vector, 1 takes the styles'.
-    style_strength: float = 1.0
-    init: str = "content"
-    # None: the server draws one and reports it in the receipt.
-    seed: int | None = None
-    precision: str = "auto"
-    resize: str = "antialias"
-    loss_normalization: str = "size_independent"
-    # Coarse-to-fine: fractions of the output size, the last one 1.0.
-    scales: tuple[float, ...] = (0.25, 1.0)
-    # Seconds of work once the job has a slot (0: no budget); see ``deadline_policy``.
-    time_budget_seconds: float = 0.0
-    deadline_policy: str = "best_so_far"
-    # Previews: every N iterations (0: none), longest side in pixels.
-    preview_every: int = 0
-    preview_size: int = 256
-    output_format: str = "png"
-    output_quality: int = 92
+    backbone: str = _option(
+        "keras-vgg16", "network whose features are compared", choices=tuple(BACKBONES)
+    )
+    size: int = _option(512, "longest output side in pixels, keeping the content's aspect ratio")
+    width: int = _option(0, "output width in pixels; with height, overrides size")
+    height: int = _option(0, "output height in pixels; with width, overrides size")
+    # With ``evals_per_iteration`` > 1 an iteration is one of the tutorial's rounds: a fresh
+    # L-BFGS making at most that many loss evaluations (its ``maxfun``); with 1, one L-BFGS
+    # runs on through the stage and an iteration is one of its steps (line search included).
+    iterations: int = _option(
+        200, "optimiser iterations at full size (coarser stages add a twentieth each)"
+    )
+    evals_per_iteration: int = _option(
+        1, "most loss evaluations per iteration (the tutorial's L-BFGS maxfun)"
+    )
+    optimizer: str = _option("lbfgs", "optimiser", choices=OPTIMIZERS)
+    learning_rate: float = _option(
+        1.0, "Adam's step, or L-BFGS's first step, in pixel units (0-255)"
+    )
+    content_weight: float = _option(1.0, "weight of the content loss")
+    style_weight: float = _option(1.0e-4, "weight of the style loss")
+    tv_weight: float = _option(5.0, "weight of the total-variation loss")
+    tv_power: float = _option(1.25, "power of the total-variation loss")
+    content_layers: tuple[str, ...] = _option(
+        ("block4_conv2",), "layers compared for content, e.g. block4_conv2"
+    )
+    style_layers: tuple[str, ...] = _option(
+        ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+        "layers whose Gram matrices are compared for style",
+    )
+    style_layer_weights: tuple[float, ...] = _option(
+        (), "one weight per style layer (default: equal shares of style_weight)"
+    )
+    style_blend: tuple[float, ...] = _option(
+        (), "one weight per style picture (default: equal shares)"
+    )
+    style_scale: float = _option(1.0, "style pictures are resized to this times the output size")
+    preserve_color: bool = _option(False, "keep the content's colours (transfer luminance only)")
+    style_strength: float = _option(
+        1.0, "feed-forward pictures: 0 keeps the content's own style, 1 takes the styles'"
+    )
+    init: str = _option("content", "where the optimised picture starts", choices=INITS)
+    seed: int | None = _option(None, "random seed (default: the server draws one)")
+    precision: str = _option("auto", "arithmetic precision of the network", choices=PRECISIONS)
+    resize: str = _option("antialias", "filter that resizes the inputs", choices=RESIZE_FILTERS)
+    loss_normalization: str = _option(
+        "size_independent", "how the loss terms are scaled", choices=LOSS_NORMALIZATIONS
+    )
+    scales: tuple[float, ...] = _option(
+        (0.25, 1.0), "coarse-to-fine stages: increasing fractions of the output size ending in 1"
+    )
+    time_budget_seconds: float = _option(
+        0.0,
+        "seconds of work once the job has a slot; then the best picture so far is sent "
+        "(0: no budget)",
+        flag="time-budget",
+    )
+    deadline_policy: str = _option(
+        "best_so_far",
+        "when the time budget or the call's deadline runs out: send the best picture so far, "
+        "or (strict) run every iteration or fail",
+        choices=DEADLINE_POLICIES,
+    )
+    preview_every: int = _option(0, "a preview every N iterations (0: none)")
+    preview_size: int = _option(256, "longest side of previews in pixels")
+    output_format: str = _option("png", "encoding of the result", choices=OUTPUT_FORMATS)
+    output_quality: int = _option(92, "JPEG / WebP quality, 1-100")
 
     def replace(self, **changes: Any) -> StyleOptions:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class JobOptions(TypedDict, total=False):
+    """The keyword options of ``Client.stylize`` / ``stream``: StyleOptions' fields, typed for
+    checkers and IDEs (a misspelt name is an error before the program runs). A test keeps its
+    keys equal to StyleOptions' fields. Options left out take the preset's value."""
+
+    preset: str
+    method: str
+    backbone: str
+    size: int
+    width: int
+    height: int
+    iterations: int
+    evals_per_iteration: int
+    optimizer: str
+    learning_rate: float
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    tv_power: float
+    content_layers: Sequence[str]
+    style_layers: Sequence[str]
+    style_layer_weights: Sequence[float]
+    style_blend: Sequence[float]
+    style_scale: float
+    preserve_color: bool
+    style_strength: float
+    init: str
+    seed: int | None
+    precision: str
+    resize: str
+    loss_normalization: str
+    scales: Sequence[float]
+    time_budget_seconds: float
+    deadline_policy: str
+    preview_every: int
+    preview_size: int
+    output_format: str
+    output_quality: int
 
 
 # The tutorial, exactly: 300x500 from noise, nearest-neighbour resizing, 30 L-BFGS rounds of
@@ -173,8 +258,9 @@ PRESETS: dict[str, StyleOptions] = {"default": StyleOptions(), "instant": _INSTA
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for. The server's settings may tighten these, never loosen
-    them past what its memory allows; ``GetServerInfo`` reports the values in force."""
+    """What one request may ask for: these defaults, or what the server's settings make them
+    (a server with a large GPU may raise them up to ``CEILINGS``); ``GetServerInfo`` reports
+    the values in force."""
 
     max_request_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 16 * 1024 * 1024
@@ -185,15 +271,33 @@ class Limits:
     max_styles: int = 8
     max_preview_size: int = 1024
     min_output_side: int = 16
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 LIMITS = Limits()
+# The most any server may allow, whatever its settings: gRPC's message size is a signed 32-bit
+# count, and past these sizes and counts the loss arithmetic or a single job's memory stops
+# making sense on any device. ``min_output_side`` is a floor rather than a ceiling: VGG pools
+# four times, so a smaller side would vanish.
+CEILINGS = Limits(
+    max_request_bytes=2**31 - 1,
+    max_image_bytes=2**31 - 1,
+    max_input_pixels=2**30,
+    max_output_side=16384,
+    max_iterations=100_000,
+    max_evals_per_iteration=1000,
+    max_styles=64,
+    max_preview_size=4096,
+    min_output_side=16,
+)
 
 
-def resolve(preset: str = "default", limits: Limits = LIMITS, **overrides: Any) -> StyleOptions:
+def resolve(
+    preset: str = "default", limits: Limits | None = LIMITS, **overrides: Any
+) -> StyleOptions:
     """The preset's options with ``overrides`` applied (None means "keep the preset's"),
-    validated against ``limits``. Raises OptionsError naming the first bad field."""
+    validated: names, types, closed choices and fixed ranges always, the ranges that depend
+    on a server's limits against ``limits`` (None: left to the server). Raises OptionsError
+    naming the first bad field."""
     if preset not in PRESETS:
         raise OptionsError("preset", f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     names = {f.name for f in dataclasses.fields(StyleOptions)}
@@ -205,16 +309,63 @@ def resolve(preset: str = "default", limits: Limits = LIMITS, **overrides: Any) 
         if name in changes:
             changes[name] = tuple(changes[name])
     options = PRESETS[preset].replace(**changes)
-    _validate(options, limits)
+    _validate(options)
+    if limits is not None:
+        _within(options, limits)
     return options
 
 
-def _finite(name: str, value: float, *, minimum: float = 0.0, positive: bool = False) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+def check_pictures(options: StyleOptions, styles: int, init_image: bool) -> None:
+    """What ``options`` need of the pictures sent with them: ``styles`` style pictures and an
+    ``init_image`` or not. Raises OptionsError naming the field at fault."""
+    if styles < 1:
+        raise OptionsError("styles", "give at least one style picture")
+    if options.style_blend and len(options.style_blend) != styles:
+        raise OptionsError(
+            "style_blend",
+            f"give one weight per style picture ({styles}), got {len(options.style_blend)}",
+        )
+    if options.init == "image" and not init_image:
+        raise OptionsError("init_image", 'init "image" needs a starting picture: send one')
+
+
+# What a request id may hold: it is echoed in metadata (ASCII only) and in log lines.
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def check_request_id(request_id: str) -> None:
+    """A caller-chosen request id is printable ASCII (no spaces or control characters, which
+    would forge log lines) of at most MAX_REQUEST_ID_LENGTH characters."""
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise OptionsError(
+            "request_id", f"is {len(request_id)} characters; send at most {MAX_REQUEST_ID_LENGTH}"
+        )
+    if not all("!" <= c <= "~" for c in request_id):
+        raise OptionsError(
+            "request_id", "may hold printable ASCII only (letters, digits, punctuation; no spaces)"
+        )
+
+
+# Upper bounds that keep the loss arithmetic finite: float32 holds up to 3.4e38, and a loss
+# term (up to about 1e12 with the tutorial's normalisation at the largest sizes) times a weight
+# past these, or a total-variation power past MAX_TV_POWER, overflows it. A step beyond
+# MAX_LEARNING_RATE pixel units (a picture spans 255) has no meaning.
+MAX_WEIGHT = 1e9
+MAX_LEARNING_RATE = 1000.0
+MAX_TV_POWER = 4.0
+MAX_STYLE_SCALE = 4.0
+MAX_TIME_BUDGET_SECONDS = 86_400.0
+
+
+def _number(
+    name: str, value: float, high: float, *, low: float = 0.0, positive: bool = False
+) -> None:
+    """``value`` is a finite number in [``low``, ``high``] (``positive``: above ``low``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise OptionsError(name, f"must be a finite number, got {value!r}")
-    if value < minimum or (positive and value <= 0):
-        bound = f"> {minimum}" if positive else f">= {minimum}"
-        raise OptionsError(name, f"must be {bound}, got {value!r}")
+    if value < low or (positive and value <= low) or value > high:
+        opening = "(" if positive else "["
+        raise OptionsError(name, f"must be in {opening}{low:g}, {high:g}], got {value!r}")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -222,26 +373,17 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise OptionsError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _int_range(name: str, value: int, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise OptionsError(name, f"must be an integer in [{low}, {high}], got {value!r}")
+def _int_range(name: str, value: int, low: int, high: int | None = None) -> None:
+    """``value`` is an integer >= ``low`` and, where a limit is known, <= ``high``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OptionsError(name, f"must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise OptionsError(name, f"must be an integer {bound}, got {value!r}")
 
 
-def _validate(o: StyleOptions, limits: Limits) -> None:
-    _choice("method", o.method, METHODS)
-    _choice("backbone", o.backbone, tuple(BACKBONES))
-    _choice("optimizer", o.optimizer, OPTIMIZERS)
-    _choice("init", o.init, INITS)
-    _choice("precision", o.precision, PRECISIONS)
-    _choice("resize", o.resize, RESIZE_FILTERS)
-    _choice("loss_normalization", o.loss_normalization, LOSS_NORMALIZATIONS)
-    _choice("output_format", o.output_format, OUTPUT_FORMATS)
-    _choice("deadline_policy", o.deadline_policy, DEADLINE_POLICIES)
-    _finite("time_budget_seconds", o.time_budget_seconds)
-    if o.time_budget_seconds and o.deadline_policy == "strict":
-        raise OptionsError(
-            "time_budget_seconds", 'a time budget needs deadline_policy "best_so_far"'
-        )
+def _within(o: StyleOptions, limits: Limits) -> None:
+    """The checks that depend on a server's limits."""
     side = (limits.min_output_side, limits.max_output_side)
     _int_range("size", o.size, *side)
     if o.width or o.height:
@@ -251,19 +393,39 @@ def _validate(o: StyleOptions, limits: Limits) -> None:
     _int_range("evals_per_iteration", o.evals_per_iteration, 1, limits.max_evals_per_iteration)
     _int_range("preview_every", o.preview_every, 0, limits.max_iterations)
     _int_range("preview_size", o.preview_size, limits.min_output_side, limits.max_preview_size)
+
+
+def _validate(o: StyleOptions) -> None:
+    """The checks that hold on every server."""
+    _choice("method", o.method, METHODS)
+    _choice("backbone", o.backbone, tuple(BACKBONES))
+    _choice("optimizer", o.optimizer, OPTIMIZERS)
+    _choice("init", o.init, INITS)
+    _choice("precision", o.precision, PRECISIONS)
+    _choice("resize", o.resize, RESIZE_FILTERS)
+    _choice("loss_normalization", o.loss_normalization, LOSS_NORMALIZATIONS)
+    _choice("output_format", o.output_format, OUTPUT_FORMATS)
+    _choice("deadline_policy", o.deadline_policy, DEADLINE_POLICIES)
+    _number("time_budget_seconds", o.time_budget_seconds, MAX_TIME_BUDGET_SECONDS)
+    if o.time_budget_seconds and o.deadline_policy == "strict":
+        raise OptionsError(
+            "time_budget_seconds", 'a time budget needs deadline_policy "best_so_far"'
+        )
+    for name in ("width", "height", "preview_every"):
+        _int_range(name, getattr(o, name), 0)
+    for name in ("size", "iterations", "evals_per_iteration", "preview_size"):
+        _int_range(name, getattr(o, name), 1)
+    if bool(o.width) != bool(o.height):
+        raise OptionsError("width" if not o.width else "height", "set width and height together")
     _int_range("output_quality", o.output_quality, 1, 100)
     if o.seed is not None:
         _int_range("seed", o.seed, 0, 2**63 - 1)
-    _finite("learning_rate", o.learning_rate, positive=True)
+    _number("learning_rate", o.learning_rate, MAX_LEARNING_RATE, positive=True)
     for name in ("content_weight", "style_weight", "tv_weight"):
-        _finite(name, getattr(o, name))
-    _finite("tv_power", o.tv_power, positive=True)
-    _finite("style_scale", o.style_scale, positive=True)
-    _finite("style_strength", o.style_strength)
-    if o.style_strength > 1:
-        raise OptionsError("style_strength", f"must be in [0, 1], got {o.style_strength}")
-    if o.style_scale > 4:
-        raise OptionsError("style_scale", f"must be <= 4, got {o.style_scale}")
+        _number(name, getattr(o, name), MAX_WEIGHT)
+    _number("tv_power", o.tv_power, MAX_TV_POWER, positive=True)
+    _number("style_scale", o.style_scale, MAX_STYLE_SCALE, positive=True)
+    _number("style_strength", o.style_strength, 1.0)
     layers = VGG_LAYERS[BACKBONES[o.backbone]]
     for name in ("content_layers", "style_layers"):
         chosen = getattr(o, name)
@@ -282,12 +444,12 @@ def _validate(o: StyleOptions, limits: Limits) -> None:
         )
     for name in ("style_layer_weights", "style_blend"):
         for w in getattr(o, name):
-            _finite(name, w)
+            _number(name, w, MAX_WEIGHT)
         if getattr(o, name) and sum(getattr(o, name)) <= 0:
             raise OptionsError(name, "weights must not all be zero")
     if not o.scales or o.scales[-1] != 1.0:
         raise OptionsError("scales", "give increasing fractions of the output size ending in 1.0")
     for s in o.scales:
-        _finite("scales", s, positive=True)
+        _number("scales", s, 1.0, positive=True)
     if list(o.scales) != sorted(o.scales):
         raise OptionsError("scales", "must be increasing")

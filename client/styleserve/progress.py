@@ -23,8 +23,17 @@ class ProgressBar:
     """Shows where a job stands: its queue position while queued, then iteration / total,
     loss, iterations per second and the server's estimate of the time left."""
 
-    def __init__(self, file: IO[str] | None = None) -> None:
-        self._bar = tqdm(total=None, desc="connecting", unit="it", bar_format=_FORMAT, file=file)
+    def __init__(self, file: IO[str] | None = None, *, disable: bool | None = None) -> None:
+        """``disable``: True hides the bar, None (tqdm's) shows it only on a terminal, so that
+        logs and files never fill with its frames."""
+        self._bar = tqdm(
+            total=None,
+            desc="connecting",
+            unit="it",
+            bar_format=_FORMAT,
+            file=file,
+            disable=disable,
+        )
 
     def show(self, event: Event) -> None:
         if isinstance(event, Queued):

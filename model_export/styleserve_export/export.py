@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import torch
 from filelock import FileLock
@@ -316,4 +316,6 @@ def export(
     """Export ``source`` into ``cache_dir`` unless a valid artifact is already there."""
     if isinstance(source, FeedForwardWheelSource | WheelFileSource):
         return _export(_FEED_FORWARD, source, cache_dir, force)
-    return _export(_BACKBONE, source, cache_dir, force)
+    # The two classes above are the only FeedForwardSource implementations; mypy cannot rule
+    # the protocol out of the union by isinstance on them, so say what is left is a Source.
+    return _export(_BACKBONE, cast(Source, source), cache_dir, force)

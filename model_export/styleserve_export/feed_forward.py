@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import onnx
@@ -113,9 +113,14 @@ def contract() -> dict[str, Any]:
     }
 
 
+class _FileEntry(TypedDict):
+    sha256: str
+    bytes: int
+
+
 def pair_manifest(name: str, predict: bytes, transform: bytes) -> dict[str, Any]:
     """What every feed-forward manifest says about its two files and how to call them."""
-    files = {
+    files: dict[str, _FileEntry] = {
         file: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         for file, data in ((PREDICT_FILE, predict), (TRANSFORM_FILE, transform))
     }

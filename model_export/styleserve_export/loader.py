@@ -283,11 +283,10 @@ def load_backbone(
     *,
     cache_dir: Path | None = None,
     device: str | torch.device | None = None,
-    up_to: str | None = None,
 ) -> Backbone:
     """Load ``name``'s verified artifact as an eval-mode, frozen network on ``device``.
 
-    ``device`` None picks CUDA when present, else the CPU; ``up_to`` drops the layers after it.
+    ``device`` None picks CUDA when present, else the CPU.
     """
     if name == TINY_BACKBONE:
         return tiny_backbone(device)
@@ -306,8 +305,6 @@ def load_backbone(
         normalization = Normalization.from_json(manifest["normalization"])
     except (SafetensorError, RuntimeError, KeyError, ValueError, TypeError) as err:
         raise ArtifactError(f"cannot load {weights_path} ({err}): {rebuild}") from err
-    if up_to is not None:
-        net = net.truncated(up_to)
     net.eval().requires_grad_(False)
     return Backbone(
         name=name,

@@ -78,8 +78,12 @@ class Converted:
 
 
 class Source(Protocol):
-    name: str
-    needs: str
+    # Read-only: the sources are frozen dataclasses and ``needs`` is often a property.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs(self) -> str: ...
 
     @property
     def backbone(self) -> str: ...
@@ -90,8 +94,11 @@ class Source(Protocol):
 
 
 class FeedForwardSource(Protocol):
-    name: str
-    needs: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs(self) -> str: ...
 
     @property
     def artifact(self) -> str: ...
@@ -379,6 +386,7 @@ class FileSource:
                 backbone=self._backbone,
                 channel_divisor=None,  # local files may be small test networks
             )
+        raw: Mapping[str, torch.Tensor]
         if suffix == ".safetensors":
             raw, stated = self._read_safetensors()
         elif suffix in (".pth", ".pt"):

@@ -65,6 +65,7 @@ class VGGFeatures(nn.Module):
             if not conv.weight.is_meta:
                 # He initialisation keeps activations at the input's scale through all layers.
                 nn.init.kaiming_normal_(conv.weight, nonlinearity="relu", generator=generator)
+                assert conv.bias is not None  # Conv2d's bias=True default
                 nn.init.zeros_(conv.bias)
             self.add_module(layer, conv)
 
@@ -97,15 +98,3 @@ class VGGFeatures(nn.Module):
             if layer in wanted:
                 out[layer] = x
         return out
-
-    def truncated(self, deepest: str) -> VGGFeatures:
-        """A network that ends at ``deepest``, sharing this one's parameters (no copy)."""
-        keep = self.layer_names[: self._index(deepest) + 1]
-        clone = VGGFeatures.__new__(VGGFeatures)
-        nn.Module.__init__(clone)
-        clone.arch = self.arch
-        clone.channel_divisor = self.channel_divisor
-        clone.layer_names = keep
-        for layer in keep:
-            clone.add_module(layer, self.get_submodule(layer))
-        return clone.train(self.training)

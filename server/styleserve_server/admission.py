@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 __all__ = ["Admission", "QueueFull", "ShuttingDown"]
 
@@ -63,14 +63,16 @@ class Admission:
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
-        # Recent job length, for the retry hint; starts as a guess and follows reality.
+        # Recent job length, for the retry hint: a guess until ``expect`` gives an estimate,
+        # replaced by the first job that finishes and then following the recent ones.
         self._job_seconds = 10.0
+        self._measured = False
 
     @property
     def queued(self) -> int:
         return len(self._waiters)
 
-    async def wait(self) -> AsyncIterator[int]:
+    async def wait(self) -> AsyncGenerator[int, None]:
         """Yields this caller's queue position (0: next), again each time it changes, and
         returns once a slot is held; the caller must then ``release`` it exactly once.
 
@@ -112,11 +114,18 @@ class Admission:
                 # Cancelled while holding a slot it never used: pass the slot on.
                 self.release()
 
+    def expect(self, job_seconds: float) -> None:
+        """Seeds the retry hint with a measured estimate of a job's length (the warm-up's),
+        until real jobs have finished."""
+        self._job_seconds = job_seconds
+
     def release(self, job_seconds: float | None = None) -> None:
         """Frees a slot (handing it straight to the longest waiter); ``job_seconds`` is how
         long the job ran, which tunes the retry hint."""
         if job_seconds is not None:
-            self._job_seconds = 0.8 * self._job_seconds + 0.2 * job_seconds
+            blended = 0.8 * self._job_seconds + 0.2 * job_seconds
+            self._job_seconds = blended if self._measured else job_seconds
+            self._measured = True
         self.running -= 1
         if self._waiters and not self._closed:
             waiter = self._waiters.popleft()

@@ -6,6 +6,10 @@ which happens in the background after ``start`` so that orchestrators see a live
 not-yet-ready process. ``stop``
 is the graceful path SIGTERM takes: NOT_SERVING, connections closed to new calls, running
 jobs get the grace period, then the server closes.
+
+With TLS (mTLS with a client CA) on the gRPC port, a second, plaintext port serves only
+``grpc.health.v1`` from the same health servicer, because kubelet's gRPC probes cannot speak
+TLS; it reports what the TLS port reports and closes after it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import OVERALL_HEALTH
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
@@ -29,7 +34,7 @@ from styleserve_server import backbones
 from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.precision import auto_precision
 from styleserve_server.metrics import Metrics
-from styleserve_server.service import StyleTransferService
+from styleserve_server.service import StyleTransferService, version
 from styleserve_server.settings import Settings
 
 __all__ = ["SERVICE_NAME", "StyleServer", "create_server"]
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # What gRPC's C-int options take for "no limit".
 _UNLIMITED = 2**31 - 1
+# After the grace period: how long stopped jobs have to end their calls (within an iteration).
+_STOP_JOBS_SECONDS = 5.0
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 
@@ -55,10 +62,15 @@ class StyleServer:
         metrics: Metrics,
         executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
         backbone: Backbone | None,
+        health_only: tuple[grpc.aio.Server, int] | None = None,
     ) -> None:
         self.settings = settings
         self.port = port
         self.grpc = server
+        self._health_grpc: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if health_only is not None:
+            self._health_grpc, self.health_port = health_only
         self.metrics = metrics
         self.health = health
         self._service = service
@@ -70,13 +82,17 @@ class StyleServer:
         """Starts serving (NOT_SERVING) and begins loading and warming up in the background."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.start()
+        if self._health_grpc is not None:
+            await self._health_grpc.start()
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self._ready = asyncio.create_task(self._prepare())
 
     async def _prepare(self) -> None:
         started = time.monotonic()
-        backbone = self._backbone or await asyncio.to_thread(backbones.load, self.settings)
+        backbone = self._backbone
+        if backbone is None:
+            backbone = await asyncio.to_thread(backbones.load, self.settings)
         log.info(
             "weights loaded",
             extra={"backbone": backbone.name, "sha256": backbone.sha256, "device": backbone.device},
@@ -90,6 +106,14 @@ class StyleServer:
         if self.settings.warmup and feed_forward is not None:
             await loop.run_in_executor(self._instant_executor, feed_forward.warm_up)
         self._service.serve(backbone, feed_forward, precision)
+        self.metrics.describe(
+            version=version(),
+            torch=torch.__version__,
+            device=str(backbone.device),
+            backbone=backbone.name,
+            precision=precision.precision,
+            feed_forward="none" if feed_forward is None else feed_forward.name,
+        )
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"ready_seconds": round(time.monotonic() - started, 3)})
 
@@ -124,12 +148,20 @@ class StyleServer:
         self._service.drain()
         # Stopping gRPC right away, not after the jobs: an open connection would keep getting
         # its round_robin share of new calls, only to refuse them, for the whole grace period.
-        closing = asyncio.ensure_future(self.grpc.stop(grace))
+        # gRPC's own cut-off comes a little after the grace period, so that the jobs still
+        # running then end their calls with UNAVAILABLE, the status the server logs too.
+        closing = asyncio.ensure_future(self.grpc.stop(grace + _STOP_JOBS_SECONDS))
         idle = asyncio.ensure_future(self._service.idle())
         if not (await asyncio.wait({idle}, timeout=grace))[0]:
+            log.warning("grace period of %.0f s over: stopping the running jobs", grace)
+            self._service.stop_jobs()
+            await asyncio.wait({idle}, timeout=_STOP_JOBS_SECONDS)
             idle.cancel()
-            log.warning("grace period of %.0f s over: cancelling the running jobs", grace)
         await closing
+        if self._health_grpc is not None:
+            # Closed last: until the TLS port is gone, probes read NOT_SERVING rather than a
+            # refused connection.
+            await self._health_grpc.stop(0)
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
         self.metrics.close()
@@ -140,7 +172,7 @@ class StyleServer:
     async def wait_for_termination(self) -> None:
         await self.grpc.wait_for_termination()
 
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+    async def _set_health(self, status: int) -> None:  # a HealthCheckResponse.ServingStatus
         for service in (OVERALL_HEALTH, SERVICE_NAME):
             await self.health.set(service, status)
 
@@ -161,13 +193,46 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials of the gRPC port (client certificates required with a client CA), or
+    None for plaintext. The files are read here, once: a renewed certificate needs a restart."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=None if client_ca is None else client_ca.read_bytes(),
+        require_client_auth=client_ca is not None,
+    )
+
+
+def _listen(
+    server: grpc.aio.Server,
+    host: str,
+    port: int,
+    flag: str,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Binds ``server`` to ``host:port``; the port bound (the free one picked for 0)."""
+    address = f"{host}:{port}"
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"cannot listen on {address} ({error}): choose another {flag} or --host"
+        ) from error
+
+
 def create_server(
     settings: Settings, *, backbone: Backbone | None = None
 ) -> tuple[StyleServer, int]:
     """A server for ``settings`` bound to its port (returned; useful when settings.port is 0).
 
     Call it from the event loop that will run the server, then ``await server.start()``.
-    ``backbone`` serves that network instead of loading ``settings.backbone`` (tests).
+    ``backbone`` serves that network instead of loading ``settings.backbone`` (tests). With
+    TLS, the plaintext health-only port is bound too (``StyleServer.health_port``).
     """
     metrics = Metrics()
     executors = (
@@ -183,10 +248,18 @@ def create_server(
         (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    try:
-        port = server.add_insecure_port(f"{host}:{settings.port}")
-    except RuntimeError as error:
-        raise RuntimeError(
-            f"cannot listen on {host}:{settings.port} ({error}): choose another --port or --host"
-        ) from error
-    return StyleServer(settings, server, port, service, health, metrics, executors, backbone), port
+    credentials = _server_credentials(settings)
+    port = _listen(server, host, settings.port, "--port", credentials)
+    health_only = None
+    if credentials is not None:
+        # Only the health service, not reflection: nothing else is reachable without TLS.
+        health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_only = (
+            health_server,
+            _listen(health_server, host, settings.health_port, "--health-port"),
+        )
+    styleserver = StyleServer(
+        settings, server, port, service, health, metrics, executors, backbone, health_only
+    )
+    return styleserver, port

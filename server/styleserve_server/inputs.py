@@ -3,36 +3,71 @@
 A bad request must cost the server next to nothing and never reach the engine. ``check``
 runs before the job queues: counts, encoded sizes, option ranges, and each picture's format
 and pixel count read from its header alone, so a decompression bomb is refused without
-being decoded. ``decode`` runs later in the job's worker thread: it decodes (catching
-truncated or corrupt data), applies EXIF orientation and brings every mode (grayscale,
-16-bit, palette, CMYK, alpha) to plain 8-bit RGB, the one thing the engine accepts.
-Every refusal is an InvalidInput naming the request field at fault.
+being decoded (``check_registration`` does the same for RegisterStyle, whose style then
+stands in for the pictures of jobs that name it). ``decode`` runs later in the job's worker
+thread: it decodes (catching truncated or corrupt data), applies EXIF orientation and brings
+every mode (grayscale, 16-bit, palette, CMYK, alpha) to plain 8-bit RGB, the one thing the
+engine accepts.
+Every refusal is a ``styleserve.options.OptionsError`` naming the request field at fault (the
+one error type both sides use; the servicer answers it with INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from styleserve.convert import from_proto
-from styleserve.options import Limits, OptionsError, StyleOptions, resolve
+from styleserve.options import (
+    STYLE_FIELDS,
+    Limits,
+    OptionsError,
+    StyleOptions,
+    check_pictures,
+    resolve,
+)
+from styleserve.plan import check_output_size, total_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
 
-__all__ = ["ALLOWED_FORMATS", "CheckedRequest", "InvalidInput", "check", "decode", "decode_all"]
+if TYPE_CHECKING:
+    # A type only: checking a request needs no torch.
+    from styleserve_server.engine.style import PreparedStyle
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "CheckedRequest",
+    "CheckedStyle",
+    "check",
+    "check_registration",
+    "decode",
+    "decode_all",
+    "style_id",
+]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+# EXIF orientations that turn the picture a quarter: its upright width is its stored height.
+_QUARTER_TURNS = (5, 6, 7, 8)
+_ORIENTATION = 0x0112
+# What RegisterStyle reads of its options: those (and the preset they default from), the blend,
+# and the size whose stages it prepares.
+_REGISTRATION_FIELDS = frozenset((*STYLE_FIELDS, "style_blend", "size"))
+# The ids styleserve_server.style_cache makes.
+_STYLE_ID = re.compile(r"sty_[0-9a-f]{64}")
 
 
-class InvalidInput(ValueError):
-    """The request cannot be served as sent; ``field`` names the part at fault."""
+@dataclass(frozen=True)
+class CheckedStyle:
+    """A RegisterStyle request that passed every check short of decoding: its encoded style
+    pictures and its resolved options (the fields it does not read are the preset's)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+    pictures: tuple[bytes, ...]
+    options: StyleOptions
 
 
 @dataclass(frozen=True)
@@ -44,6 +79,11 @@ class CheckedRequest:
     content: bytes
     styles: tuple[bytes, ...]
     init_image: bytes | None
+    # Iterations over all stages (styleserve.plan), from the content's header: Started
+    # reports it when the slot is granted, before any picture is decoded.
+    total_iterations: int
+    # A style the server holds, standing for ``styles`` (then empty).
+    style: PreparedStyle | None = None
 
 
 def check(
@@ -53,27 +93,33 @@ def check(
     backbone: str,
     preview_size: int,
     output_quality: int,
+    registered: CheckedStyle | None = None,
 ) -> CheckedRequest:
     """Validates ``request`` for a server serving ``backbone`` (its delivery defaults
-    ``preview_size`` and ``output_quality``). Raises InvalidInput naming the field."""
-    if not 1 <= len(request.styles) <= limits.max_styles:
-        count = len(request.styles)
-        raise InvalidInput("styles", f"send 1 to {limits.max_styles} style pictures, got {count}")
-    options = _options(request, limits, backbone, preview_size, output_quality)
-    if options.init == "image" and not request.HasField("init_image"):
-        raise InvalidInput("init_image", "options.init is INIT_IMAGE: send the starting picture")
+    ``preview_size`` and ``output_quality``), ``registered`` being the registration of the
+    style it names (``style_id``), whose style options it takes. Raises OptionsError naming
+    the field."""
+    if registered is None:
+        _check_style_count(len(request.styles), limits)
+    options = _options(request, limits, backbone, preview_size, output_quality, registered)
+    count = len(request.styles) if registered is None else len(registered.pictures)
+    check_pictures(options, count, request.HasField("init_image"))
     init_image = request.init_image.data if options.init == "image" else None
-    pictures = [("content", request.content.data)]
-    pictures += [(f"styles[{i}]", s.image.data) for i, s in enumerate(request.styles)]
+    content_size = _check_header("content", request.content.data, limits)
+    try:
+        check_output_size(content_size, options, limits)
+    except OptionsError as error:
+        raise OptionsError(f"options.{error.field}", error.message) from None
+    for i, style in enumerate(request.styles):
+        _check_header(f"styles[{i}]", style.image.data, limits)
     if init_image is not None:
-        pictures.append(("init_image", init_image))
-    for field, data in pictures:
-        _check_header(field, data, limits)
+        _check_header("init_image", init_image, limits)
     return CheckedRequest(
         options=options,
         content=request.content.data,
         styles=tuple(s.image.data for s in request.styles),
         init_image=init_image,
+        total_iterations=total_iterations(content_size, options),
     )
 
 
@@ -83,39 +129,124 @@ def _options(
     backbone: str,
     preview_size: int,
     output_quality: int,
+    registered: CheckedStyle | None,
 ) -> StyleOptions:
     try:
         preset, overrides = from_proto(
             request.options, request.delivery, [s.blend_weight for s in request.styles]
         )
-        requested = overrides.get("backbone")
-        if requested is not None and requested != backbone:
-            raise OptionsError(
-                "backbone", f"this server serves {backbone!r}; leave it unset or send to a "
-                f"server that serves {requested!r}",
-            )  # fmt: skip
-        overrides["backbone"] = backbone
+        _serve(overrides, backbone)
+        if registered is not None:
+            overrides.update(_registered(overrides, registered))
         overrides.setdefault("preview_size", preview_size)
         overrides.setdefault("output_quality", output_quality)
-        options = resolve(preset, limits, **overrides)
+        return resolve(preset, limits, **overrides)
     except OptionsError as error:
-        raise InvalidInput(f"options.{error.field}", str(error).split(": ", 1)[-1]) from None
-    if options.style_blend and len(options.style_blend) != len(request.styles):
-        raise InvalidInput("styles", "give every style picture a blend_weight, or none")
-    return options
+        raise OptionsError(f"options.{error.field}", error.message) from None
 
 
-def _check_header(field: str, data: bytes, limits: Limits) -> None:
+def _serve(overrides: dict[str, Any], backbone: str) -> None:
+    """Sets ``overrides``' backbone to the one this server serves, refusing another."""
+    requested = overrides.get("backbone")
+    if requested is not None and requested != backbone:
+        raise OptionsError(
+            "backbone", f"this server serves {backbone!r}; leave it unset or send to a "
+            f"server that serves {requested!r}",
+        )  # fmt: skip
+    overrides["backbone"] = backbone
+
+
+def _registered(overrides: dict[str, Any], registered: CheckedStyle) -> dict[str, Any]:
+    """The style options of ``registered``, which ``overrides`` may repeat, not change."""
+    fixed = {name: getattr(registered.options, name) for name in (*STYLE_FIELDS, "style_blend")}
+    for name in STYLE_FIELDS:
+        asked = overrides.get(name)
+        if isinstance(asked, list):
+            asked = tuple(asked)
+        if asked is not None and asked != fixed[name]:
+            raise OptionsError(
+                name,
+                f"the registered style was prepared with {fixed[name]!r}; leave it unset, or "
+                f"register the style with {asked!r} and use that style_id",
+            )
+    return fixed
+
+
+def _check_style_count(count: int, limits: Limits) -> None:
+    if not 1 <= count <= limits.max_styles:
+        raise OptionsError("styles", f"send 1 to {limits.max_styles} style pictures, got {count}")
+
+
+def style_id(request: pb.StyleTransferRequest) -> str:
+    """The registered style ``request`` names, "" when it sends its style pictures. Raises
+    OptionsError when it names one beside pictures, or one that no server makes."""
+    if not request.style_id:
+        return ""
+    if request.styles:
+        raise OptionsError(
+            "style_id", "send a style_id or style pictures, not both (the style_id stands for "
+            "the pictures it was registered with)",
+        )  # fmt: skip
+    if not _STYLE_ID.fullmatch(request.style_id):
+        raise OptionsError(
+            "style_id", "is not a style id (sty_ and 64 hex digits): send the one "
+            "RegisterStyle returned",
+        )  # fmt: skip
+    return request.style_id
+
+
+def check_registration(
+    request: pb.RegisterStyleRequest, limits: Limits, *, backbone: str
+) -> CheckedStyle:
+    """Validates a RegisterStyle ``request`` for a server serving ``backbone`` as ``check``
+    does a job's style pictures and options (only the options it reads: ``STYLE_FIELDS``,
+    the preset, the blend and the size). Raises OptionsError naming the field."""
+    _check_style_count(len(request.styles), limits)
+    try:
+        preset, overrides = from_proto(
+            request.options, None, [s.blend_weight for s in request.styles]
+        )
+        read = {name: value for name, value in overrides.items() if name in _REGISTRATION_FIELDS}
+        _serve(read, backbone)
+        options = resolve(preset, limits, **read)
+    except OptionsError as error:
+        raise OptionsError(f"options.{error.field}", error.message) from None
+    check_pictures(options, len(request.styles), init_image=False)
+    for i, style in enumerate(request.styles):
+        _check_header(f"styles[{i}]", style.image.data, limits)
+    return CheckedStyle(pictures=tuple(s.image.data for s in request.styles), options=options)
+
+
+def _check_header(field: str, data: bytes, limits: Limits) -> tuple[int, int]:
+    """The picture's upright (width, height), read from its header."""
     if not data:
-        raise InvalidInput(field, "is empty: send the encoded bytes of a PNG, JPEG or WebP file")
+        raise OptionsError(field, "is empty: send the encoded bytes of a PNG, JPEG or WebP file")
     if len(data) > limits.max_image_bytes:
-        raise InvalidInput(
+        raise OptionsError(
             field,
             f"is {len(data)} bytes, more than the {limits.max_image_bytes} this server accepts; "
             "send a smaller file (the output is at most "
             f"{limits.max_output_side} px anyway)",
         )
-    _open(field, data, limits).close()
+    with _open(field, data, limits) as image:
+        width, height = image.size
+        turned = _orientation(image) in _QUARTER_TURNS
+    return (height, width) if turned else (width, height)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation the header holds (``getexif`` would decode a PNG to find it);
+    None when there is none or it cannot be read (``decode`` reports real corruption)."""
+    raw = image.info.get("exif")
+    if not raw:
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except _DECODE_ERRORS:
+        return None
+    value = exif.get(_ORIENTATION)
+    return value if isinstance(value, int) else None
 
 
 def _open(field: str, data: bytes, limits: Limits) -> Image.Image:
@@ -127,15 +258,15 @@ def _open(field: str, data: bytes, limits: Limits) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as error:
-        raise InvalidInput(field, f"has too many pixels ({error}); downscale it first") from None
+        raise OptionsError(field, f"has too many pixels ({error}); downscale it first") from None
     except UnidentifiedImageError:
-        raise InvalidInput(field, _unsupported(data)) from None
+        raise OptionsError(field, _unsupported(data)) from None
     except _DECODE_ERRORS as error:
-        raise InvalidInput(field, f"is corrupt ({error}); re-export the picture") from None
+        raise OptionsError(field, f"is corrupt ({error}); re-export the picture") from None
     width, height = image.size
     if width * height > limits.max_input_pixels:
         image.close()
-        raise InvalidInput(
+        raise OptionsError(
             field,
             f"is {width}x{height} pixels, more than the {limits.max_input_pixels} this server "
             "decodes; downscale it first",
@@ -164,7 +295,7 @@ def decode(field: str, data: bytes, limits: Limits) -> Image.Image:
             upright = ImageOps.exif_transpose(image)
             return _to_rgb(upright)
         except _DECODE_ERRORS as error:
-            raise InvalidInput(
+            raise OptionsError(
                 field, f"is truncated or corrupt ({error}); re-export the picture"
             ) from None
 

@@ -2,15 +2,19 @@
 
 The optimisation must never wait for the network: the worker only ever drops records into a
 Mailbox, which never blocks. A slow reader finds several records waiting when it comes back:
-every pending progress record up to a bound (past it the oldest are dropped, the newest
-always kept), only the newest preview (older ones are stale anyway), and always the end of
-the job (its result or its error). Setting the job's cancel event stops the engine within one
-iteration; the job's future completes when the worker thread is really done, which is when
-its slot and memory are free.
+every progress record (small, and bounded by the iteration count), only the newest preview
+(older ones are stale anyway), and always the end of the job (its result or its error).
+Setting the job's cancel event stops the engine within one iteration; the job's future
+completes when the worker thread is really done, which is when its slot and memory are free.
 
 Where the server has an instant tier, an optimisation job first runs the feed-forward network
 when it is asked for previews (that picture is the stream's first preview, iteration 0, within
 a fraction of a second) or to start from it; ``run_instant`` is the whole of a feed-forward job.
+
+A job may have a stop time (its time budget or its call's deadline, set by the service): the
+engine gets it less the time its last picture takes to encode and send. Where the server has an
+instant tier, such a job makes the feed-forward picture first, and that picture is its result
+when not even one iteration fits (OutOfTime).
 """
 
 from __future__ import annotations
@@ -27,18 +31,22 @@ from dataclasses import dataclass
 
 from PIL import Image
 from styleserve.options import Limits
+from styleserve.plan import output_size
 from styleserve_export.loader import Backbone
 
-from styleserve_server import inputs
-from styleserve_server.engine import Finished, Iterate, JobCancelled, PrecisionChoice, run_job
+from styleserve_server import inputs, outputs
+from styleserve_server.engine import (
+    Finished,
+    Iterate,
+    JobCancelled,
+    PrecisionChoice,
+    StopAt,
+    run_job,
+)
 from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.imaging import shrink
-from styleserve_server.engine.job import plan
 
-__all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "run_instant"]
-
-# Progress records waiting for a slow reader; older ones are dropped past this.
-_PENDING_PROGRESS = 64
+__all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "run_instant"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,20 @@ class FirstPicture:
     """The feed-forward picture an optimisation job shows before its first iteration."""
 
     preview: Image.Image
-    total: int  # the iterations the optimisation will run
 
 
-Record = FirstPicture | Iterate | Finished
+@dataclass(frozen=True)
+class OutOfTime:
+    """The end of an optimisation with no time for its first iteration, on a server with an
+    instant tier: the feed-forward picture stands in for the starting picture."""
+
+    image: Image.Image
+    stop_reason: str  # the StopAt's: "time_budget" or "deadline"
+    decode_seconds: float
+    network_seconds: float  # all the rest: the feed-forward pass and any try of the engine
+
+
+Record = FirstPicture | Iterate | Finished | OutOfTime
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,7 @@ def run_instant(
     started = time.perf_counter()
     content, styles, _ = inputs.decode_all(request, limits)
     decoded = time.perf_counter()
-    image = feed_forward.picture(content, styles, request.options)
+    image = feed_forward.picture(content, styles, request.options, style=request.style)
     return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
 
 
@@ -79,10 +97,12 @@ class Mailbox:
         self._loop = loop
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
-        self._progress: collections.deque[Iterate] = collections.deque(maxlen=_PENDING_PROGRESS)
+        # Unbounded: a job's progress records are bounded by its iterations (max_iterations,
+        # a few hundred bytes each without their pictures), and a slow reader gets them all.
+        self._progress: collections.deque[Iterate] = collections.deque()
         self._preview: Iterate | None = None
         self._first: FirstPicture | None = None
-        self._end: Finished | BaseException | None = None
+        self._end: Finished | OutOfTime | BaseException | None = None
 
     def put(self, record: Record | BaseException) -> None:
         """From the worker: files ``record`` (an engine record, or the error that ended it)."""
@@ -103,8 +123,8 @@ class Mailbox:
     async def take(self) -> list[Record]:
         """Waits for news and returns it in order: the feed-forward picture, progress records
         (without pictures), the newest preview (an Iterate with a picture) after the progress
-        of its iteration, and the Finished record last. Raises the error that ended the job,
-        once the rest is out."""
+        of its iteration, and the Finished (or OutOfTime) record last. Raises the error that
+        ended the job, once the rest is out."""
         await self._wake.wait()
         with self._lock:
             self._wake.clear()
@@ -146,6 +166,7 @@ class Job:
         on_iteration: Callable[[], None],
         feed_forward: FeedForward | None = None,
         precision: PrecisionChoice | None = None,
+        stop: StopAt | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.cancel = threading.Event()
@@ -156,25 +177,43 @@ class Job:
         self._on_iteration = on_iteration
         self._feed_forward = feed_forward
         self._precision = precision
+        self._stop = stop
         # The copied context carries the request id into the worker's log records.
         self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
 
     def _run(self) -> str:
         """The job in the worker thread; returns its outcome: finished, cancelled or failed."""
         try:
+            started = time.perf_counter()
             content, styles, init_image = inputs.decode_all(self._request, self._limits)
+            decoded = time.perf_counter()
             options = self._request.options
+            stop = self._stop
+            if stop is not None:
+                margin = outputs.delivery_seconds(output_size(content.size, options), options)
+                stop = dataclasses.replace(stop, at=stop.at - margin)
+            fallback: Image.Image | None = None
             if self._feed_forward is not None and (
-                options.preview_every > 0 or options.init == "feed_forward"
+                options.preview_every > 0 or options.init == "feed_forward" or stop is not None
             ):
-                picture = self._feed_forward.picture(content, styles, options)
+                picture = self._feed_forward.picture(
+                    content, styles, options, style=self._request.style
+                )
                 if options.preview_every > 0:
-                    total = sum(stage.iterations for stage in plan(content, options))
-                    preview = shrink(picture, options.preview_size)
-                    self.mailbox.put(FirstPicture(preview, total))
+                    self.mailbox.put(FirstPicture(shrink(picture, options.preview_size)))
                 if options.init == "feed_forward":
                     # To the engine, the feed-forward start is a given starting picture.
                     options, init_image = options.replace(init="image"), picture
+                if stop is not None:
+                    fallback = picture
+
+            def stand_in(picture: Image.Image, reason: str) -> OutOfTime:
+                return OutOfTime(picture, reason, decoded - started, time.perf_counter() - decoded)
+
+            if stop is not None and fallback is not None and time.perf_counter() >= stop.at:
+                # Not even the engine's set-up fits: trying it would only miss the deadline.
+                self.mailbox.put(stand_in(fallback, stop.reason))
+                return "finished"
             records = run_job(
                 self._backbone,
                 content,
@@ -183,11 +222,17 @@ class Job:
                 init_image=init_image,
                 cancel=self.cancel,
                 precision=self._precision,
+                stop=stop,
+                style=self._request.style,
             )
             for record in records:
                 if isinstance(record, Iterate):
                     self._on_iteration()
-                self.mailbox.put(record)
+                    self.mailbox.put(record)
+                elif record.iterations == 0 and fallback is not None:
+                    self.mailbox.put(stand_in(fallback, record.stop_reason))
+                else:
+                    self.mailbox.put(record)
         except JobCancelled as error:
             self.mailbox.put(error)
             return "cancelled"

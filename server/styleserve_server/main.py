@@ -29,7 +29,14 @@ async def serve(settings: Settings) -> int:
     await server.start()
     log.info(
         "listening",
-        extra={"host": settings.host, "port": port, "metrics_port": settings.metrics_port},
+        extra={
+            "host": settings.host,
+            "port": port,
+            "tls": settings.uses_tls,
+            "mtls": settings.tls_client_ca_file is not None,
+            "health_port": server.health_port,
+            "metrics_port": settings.metrics_port,
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import torch
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    start_http_server,
+)
 
 __all__ = ["Metrics"]
 
@@ -23,6 +32,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
+        ProcessCollector(registry=self.registry)
+        self.build = Info(
+            "styleserve_build",
+            "What this server runs: its version, torch's, the device and what auto precision is.",
+            registry=self.registry,
+        )
+        self.device_memory = Gauge(
+            "styleserve_device_memory_bytes",
+            "CUDA memory held by tensors on the serving device (absent on CPU servers).",
+            registry=self.registry,
+        )
         self.requests = Counter(
             "styleserve_requests",
             "RPCs finished, by method and gRPC status code.",
@@ -72,7 +93,44 @@ class Metrics:
             buckets=_INSTANT_BUCKETS,
             registry=self.registry,
         )
+        # Registered styles (style_cache), by how a job named its style: "style_id", or
+        # "pictures" sent again; a hit spares the job its style pictures' forward pass.
+        self.style_cache_hits = Counter(
+            "styleserve_style_cache_hits",
+            "Jobs whose style the cache of registered styles held, by how they named it.",
+            ["lookup"],
+            registry=self.registry,
+        )
+        self.style_cache_misses = Counter(
+            "styleserve_style_cache_misses",
+            "Jobs whose style the cache did not hold (an unknown style_id is NOT_FOUND).",
+            ["lookup"],
+            registry=self.registry,
+        )
+        self.style_cache_evictions = Counter(
+            "styleserve_style_cache_evictions",
+            "Registered styles evicted, least recently used first, to stay within the bytes.",
+            registry=self.registry,
+        )
+        self.style_cache_bytes = Gauge(
+            "styleserve_style_cache_bytes",
+            "Bytes the registered styles hold (pictures, Gram targets, style vectors).",
+            registry=self.registry,
+        )
+        self.style_cache_entries = Gauge(
+            "styleserve_style_cache_entries", "Registered styles held.", registry=self.registry
+        )
         self._http: WSGIServer | None = None
+
+    def describe(self, **build: str) -> None:
+        """Fills in the build info once the server knows its device and precision, and follows
+        the device's memory when it is a CUDA device."""
+        self.build.info(build)
+        device = torch.device(build["device"])
+        if device.type == "cuda":
+            self.device_memory.set_function(lambda: torch.cuda.memory_allocated(device))
+        else:
+            self.registry.unregister(self.device_memory)
 
     def admission_changed(self, queued: int, running: int) -> None:
         self.queue_depth.set(queued)
@@ -81,6 +139,10 @@ class Metrics:
     def instant_admission_changed(self, queued: int, running: int) -> None:
         self.instant_queue_depth.set(queued)
         self.instant_running_jobs.set(running)
+
+    def style_cache_changed(self, used_bytes: int, entries: int) -> None:
+        self.style_cache_bytes.set(used_bytes)
+        self.style_cache_entries.set(entries)
 
     def serve(self, host: str, port: int) -> None:
         """Serves /metrics on ``host:port`` from a daemon thread."""

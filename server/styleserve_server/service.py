@@ -6,7 +6,11 @@ while hearing its queue position, and then relays its job's records. Whatever en
 one place maps it to a status code, logs it and counts it, and a cancelled or timed-out call
 stops its job (the slot frees when the worker has really let go). Feed-forward (instant) jobs
 have slots, a queue and worker threads of their own, so that they never wait behind an
-optimisation that takes minutes.
+optimisation that takes minutes. RegisterStyle prepares a style once (``style_cache``) for the
+jobs that name its id or send its pictures again. Unless the caller asks for the strict policy,
+a job stops in time for its time budget (counted from its slot) and for its call's deadline
+(counted by the caller, queue included), whichever comes first, and ends with its best picture
+so far.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hmac
 import importlib.metadata
@@ -27,18 +32,21 @@ from typing import Any
 import grpc
 import torch
 from styleserve.convert import delivery_to_proto, options_to_proto
-from styleserve.options import PRESETS, Limits
+from styleserve.options import PRESETS, OptionsError, StyleOptions, check_request_id
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.loader import Backbone
 
 from styleserve_server import inputs, logs, outputs
 from styleserve_server.admission import Admission, QueueFull, ShuttingDown
-from styleserve_server.engine import Finished, Iterate, PrecisionChoice
+from styleserve_server.engine import Finished, Iterate, JobCancelled, PrecisionChoice, StopAt
 from styleserve_server.engine.feed_forward import FeedForward
-from styleserve_server.jobs import FirstPicture, Job, run_instant
+from styleserve_server.engine.precision import expected_job_seconds
+from styleserve_server.engine.style import prepare as prepare_style
+from styleserve_server.jobs import FirstPicture, Job, OutOfTime, run_instant
 from styleserve_server.metrics import Metrics
 from styleserve_server.settings import Settings
+from styleserve_server.style_cache import StyleCache, StyleCacheOff, StyleTooLarge, UnknownStyle
 
 __all__ = ["NoFeedForward", "NotReady", "StyleTransferService", "Unauthenticated", "version"]
 
@@ -48,11 +56,6 @@ Metadata = tuple[tuple[str, str], ...]
 
 # How close to its deadline a cancelled call counts as DEADLINE_EXCEEDED (see _rpc).
 _DEADLINE_SLACK_SECONDS = 0.5
-
-# The wire's Limits fields that styleserve.options.Limits holds too (the rest are settings').
-_LIMIT_FIELDS = tuple(
-    f.name for f in pb.Limits.DESCRIPTOR.fields if f.name in Limits.__dataclass_fields__
-)
 
 
 class NotReady(Exception):
@@ -70,6 +73,16 @@ class NoFeedForward(Exception):
             f"{field}: this server has no feed-forward network (started with --feed-forward "
             "none); use method optimization and another init, or a server that reports "
             "feed_forward in GetServerInfo"
+        )
+
+
+class GraceOver(Exception):
+    """The server stopped a running job because its shutdown grace period ran out."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down and its grace period ran out before this job ended; "
+            "send it again (another replica takes it)"
         )
 
 
@@ -91,19 +104,27 @@ def version() -> str:
 
 def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
     """The status code, message and trailing metadata a call ending with ``error`` gets."""
-    if isinstance(error, inputs.InvalidInput):
+    if isinstance(error, OptionsError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
     if isinstance(error, QueueFull):
         seconds = round(error.retry_after)
         # retry-after for people and proxies; grpc-retry-pushback-ms for gRPC retry policies.
         trailers = (("retry-after", str(seconds)), ("grpc-retry-pushback-ms", str(seconds * 1000)))
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), trailers
-    if isinstance(error, ShuttingDown | NotReady):
+    if isinstance(error, JobCancelled):
+        # Callers cancel by ending their call; a job cancelled under a live call was stopped
+        # by the server (stop_jobs).
+        error = GraceOver()
+    if isinstance(error, ShuttingDown | NotReady | GraceOver):
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
     if isinstance(error, Unauthenticated):
         return grpc.StatusCode.UNAUTHENTICATED, str(error), ()
-    if isinstance(error, NoFeedForward):
+    if isinstance(error, NoFeedForward | StyleCacheOff):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
+    if isinstance(error, UnknownStyle):
+        return grpc.StatusCode.NOT_FOUND, str(error), ()
+    if isinstance(error, StyleTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
     if isinstance(error, torch.OutOfMemoryError):
         message = "out of device memory for this job: ask for a smaller size or retry later"
         return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ()
@@ -112,13 +133,29 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
     return grpc.StatusCode.INTERNAL, message, ()
 
 
+def _stop_at(options: StyleOptions, remaining: float | None) -> StopAt | None:
+    """When a job that has just got its slot must have sent its result: at the end of its time
+    budget or at the call's deadline (``remaining`` seconds away; None: no deadline), whichever
+    comes first. None under the strict policy, which runs every iteration or fails."""
+    if options.deadline_policy == "strict":
+        return None
+    now = time.perf_counter()
+    stops = []
+    if options.time_budget_seconds > 0:
+        stops.append(StopAt(now + options.time_budget_seconds, "time_budget"))
+    if remaining is not None:
+        stops.append(StopAt(now + remaining, "deadline"))
+    return min(stops, key=lambda stop: stop.at, default=None)
+
+
 async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> None:
     """Sends the headers of an accepted call: they carry its request id."""
     await context.send_initial_metadata((("x-request-id", request_id),))
 
 
 class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
-    """Serves StyleTransfer and GetServerInfo once ``serve`` has handed it a backbone."""
+    """Serves StyleTransfer, RegisterStyle and GetServerInfo once ``serve`` has handed it a
+    backbone."""
 
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, instant_executor: Executor
@@ -139,11 +176,17 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self._token = (
             None if settings.auth_token is None else settings.auth_token.get_secret_value()
         )
+        self._styles = StyleCache(settings.style_cache_bytes, self._limits, metrics)
+        # Registrations run beside the jobs, not in their slots (each is a few forward
+        # passes), one at a time so that they never hold more device memory than one does.
+        self._registering = asyncio.Lock()
         self._backbone: Backbone | None = None
         self._feed_forward: FeedForward | None = None
         self._precision: PrecisionChoice | None = None
         self._device = ""
         self._draining = False
+        # Running optimisation jobs, so that the end of a shutdown's grace can stop them.
+        self._jobs: set[Job] = set()
 
     def serve(
         self, backbone: Backbone, feed_forward: FeedForward | None, precision: PrecisionChoice
@@ -154,6 +197,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self._device = str(backbone.device)
         self._feed_forward = feed_forward
         self._precision = precision
+        # The first retry hint comes from a measured job time, before any job has finished.
+        expected = expected_job_seconds(precision, PRESETS["default"])
+        if expected is not None:
+            self._admission.expect(expected)
         self._backbone = backbone
 
     def drain(self) -> None:
@@ -161,6 +208,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self._draining = True
         self._admission.close()
         self._instant.close()
+
+    def stop_jobs(self) -> None:
+        """The grace period is over: running jobs stop within an iteration and their calls
+        end UNAVAILABLE, the status the clients see and the server logs and counts alike."""
+        for job in self._jobs:
+            job.cancel.set()
 
     async def idle(self) -> None:
         """Returns when no job is running."""
@@ -171,14 +224,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     ) -> None:
         async with self._rpc("StyleTransfer", context, request.request_id) as request_id:
             backbone = self._serving()
-            checked = await asyncio.to_thread(
-                inputs.check,
-                request,
-                self._limits,
-                backbone=backbone.name,
-                preview_size=self._settings.preview_size,
-                output_quality=self._settings.output_quality,
-            )
+            checked = await asyncio.to_thread(self._check, request, backbone)
             options = checked.options
             instant = options.method == "feed_forward"
             if self._feed_forward is None and (instant or options.init == "feed_forward"):
@@ -205,11 +251,61 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             if instant:
                 await self._run_instant(checked, provenance, queue_seconds, context)
                 return
-            job = self._start(checked, backbone, queue_seconds)
+            stop = _stop_at(options, context.time_remaining())
+            job = self._start(checked, backbone, queue_seconds, stop)
             try:
+                # Started as soon as the slot is granted: the caller learns the job's length
+                # before its first iteration.
+                total = checked.total_iterations
+                await context.write(outputs.started(queue_seconds, self._device, total))
                 await self._relay(job, checked, provenance, queue_seconds, context)
             finally:
                 job.cancel.set()
+
+    def _check(self, request: pb.StyleTransferRequest, backbone: Backbone) -> inputs.CheckedRequest:
+        """``request`` checked, with the registered style that stands for its pictures: the
+        one it names, or the one its pictures are."""
+        style_id = inputs.style_id(request)
+        entry = self._styles.get(style_id) if style_id else None
+        checked = inputs.check(
+            request,
+            self._limits,
+            backbone=backbone.name,
+            preview_size=self._settings.preview_size,
+            output_quality=self._settings.output_quality,
+            registered=None if entry is None else entry.registration,
+        )
+        if entry is None:
+            entry = self._styles.find(checked.styles, checked.options, backbone.sha256)
+        return checked if entry is None else dataclasses.replace(checked, styles=(), style=entry)
+
+    async def RegisterStyle(
+        self, request: pb.RegisterStyleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterStyleResponse:
+        async with self._rpc("RegisterStyle", context) as request_id:
+            backbone = self._serving()
+            self._styles.check_on()
+            checked = await asyncio.to_thread(
+                inputs.check_registration, request, self._limits, backbone=backbone.name
+            )
+            prepare = functools.partial(
+                prepare_style,
+                backbone=backbone,
+                options=checked.options,
+                precision=self._precision,
+                feed_forward=self._feed_forward,
+            )
+            async with self._registering:
+                entry = await asyncio.to_thread(
+                    self._styles.register, checked, backbone.sha256, prepare
+                )
+            response = pb.RegisterStyleResponse(style_id=entry.style_id, cached_bytes=entry.nbytes)
+            log.info(
+                "style registered",
+                extra={"style_id": entry.style_id, "cached_bytes": response.cached_bytes},
+            )
+            await _send_headers(context, request_id)
+        return response
 
     async def _run_instant(
         self,
@@ -251,7 +347,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         log.info("instant job finished", extra={"seconds": round(time.monotonic() - started, 3)})
 
     def _start(
-        self, checked: inputs.CheckedRequest, backbone: Backbone, queue_seconds: float
+        self,
+        checked: inputs.CheckedRequest,
+        backbone: Backbone,
+        queue_seconds: float,
+        stop: StopAt | None,
     ) -> Job:
         """Starts the job in a worker thread; its slot is released when the thread is done."""
         self._metrics.queue_wait.observe(queue_seconds)
@@ -276,6 +376,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 self._metrics.iterations.inc,
                 self._feed_forward,
                 self._precision,
+                stop=stop,
             )
         except BaseException:
             self._admission.release()
@@ -287,7 +388,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             self._metrics.job_duration.labels(outcome).observe(seconds)
             self._admission.release(seconds)
 
+        self._jobs.add(job)
         job.future.add_done_callback(finished)
+        job.future.add_done_callback(lambda _: self._jobs.discard(job))
         return job
 
     async def _relay(
@@ -301,34 +404,33 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         """Writes the job's records to the stream until its result (or raises its error)."""
         options = checked.options
         first: Iterate | None = None
-        started = False
         while True:
             for record in await job.mailbox.take():
                 if isinstance(record, FirstPicture):
-                    started = True
-                    await context.write(outputs.started(queue_seconds, self._device, record.total))
                     response = await asyncio.to_thread(outputs.preview, 0, record.preview, options)
                     await context.write(response)
                     continue
-                if isinstance(record, Finished):
+                if isinstance(record, Finished | OutOfTime):
                     # Free the slot before the caller hears of the result, so that its next
                     # job finds the slot free (shielded: cancelling the wait must not cancel
                     # the bookkeeping of a thread that is still finishing).
                     await asyncio.shield(job.future)
                     response = await asyncio.to_thread(
-                        outputs.result, record, options, provenance, queue_seconds
+                        self._result, record, options, provenance, queue_seconds
                     )
                     await context.write(response)
+                    result = response.result
                     log.info(
                         "job finished",
-                        extra={"iterations": record.iterations, "seed": record.seed},
+                        extra={
+                            "iterations": result.iterations,
+                            "seed": result.receipt.seed,
+                            "stop_reason": pb.StopReason.Name(result.stop_reason),
+                        },
                     )
                     return
                 if first is None:
                     first = record
-                if not started:
-                    started = True
-                    await context.write(outputs.started(queue_seconds, self._device, record.total))
                 if record.preview is not None:
                     response = await asyncio.to_thread(
                         outputs.preview, record.iteration, record.preview, options
@@ -336,6 +438,21 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     await context.write(response)
                 else:
                     await context.write(outputs.progress(record, first))
+
+    def _result(
+        self,
+        end: Finished | OutOfTime,
+        options: StyleOptions,
+        provenance: outputs.Provenance,
+        queue_seconds: float,
+    ) -> pb.StyleTransferResponse:
+        """The Result of a job that ended with ``end`` (encodes it: call it off the event loop)."""
+        if isinstance(end, Finished):
+            return outputs.result(end, options, provenance, queue_seconds)
+        timings = (queue_seconds, end.decode_seconds, end.network_seconds)
+        return outputs.instant_result(
+            end.image, options, provenance, self._device, timings, end.stop_reason
+        )
 
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
@@ -348,6 +465,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     def _info(self, backbone: Backbone) -> pb.GetServerInfoResponse:
         """What GetServerInfo answers for a server serving ``backbone``."""
         settings = self._settings
+        max_bytes, used_bytes, entries = self._styles.info()
         defaults = PRESETS["default"].replace(
             preview_size=settings.preview_size, output_quality=settings.output_quality
         )
@@ -364,7 +482,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             limits=pb.Limits(
                 job_slots=settings.job_slots,
                 queue_size=settings.queue_size,
-                **{name: getattr(self._limits, name) for name in _LIMIT_FIELDS},
+                # Every limit travels (tests/client/test_sdk_contract.py keeps the two equal).
+                **dataclasses.asdict(self._limits),
             ),
             default_delivery=delivery_to_proto(defaults),
             torch_version=torch.__version__,
@@ -374,6 +493,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             precision_choice=None
             if self._precision is None
             else outputs.precision_choice(self._precision),
+            style_cache=pb.StyleCacheInfo(
+                max_bytes=max_bytes, used_bytes=used_bytes, entries=entries
+            ),
         )
 
     def _serving(self) -> Backbone:
@@ -400,11 +522,20 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         a call refused without headers ends trailers-only, which gRPC retry policies retry.
         """
         metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
-        request_id = request_id or str(metadata.get("x-request-id", "")) or uuid.uuid4().hex
+        asked = request_id or str(metadata.get("x-request-id", ""))
+        refused: OptionsError | None = None
+        try:
+            check_request_id(asked)
+        except OptionsError as error:
+            # Never logged or echoed: the call gets an id of the server's own instead.
+            refused, asked = error, ""
+        request_id = asked or uuid.uuid4().hex
         token = logs.request_id.set(request_id)
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
+            if refused is not None:
+                raise refused
             self._authorize(metadata)
             yield request_id
         except asyncio.CancelledError:

@@ -8,15 +8,17 @@ setting instead of failing on the first request.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
-from styleserve.options import BACKBONES, LIMITS, Limits, StyleOptions
+from styleserve.options import BACKBONES, CEILINGS, LIMITS, Limits, StyleOptions
 
 __all__ = ["Settings"]
 
@@ -24,6 +26,12 @@ _DEFAULTS = StyleOptions()
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # gRPC takes the connection age in milliseconds, as a C int.
 _MAX_CONNECTION_AGE = (2**31 - 1) // 1000
+_TLS_FILES = ("tls_cert_file", "tls_key_file", "tls_client_ca_file")
+
+
+def _no_password() -> bytes:
+    # gRPC cannot load an encrypted key; without this callback OpenSSL would prompt on the tty.
+    return b""
 
 
 class Settings(BaseSettings):
@@ -55,22 +63,44 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda[:N].")
     job_slots: int = Field(1, ge=1, le=64, description="Jobs running at once on the device.")
     queue_size: int = Field(8, ge=0, le=10_000, description="Jobs that may wait for a slot.")
+    # The per-request limits (styleserve.options.Limits, one setting each): a server may raise
+    # them up to styleserve.options.CEILINGS, and clients leave these ranges to the server.
     max_request_bytes: int = Field(
-        LIMITS.max_request_bytes, ge=1024, description="Largest request (gRPC message limit)."
-    )
+        LIMITS.max_request_bytes, ge=1024, le=CEILINGS.max_request_bytes,
+        description="Largest request (gRPC message limit).",
+    )  # fmt: skip
     max_image_bytes: int = Field(
-        LIMITS.max_image_bytes, ge=1024, description="Largest encoded picture in a request."
-    )
+        LIMITS.max_image_bytes, ge=1024, le=CEILINGS.max_image_bytes,
+        description="Largest encoded picture in a request.",
+    )  # fmt: skip
     max_input_pixels: int = Field(
-        LIMITS.max_input_pixels, ge=1, description="Most pixels of a picture, read from its header."
-    )
+        LIMITS.max_input_pixels, ge=1, le=CEILINGS.max_input_pixels,
+        description="Most pixels of a picture, read from its header.",
+    )  # fmt: skip
     max_output_side: int = Field(
-        LIMITS.max_output_side, ge=LIMITS.min_output_side, description="Longest output side."
+        LIMITS.max_output_side, ge=LIMITS.min_output_side, le=CEILINGS.max_output_side,
+        description="Longest output side.",
+    )  # fmt: skip
+    max_iterations: int = Field(
+        LIMITS.max_iterations, ge=1, le=CEILINGS.max_iterations, description="Most iterations."
     )
-    max_iterations: int = Field(LIMITS.max_iterations, ge=1, description="Most iterations.")
-    max_styles: int = Field(LIMITS.max_styles, ge=1, description="Most style pictures.")
+    max_evals_per_iteration: int = Field(
+        LIMITS.max_evals_per_iteration, ge=1, le=CEILINGS.max_evals_per_iteration,
+        description="Most loss evaluations per L-BFGS iteration.",
+    )  # fmt: skip
+    max_styles: int = Field(
+        LIMITS.max_styles, ge=1, le=CEILINGS.max_styles, description="Most style pictures."
+    )
+    max_preview_size: int = Field(
+        LIMITS.max_preview_size, ge=LIMITS.min_output_side, le=CEILINGS.max_preview_size,
+        description="Longest preview side a request may ask for.",
+    )  # fmt: skip
+    min_output_side: int = Field(
+        LIMITS.min_output_side, ge=CEILINGS.min_output_side, le=CEILINGS.max_output_side,
+        description="Shortest output side.",
+    )  # fmt: skip
     preview_size: int = Field(
-        _DEFAULTS.preview_size, ge=LIMITS.min_output_side, le=LIMITS.max_preview_size,
+        _DEFAULTS.preview_size, ge=LIMITS.min_output_side, le=CEILINGS.max_preview_size,
         description="Longest side of previews when a request leaves it 0.",
     )  # fmt: skip
     output_quality: int = Field(
@@ -97,6 +127,25 @@ class Settings(BaseSettings):
         "'authorization: Bearer <token>'; health checks stay open. Prefer the "
         "environment variable: flags show in process listings.",
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain of the gRPC port; set with tls_key_file to serve "
+        "TLS. Read at start-up only: restart to load a renewed certificate.",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key (unencrypted) of tls_cert_file."
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates for mTLS: clients must present a certificate "
+        "signed by one of them, or the handshake fails. Needs tls_cert_file.",
+    )
+    health_port: int = Field(
+        50052, ge=0, le=65535,
+        description="With TLS: a plaintext port serving only grpc.health.v1, for kubelet "
+        "gRPC probes (which cannot speak TLS); 0 picks a free one. Without TLS the gRPC port "
+        "serves health itself, and setting this is an error.",
+    )  # fmt: skip
     warmup: bool = Field(True, description="Run one tiny job before reporting SERVING.")
     feed_forward: Literal["magenta-arbitrary", "tiny-arbitrary", "none"] = Field(
         "magenta-arbitrary",
@@ -116,6 +165,13 @@ class Settings(BaseSettings):
         description="onnxruntime threads per feed-forward job; 0: the cores divided by "
         "feed_forward_slots.",
     )  # fmt: skip
+    style_cache_bytes: int = Field(
+        256 * 2**20, ge=0,
+        description="Bytes the registered styles (RegisterStyle) may hold in memory, least "
+        "recently used evicted first; a VGG16 style takes about 2.4 MB per resolution plus its "
+        "encoded pictures. 0: registration is off (RegisterStyle and style_id requests get "
+        "FAILED_PRECONDITION).",
+    )  # fmt: skip
 
     @field_validator("backbone")
     @classmethod
@@ -131,6 +187,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
         return value
 
+    @field_validator(*_TLS_FILES)
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        # Read now, not at the first handshake: a missing or unreadable Secret stops start-up.
+        if value is not None:
+            try:
+                value.read_bytes()
+            except OSError as error:
+                raise ValueError(f"cannot read {value}: {error.strerror or error}") from None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -143,9 +210,67 @@ class Settings(BaseSettings):
                 f"max_image_bytes ({self.max_image_bytes}) exceeds max_request_bytes "
                 f"({self.max_request_bytes}): a request holds at least one picture"
             )
+        if self.min_output_side > self.max_output_side:
+            raise ValueError(
+                f"min_output_side ({self.min_output_side}) exceeds max_output_side "
+                f"({self.max_output_side})"
+            )
+        if not self.min_output_side <= self.preview_size <= self.max_preview_size:
+            raise ValueError(
+                f"preview_size ({self.preview_size}) must lie between min_output_side "
+                f"({self.min_output_side}) and max_preview_size ({self.max_preview_size})"
+            )
         if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
             raise ValueError("auth_token is empty: unset it to disable authentication")
         return self
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> Settings:
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_key_file is set without tls_cert_file: set both to serve TLS")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file: a server "
+                "verifies client certificates only over TLS"
+            )
+        if self.tls_cert_file is not None and self.tls_key_file is None:
+            raise ValueError("tls_cert_file is set without tls_key_file: set both to serve TLS")
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            if "health_port" in self.model_fields_set:
+                raise ValueError(
+                    "health_port is set but TLS is off: the gRPC port serves health in "
+                    "plaintext already; set tls_cert_file and tls_key_file, or unset health_port"
+                )
+            return self
+        if self.health_port and self.health_port in (self.port, self.metrics_port):
+            raise ValueError(
+                f"health_port ({self.health_port}) must differ from port ({self.port}) and "
+                f"metrics_port ({self.metrics_port})"
+            )
+        # The same checks gRPC's BoringSSL makes when it binds the port, which would report
+        # only "failed to bind": here the message names the setting and OpenSSL's reason.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file, _no_password)
+        except ssl.SSLError as error:
+            raise ValueError(
+                f"tls_cert_file ({self.tls_cert_file}) and tls_key_file ({self.tls_key_file}) "
+                f"are not a PEM certificate chain and its unencrypted private key: {error}"
+            ) from None
+        if self.tls_client_ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=self.tls_client_ca_file)
+            except ssl.SSLError as error:
+                raise ValueError(
+                    f"tls_client_ca_file ({self.tls_client_ca_file}) holds no PEM CA "
+                    f"certificate: {error}"
+                ) from None
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the gRPC port serves TLS (and the health-only port runs beside it)."""
+        return self.tls_cert_file is not None
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None) -> Settings:
@@ -160,11 +285,4 @@ class Settings(BaseSettings):
 
     def limits(self) -> Limits:
         """The per-request limits in force, for ``styleserve.options.resolve``."""
-        return Limits(
-            max_request_bytes=self.max_request_bytes,
-            max_image_bytes=self.max_image_bytes,
-            max_input_pixels=self.max_input_pixels,
-            max_output_side=self.max_output_side,
-            max_iterations=self.max_iterations,
-            max_styles=self.max_styles,
-        )
+        return Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})

@@ -1,8 +1,14 @@
 """Helpers shared by the client tests: small encoded pictures and the ``styleserve`` command
 line."""
 
+import fcntl
 import io
+import os
+import pty
+import struct
+import subprocess
 import sys
+import termios
 
 from PIL import Image
 
@@ -28,3 +34,31 @@ LONG_JOB = {"size": 256, "iterations": 5000, "preset": "default"}
 QUICK_JOB = {"size": 32, "iterations": 3}
 # Deadline for a job that must get the slot a cancelled job held.
 NEXT_JOB_TIMEOUT = 60.0
+
+
+def run_on_terminal(command: list[str], timeout: float = 120) -> tuple[int, str, str]:
+    """Runs ``command`` with its stderr on a pseudo-terminal, as in a user's shell (the
+    progress bar shows on a terminal only): its exit status, stdout and what the terminal got."""
+    controller, terminal = pty.openpty()
+    # A terminal of 24 rows by 120 columns: tqdm draws nothing on one of width 0.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    try:
+        done = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=terminal, text=True, timeout=timeout
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    return done.returncode, done.stdout, shown.decode(errors="replace")

@@ -7,7 +7,14 @@ import signal
 import subprocess
 import time
 
-from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command
+from client_helpers import (
+    CONTENT_SIZE,
+    LONG_JOB,
+    NEXT_JOB_TIMEOUT,
+    QUICK_JOB,
+    cli_command,
+    run_on_terminal,
+)
 from PIL import Image
 from styleserve import Client
 from styleserve.cli import CONTACT_SHEET, EXIT_INTERRUPTED
@@ -21,23 +28,39 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 def test_stylize_writes_the_result_previews_and_a_contact_sheet(server, content, style, tmp_path):
     out = tmp_path / "out.png"
     previews = tmp_path / "previews"
-    done = _run(
-        "stylize", str(content), str(style), "-o", str(out), "--server", server.target,
-        "--size", "48", "--iterations", "4", "--seed", "3", "--previews", str(previews),
-        "--preview-every", "2",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    status, stdout, terminal = run_on_terminal(
+        cli_command(
+            "stylize",
+            str(content),
+            str(style),
+            "-o",
+            str(out),
+            "--server",
+            server.target,
+            "--size",
+            "48",
+            "--iterations",
+            "4",
+            "--seed",
+            "3",
+            "--previews",
+            str(previews),
+            "--preview-every",
+            "2",
+        )  # fmt: skip
+    )
+    assert status == 0, terminal
     assert Image.open(out).size == (48, 48 * CONTENT_SIZE[1] // CONTENT_SIZE[0])
-    assert "seed 3" in done.stdout and str(out) in done.stdout
+    assert "seed 3" in stdout and str(out) in stdout
     saved = sorted(p.name for p in previews.iterdir())
     assert CONTACT_SHEET in saved
     frames = [name for name in saved if name.startswith("preview_")]
     assert len(frames) >= 2
     sheet = Image.open(previews / CONTACT_SHEET)
     assert sheet.width > Image.open(previews / frames[0]).width
-    # The progress bar reached the end: "n/n" iterations.
-    assert "stylizing" in done.stderr
-    assert re.search(r"\b(\d+)/\1\b", done.stderr), done.stderr
+    # On a terminal the progress bar shows and reaches the end: "n/n" iterations.
+    assert "stylizing" in terminal
+    assert re.search(r"\b(\d+)/\1\b", terminal), terminal
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.png")]
 
 

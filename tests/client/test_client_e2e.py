@@ -108,7 +108,8 @@ def test_a_full_queue_is_resource_exhausted_with_a_retry_hint(start_server, cont
 def test_a_deadline_is_deadline_exceeded_and_the_server_stops_the_job(start_server, content, style):
     with start_server(job_slots=1, queue_size=1) as srv, Client(srv.target) as client:
         with pytest.raises(DeadlineExceeded):
-            client.stylize(content, style, timeout=2.0, **LONG_JOB)
+            # Strict: the default policy would end the job in time with a partial result.
+            client.stylize(content, style, timeout=2.0, deadline_policy="strict", **LONG_JOB)
         assert client.stylize(content, style, timeout=NEXT_JOB_TIMEOUT, **QUICK_JOB).iterations
 
 

@@ -8,6 +8,7 @@ the metrics registry), so a change on either side that breaks the deployment fai
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_files import ROOT, Dockerfile, load_base_manifests, parse_dockerfile
+from deploy_files import ROOT, Dockerfile, Rendered, load_base_manifests, parse_dockerfile, render
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,14 @@ def cluster_settings(
     for name, value in configmap_env.items():
         monkeypatch.setenv(name, value)
     yield Settings()
+
+
+@pytest.fixture(scope="session")
+def rendered() -> Callable[[str], Rendered]:
+    """Renders an overlay (``rendered("baked")``) with kubectl's kustomize; skips without it."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (kustomize) not installed")
+    return render
 
 
 @pytest.fixture(scope="session")

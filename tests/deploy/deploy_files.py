@@ -1,9 +1,12 @@
-"""The repository's Dockerfile and Kubernetes manifests, read for the deploy tests."""
+"""The repository's Dockerfile and Kubernetes manifests, read (and the overlays rendered by
+kubectl's built-in kustomize) for the deploy tests."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,19 +17,26 @@ __all__ = [
     "BASE",
     "BASE_MANIFESTS",
     "K8S",
+    "KUSTOMIZATIONS",
+    "OVERLAYS",
     "ROOT",
     "Dockerfile",
     "Instruction",
+    "Rendered",
     "load_base_manifests",
     "parse_dockerfile",
+    "render",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
-# Manifests applied as they are (kubectl apply -k); the rest of deploy/k8s is kustomize
-# overlays and CRD objects (ServiceMonitor, KEDA) that have no bundled schema.
+# What every overlay shares; the rest of deploy/k8s is overlays, kustomize components and CRD
+# objects (ServiceMonitor, KEDA, cert-manager) that have no bundled schema.
 BASE_MANIFESTS = sorted(p for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml")
+# The variants a cluster applies (kubectl apply -k deploy/k8s/overlays/NAME).
+OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+KUSTOMIZATIONS = sorted(K8S.rglob("kustomization.yaml"))
 
 
 @dataclass(frozen=True)
@@ -104,3 +114,53 @@ def load_base_manifests() -> dict[str, dict[str, Any]]:
         assert key not in objects, f"{key} is defined twice in {BASE}"
         objects[key] = document
     return objects
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An overlay as kustomize renders it: the YAML and its objects by "Kind/name"."""
+
+    name: str
+    text: str
+    objects: dict[str, dict[str, Any]]
+
+    @property
+    def pod_spec(self) -> dict[str, Any]:
+        return self.objects["Deployment/styleserve"]["spec"]["template"]["spec"]
+
+    @property
+    def containers(self) -> list[dict[str, Any]]:
+        """Init containers, then containers."""
+        return [*self.pod_spec.get("initContainers", []), *self.pod_spec["containers"]]
+
+    @property
+    def server(self) -> dict[str, Any]:
+        (server,) = [c for c in self.pod_spec["containers"] if c["name"] == "server"]
+        return server
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The styleserve ConfigMap: the server's STYLESERVE_* environment."""
+        data = self.objects["ConfigMap/styleserve"]["data"]
+        return {str(k): str(v) for k, v in data.items()}
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects.values() if o["kind"] == kind]
+
+
+@functools.cache
+def render(overlay: str) -> Rendered:
+    """``kubectl kustomize deploy/k8s/overlays/<overlay>``, parsed."""
+    text = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    objects: dict[str, dict[str, Any]] = {}
+    for document in yaml.safe_load_all(text):
+        key = f"{document['kind']}/{document['metadata']['name']}"
+        assert key not in objects, f"{overlay} renders {key} twice"
+        objects[key] = document
+    return Rendered(overlay, text, objects)

@@ -1,21 +1,23 @@
 """The Kubernetes manifests are valid for the API server and agree with the server they run.
 
-kubernetes-validate checks every base manifest offline against the schemas it bundles, in
-strict mode (an unknown or misspelt field fails), for the oldest Kubernetes release the
-manifests claim (native gRPC probes and the preStop sleep action) and the newest it ships.
-The rest compares the manifests with the settings class, the metrics registry and each other.
+kubernetes-validate checks every base manifest, and every overlay as kustomize renders it,
+offline against the schemas it bundles, in strict mode (an unknown or misspelt field fails),
+for the oldest Kubernetes release the manifests claim (native gRPC probes and the preStop
+sleep action) and the newest it ships. The rest compares the manifests with the settings
+class, the metrics registry and each other, and each overlay with the choice it stands for.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
+import trustme
 import yaml
-from deploy_files import BASE, BASE_MANIFESTS, K8S, ROOT
+from deploy_files import BASE, BASE_MANIFESTS, K8S, KUSTOMIZATIONS, OVERLAYS, ROOT, Rendered
 
 # 1.30: the first release with the preStop sleep action on by default.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
@@ -54,36 +56,23 @@ def test_kustomization_lists_every_base_manifest():
     assert sorted(kustomization["resources"]) == sorted(p.name for p in BASE_MANIFESTS)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
-@pytest.mark.parametrize("variant", ["base", "baked-weights"])
-def test_kustomize_output_is_strictly_valid(run_tool, tmp_path: Path, variant: str):
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / variant)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    objects = list(yaml.safe_load_all(rendered))
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
-    assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {
-        "styleserve"
-    }
-    spec = deployment["spec"]["template"]["spec"]
-    volumes = {v["name"] for v in spec["volumes"]}
-    if variant == "baked-weights":
-        # The weights come with the image: no export step and no volume hiding them.
-        assert not spec.get("initContainers") and "weights" not in volumes
-        assert all(m["name"] != "weights" for c in spec["containers"] for m in c["volumeMounts"])
-    else:
-        assert [c["name"] for c in spec["initContainers"]] == [
-            "export-weights",
-            "export-feed-forward",
-        ]
-        assert "weights" in volumes
-    path = tmp_path / f"{variant}.yaml"
-    path.write_text(rendered, encoding="utf-8")
-    _validate(run_tool, path, KUBERNETES_VERSIONS[0])
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_strictly_valid(run_tool, rendered, tmp_path: Path, overlay, version):
+    output = rendered(overlay)
+    assert {
+        o["metadata"].get("namespace") for o in output.objects.values() if o["kind"] != "Namespace"
+    } == {"styleserve"}
+    path = tmp_path / f"{overlay}.yaml"
+    path.write_text(output.text, encoding="utf-8")
+    _validate(run_tool, path, version)
+
+
+def test_the_overlays_are_the_documented_choices():
+    assert OVERLAYS == ["baked", "index-init", "mtls", "tls", "volume"]
+    readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    for overlay in OVERLAYS:
+        assert f"deploy/k8s/overlays/{overlay}" in readme, overlay
 
 
 # --- the manifests agree with the server ------------------------------------------------------
@@ -94,7 +83,7 @@ def test_configmap_and_env_hold_only_real_settings(configmap_env, pod_spec):
 
     assert configmap_env and all(k.startswith("STYLESERVE_") for k in configmap_env)
     names = set(configmap_env)
-    for container in [*pod_spec["initContainers"], *pod_spec["containers"]]:
+    for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
         names |= {
             e["name"] for e in container.get("env", []) if e["name"].startswith("STYLESERVE_")
         }
@@ -139,31 +128,18 @@ def test_liveness_outlasts_the_drain(cluster_settings, server_container):
     assert patience > cluster_settings.grace_seconds
 
 
-def test_init_containers_export_what_the_server_loads(cluster_settings, pod_spec):
-    exported = []
-    for init in pod_spec["initContainers"]:
-        assert init["command"] == ["styleserve-export"]
-        args = init["args"]
-        exported.append(args[args.index("--source") + 1])
-        # The exporter reads STYLESERVE_CACHE_DIR from the same ConfigMap as the server.
-        assert init["envFrom"] == [{"configMapRef": {"name": "styleserve"}}]
-        mounts = {m["name"]: m for m in init["volumeMounts"]}
-        assert Path(mounts["weights"]["mountPath"]) == cluster_settings.cache_dir
-    assert exported == [cluster_settings.backbone, cluster_settings.feed_forward]
-
-
 def test_settings_come_from_the_configmap(pod_spec, manifests):
-    for container in [*pod_spec["initContainers"], *pod_spec["containers"]]:
+    for container in pod_spec["containers"]:
         assert {"configMapRef": {"name": "styleserve"}} in container["envFrom"], container["name"]
     assert "ConfigMap/styleserve" in manifests
 
 
-def test_every_container_is_restricted(pod_spec):
+def _assert_restricted(pod_spec: dict[str, Any]) -> None:
     pod = pod_spec["securityContext"]
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod_spec["automountServiceAccountToken"] is False
-    for container in [*pod_spec["initContainers"], *pod_spec["containers"]]:
+    for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
         security = container["securityContext"]
         assert security["allowPrivilegeEscalation"] is False, container["name"]
         assert security["readOnlyRootFilesystem"] is True, container["name"]
@@ -172,6 +148,15 @@ def test_every_container_is_restricted(pod_spec):
         assert "/tmp" in mounts, f"{container['name']}: /tmp must be writable"
         resources = container["resources"]
         assert set(resources) == {"requests", "limits"}, container["name"]
+
+
+def test_every_container_is_restricted(pod_spec):
+    _assert_restricted(pod_spec)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_of_every_overlay_is_restricted(rendered, overlay):
+    _assert_restricted(rendered(overlay).pod_spec)
 
 
 def test_server_gets_one_gpu(server_container):
@@ -239,8 +224,223 @@ def test_running_jobs_target_is_below_the_slots(manifests, cluster_settings):
     assert 0 < value < cluster_settings.job_slots
 
 
-def test_images_are_the_kustomization_image(pod_spec):
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))
-    (image,) = kustomization["images"]
-    for container in [*pod_spec["initContainers"], *pod_spec["containers"]]:
-        assert container["image"].split(":")[0] == image["name"], container["name"]
+# --- where the weights come from ---------------------------------------------------------------
+
+
+def _mounts_over(container: dict[str, Any], path: Path) -> list[str]:
+    """The container's mounts at ``path`` or above it (either hides what the image has there)."""
+    return [
+        m["mountPath"]
+        for m in container.get("volumeMounts", [])
+        if PurePosixPath(path).is_relative_to(m["mountPath"])
+    ]
+
+
+def _egress_ports(output: Rendered) -> set[int | str]:
+    return {
+        port["port"]
+        for policy in output.of_kind("NetworkPolicy")
+        for rule in policy["spec"].get("egress", [])
+        for port in rule.get("ports", [])
+    }
+
+
+@pytest.mark.parametrize("overlay", ["baked", "tls", "mtls"])
+def test_baked_overlays_serve_the_image_weights_without_network(
+    rendered, cluster_settings, overlay
+):
+    output = rendered(overlay)
+    # No export step, nothing mounted over the weights baked in at STYLESERVE_CACHE_DIR.
+    assert not output.pod_spec.get("initContainers")
+    assert output.env["STYLESERVE_CACHE_DIR"] == str(cluster_settings.cache_dir)
+    for container in output.containers:
+        assert not _mounts_over(container, cluster_settings.cache_dir), container["name"]
+    assert {v["name"] for v in output.pod_spec["volumes"]} <= {"tmp", "tls"}
+    # Nor any way out: the pods start and serve without egress.
+    assert output.of_kind("NetworkPolicy") and not _egress_ports(output)
+
+
+def test_index_init_overlay_exports_what_the_server_loads(rendered, cluster_settings):
+    output = rendered("index-init")
+    exported = []
+    (index,) = [c for c in output.of_kind("ConfigMap") if "PIP_INDEX_URL" in c.get("data", {})]
+    assert index["data"]["PIP_INDEX_URL"].startswith("https://")
+    for init in output.pod_spec["initContainers"]:
+        assert init["command"] == ["styleserve-export"]
+        args = init["args"]
+        exported.append(args[args.index("--source") + 1])
+        # The exporter reads STYLESERVE_CACHE_DIR from the server's ConfigMap, and pip its
+        # index from the package-index one.
+        assert init["envFrom"] == [
+            {"configMapRef": {"name": "styleserve"}},
+            {"configMapRef": {"name": index["metadata"]["name"]}},
+        ]
+        assert _mounts_over(init, cluster_settings.cache_dir) == [str(cluster_settings.cache_dir)]
+        # The exporter is the server's own image.
+        assert init["image"] == output.server["image"]
+    assert exported == [cluster_settings.backbone, cluster_settings.feed_forward]
+    (mount,) = [m for m in output.server["volumeMounts"] if m["name"] == "weights"]
+    assert mount == {
+        "name": "weights",
+        "mountPath": str(cluster_settings.cache_dir),
+        "readOnly": True,
+    }
+    (volume,) = [v for v in output.pod_spec["volumes"] if v["name"] == "weights"]
+    assert "emptyDir" in volume
+    assert _egress_ports(output) == {53, 443}
+
+
+def test_volume_overlay_reads_the_weights_from_a_claim(rendered, cluster_settings):
+    output = rendered("volume")
+    assert not output.pod_spec.get("initContainers") and not _egress_ports(output)
+    (volume,) = [v for v in output.pod_spec["volumes"] if v["name"] == "weights"]
+    claim = volume["persistentVolumeClaim"]
+    assert claim["readOnly"] is True
+    pvc = output.objects[f"PersistentVolumeClaim/{claim['claimName']}"]
+    # Every replica, on any node, reads the same cache.
+    assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
+    (mount,) = [m for m in output.server["volumeMounts"] if m["name"] == "weights"]
+    assert mount == {
+        "name": "weights",
+        "mountPath": str(cluster_settings.cache_dir),
+        "readOnly": True,
+    }
+
+
+# --- image, identity, network -------------------------------------------------------------------
+
+
+def test_the_image_is_named_in_one_place():
+    named = {
+        path.relative_to(K8S).as_posix(): document["images"]
+        for path in KUSTOMIZATIONS
+        if "images" in (document := yaml.safe_load(path.read_text(encoding="utf-8")))
+    }
+    assert list(named) == ["base/kustomization.yaml"], named
+    (image,) = named["base/kustomization.yaml"]
+    assert image["name"] == "styleserve" and image["newTag"]
+    # A registry host, not a Docker Hub library name nobody published.
+    host = image["newName"].split("/")[0]
+    assert "/" in image["newName"] and ("." in host or ":" in host), image["newName"]
+
+
+def test_base_containers_name_only_the_image(pod_spec):
+    for container in pod_spec["containers"]:
+        assert container["image"] == "styleserve", container["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_runs_the_named_image(rendered, overlay):
+    (image,) = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))["images"]
+    for container in rendered(overlay).containers:
+        assert container["image"] == f"{image['newName']}:{image['newTag']}", container["name"]
+
+
+def test_pods_run_as_a_service_account_without_a_token(manifests, pod_spec):
+    account = manifests["ServiceAccount/styleserve"]
+    assert account["automountServiceAccountToken"] is False
+    assert pod_spec["serviceAccountName"] == account["metadata"]["name"]
+    assert pod_spec["automountServiceAccountToken"] is False
+
+
+def test_network_policy_admits_clients_to_grpc_and_monitoring_to_metrics(
+    manifests, server_container
+):
+    policy = manifests["NetworkPolicy/styleserve"]["spec"]
+    labels = manifests["Deployment/styleserve"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and policy["egress"] == []
+    admitted = {
+        rule["ports"][0]["port"]: rule["from"] for rule in policy["ingress"] if rule["ports"]
+    }
+    assert all(len(rule["ports"]) == 1 for rule in policy["ingress"])
+    assert admitted == {
+        "grpc": [
+            {"namespaceSelector": {}, "podSelector": {"matchLabels": {"styleserve-client": "true"}}}
+        ],
+        "metrics": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ],
+    }
+    # Named ports: they must be the container's.
+    assert set(admitted) <= {p["name"] for p in server_container["ports"]}
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def _with_local_tls_files(env: dict[str, str], directory: Path) -> dict[str, str]:
+    """``env`` with its TLS files (the Secret's keys) replaced by real ones in ``directory``,
+    so that the settings class can validate the whole configuration."""
+    ca = trustme.CA()
+    server = ca.issue_cert("styleserve.styleserve.svc.cluster.local")
+    server.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    server.private_key_pem.write_to_path(str(directory / "tls.key"))
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    return {
+        k: str(directory / PurePosixPath(v).name) if k.startswith("STYLESERVE_TLS_") else v
+        for k, v in env.items()
+    }
+
+
+@pytest.mark.parametrize("overlay", ["tls", "mtls"])
+def test_tls_overlays_mount_the_secret_and_probe_the_health_port(
+    rendered, monkeypatch, tmp_path: Path, overlay
+):
+    from styleserve_server.settings import Settings
+
+    output = rendered(overlay)
+    (volume,) = [v for v in output.pod_spec["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "styleserve-tls"
+    (mount,) = [m for m in output.server["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    # The files are the Secret's keys, as kubernetes.io/tls Secrets and cert-manager name them.
+    files = {k: v for k, v in output.env.items() if k.startswith("STYLESERVE_TLS_")}
+    expected = {"STYLESERVE_TLS_CERT_FILE": "tls.crt", "STYLESERVE_TLS_KEY_FILE": "tls.key"}
+    if overlay == "mtls":
+        expected["STYLESERVE_TLS_CLIENT_CA_FILE"] = "ca.crt"
+    assert files == {k: f"{mount['mountPath']}/{name}" for k, name in expected.items()}
+
+    for name in [n for n in os.environ if n.startswith("STYLESERVE_")]:
+        monkeypatch.delenv(name)
+    for name, value in _with_local_tls_files(output.env, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # the whole configuration validates, TLS files included
+    assert settings.uses_tls and (settings.tls_client_ca_file is not None) == (overlay == "mtls")
+    ports = {p["name"]: p["containerPort"] for p in output.server["ports"]}
+    assert ports == {
+        "grpc": settings.port,
+        "health": settings.health_port,
+        "metrics": settings.metrics_port,
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        # kubelet's gRPC probes speak plaintext: the health-only port.
+        assert output.server[probe]["grpc"] == {"port": settings.health_port}, probe
+    (grpc_port,) = output.objects["Service/styleserve"]["spec"]["ports"]
+    assert grpc_port["appProtocol"] == "https"
+    # Nobody but kubelet (from the node) needs the health port: no policy admits it.
+    policy = output.objects["NetworkPolicy/styleserve"]["spec"]
+    assert "health" not in {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+
+
+@pytest.mark.parametrize("overlay", ["baked", "index-init", "volume"])
+def test_plaintext_overlays_have_no_tls_settings(rendered, overlay):
+    output = rendered(overlay)
+    assert not [k for k in output.env if k.startswith("STYLESERVE_TLS_")]
+    assert "STYLESERVE_HEALTH_PORT" not in output.env
+    assert output.server["readinessProbe"]["grpc"] == {"port": int(output.env["STYLESERVE_PORT"])}
+
+
+def test_cert_manager_certificate_is_the_secret_the_tls_component_mounts():
+    documents = list(
+        yaml.safe_load_all((K8S / "cert-manager" / "certificates.yaml").read_text(encoding="utf-8"))
+    )
+    certificates = {
+        d["metadata"]["name"]: d["spec"] for d in documents if d["kind"] == "Certificate"
+    }
+    server = certificates["styleserve"]
+    assert server["secretName"] == "styleserve-tls" and server["usages"] == ["server auth"]
+    assert "styleserve.styleserve.svc.cluster.local" in server["dnsNames"]
+    assert certificates["styleserve-client"]["usages"] == ["client auth"]
+    # Both issued by the CA whose ca.crt the mTLS component trusts for clients.
+    assert server["issuerRef"] == certificates["styleserve-client"]["issuerRef"]

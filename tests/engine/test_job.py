@@ -127,7 +127,7 @@ def test_init_image_starts_from_that_picture(tiny, content, warm_style) -> None:
 
 
 def test_bad_inputs_say_what_to_do(tiny, content, warm_style) -> None:
-    with pytest.raises(ValueError, match="init picture"):
+    with pytest.raises(ValueError, match="needs a starting picture"):
         _run(tiny, content, [warm_style], init="image")
     with pytest.raises(ValueError, match="one weight per style"):
         _run(tiny, content, [warm_style], style_blend=(1.0, 2.0))

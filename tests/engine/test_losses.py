@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from engine_pictures import landscape, stripes
-from styleserve.options import resolve
+from styleserve.options import OptionsError, resolve
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.losses import content_loss, gram, style_loss, total_variation
 from styleserve_server.engine.objective import Objective, Weights
+from styleserve_server.engine.optimize import Evaluator
 
 
 def _random(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -131,3 +132,13 @@ def test_seed_objective_is_the_tutorial_formula(tiny) -> None:
     expected = _tutorial_loss_numpy(tiny.net, content, style, combo)
     np.testing.assert_allclose(terms.numpy(), expected, rtol=2e-4)
     assert total.item() == pytest.approx(sum(expected), rel=2e-4)
+
+
+def test_a_loss_that_overflows_is_the_requests_fault_not_the_servers() -> None:
+    """Whatever still overflows within the options' bounds ends as OptionsError (the service
+    answers INVALID_ARGUMENT), before an optimiser divides by it."""
+    x = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    evaluator = Evaluator(lambda v: ((v + float("inf")).sum(), torch.zeros(3)))
+    evaluator.bind(x, None)
+    with pytest.raises(OptionsError, match="the loss overflowed"):
+        evaluator()

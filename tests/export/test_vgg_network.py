@@ -49,18 +49,6 @@ def test_unknown_layer_names_the_choices():
         VGGFeatures("vgg16", channel_divisor=16)(_input(), ["block3_conv4"])
 
 
-def test_truncated_shares_parameters_and_matches():
-    net = VGGFeatures("vgg16", channel_divisor=16).eval()
-    short = net.truncated("block4_conv2")
-    assert short.layer_names[-1] == "block4_conv2" and not short.training
-    assert "block4_conv3.weight" not in short.state_dict()
-    assert short.block1_conv1.weight.data_ptr() == net.block1_conv1.weight.data_ptr()
-    x = _input()
-    assert torch.equal(
-        short(x, ["block4_conv2"])["block4_conv2"], net(x, ["block4_conv2"])["block4_conv2"]
-    )
-
-
 def test_torchvision_weights_give_torchvision_activations(torchvision_net):
     net = VGGFeatures("vgg16", channel_divisor=16)
     tv_state = {f"features.{k}": v for k, v in torchvision_net.state_dict().items()}

@@ -52,3 +52,25 @@ def test_metrics_endpoint_serves_the_named_metrics(start_server):
     ]
     for line in expected:
         assert line in text, line
+
+
+def test_operators_see_the_process_and_what_it_runs(start_server):
+    import torch
+    from styleserve_server.service import version
+
+    port = free_port()
+    with start_server(metrics_port=port) as srv:
+        text = scrape(port)
+        rss = srv.server.metrics.registry.get_sample_value("process_resident_memory_bytes")
+    assert rss is not None and rss > 10 * 2**20
+    assert "process_open_fds" in text and "process_cpu_seconds_total" in text
+    build = next(line for line in text.splitlines() if line.startswith("styleserve_build_info{"))
+    for label in (
+        f'version="{version()}"',
+        f'torch="{torch.__version__}"',
+        'device="cpu"',
+        'backbone="tiny-vgg16"',
+        'feed_forward="tiny-arbitrary"',
+    ):
+        assert label in build, label
+    assert "styleserve_device_memory_bytes" not in text  # a CPU server has no device memory

@@ -18,6 +18,7 @@ from service_helpers import (
     kinds,
     request,
     rpc_error,
+    sample,
     server_command,
     server_process,
     wait_for_health,
@@ -127,8 +128,13 @@ def test_stopping_turns_queued_jobs_away_and_cancels_running_ones_after_the_grac
         error = rpc_error(waiting)
         assert error.code() is grpc.StatusCode.UNAVAILABLE
         assert "shutting down" in error.details()
-        assert rpc_error(running).code() is grpc.StatusCode.UNAVAILABLE
+        cut = rpc_error(running)
+        assert cut.code() is grpc.StatusCode.UNAVAILABLE
+        assert "grace period ran out" in cut.details()
         stopper.join()
+    # The server logged and counted what the clients saw.
+    assert sample(srv, "styleserve_requests_total", method="StyleTransfer", code="UNAVAILABLE") == 2
+    assert sample(srv, "styleserve_requests_total", method="StyleTransfer", code="CANCELLED") == 0
 
 
 @pytest.mark.slow

@@ -115,7 +115,9 @@ def test_cancelling_a_running_job_starts_the_queued_one_at_once(start_server):
 
 def test_a_deadline_stops_the_job_and_frees_its_slot(start_server):
     with start_server(job_slots=1, queue_size=0) as srv, connect(srv.target) as stub:
-        error = rpc_error(stub.StyleTransfer(request(**ENDLESS), timeout=2))
+        # Strict: under the default policy the job would end in time with a partial result.
+        strict = request(**ENDLESS, deadline_policy=pb.DEADLINE_POLICY_STRICT)
+        error = rpc_error(stub.StyleTransfer(strict, timeout=2))
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0)
         # With no queue, this is refused outright unless the slot really is free.

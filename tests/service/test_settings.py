@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+import trustme
 from pydantic import ValidationError
 from styleserve.options import LIMITS
 from styleserve_server.settings import Settings
@@ -61,3 +63,76 @@ def test_bad_values_are_refused_naming_the_setting(values, named):
     with pytest.raises(ValidationError) as error:
         Settings(**values)
     assert named in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict[str, Path]:
+    """A server certificate and key from a throwaway CA, another key, the CA and a non-PEM."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    server = ca.issue_cert("localhost")
+    server.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    server.private_key_pem.write_to_path(str(directory / "tls.key"))
+    ca.issue_cert("other").private_key_pem.write_to_path(str(directory / "other.key"))
+    (directory / "garbage").write_text("not PEM", encoding="utf-8")
+    return {p.name: p for p in directory.iterdir()}
+
+
+def test_tls_settings_from_the_environment(monkeypatch, tls_files):
+    monkeypatch.setenv("STYLESERVE_TLS_CERT_FILE", str(tls_files["tls.crt"]))
+    monkeypatch.setenv("STYLESERVE_TLS_KEY_FILE", str(tls_files["tls.key"]))
+    settings = Settings.from_args(["--tls-client-ca-file", str(tls_files["ca.crt"])])
+    assert settings.uses_tls and settings.tls_client_ca_file == tls_files["ca.crt"]
+    assert settings.health_port == 50052
+
+
+def test_tls_is_off_by_default():
+    settings = Settings.from_args([])
+    assert not settings.uses_tls and settings.tls_client_ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("files", "values", "named"),
+    [
+        ({"tls_key_file": "tls.key"}, {}, "tls_key_file is set without tls_cert_file"),
+        ({"tls_cert_file": "tls.crt"}, {}, "tls_cert_file is set without tls_key_file"),
+        ({"tls_client_ca_file": "ca.crt"}, {}, "tls_client_ca_file (mTLS) needs tls_cert_file"),
+        ({"tls_cert_file": "tls.crt", "tls_key_file": "missing"}, {}, "tls_key_file"),
+        ({"tls_cert_file": "tls.crt", "tls_key_file": "other.key"}, {}, "KEY_VALUES_MISMATCH"),
+        ({"tls_cert_file": "garbage", "tls_key_file": "tls.key"}, {}, "tls_cert_file (/"),
+        (
+            {
+                "tls_cert_file": "tls.crt",
+                "tls_key_file": "tls.key",
+                "tls_client_ca_file": "garbage",
+            },
+            {},
+            "tls_client_ca_file (/",
+        ),
+        (
+            {"tls_cert_file": "tls.crt", "tls_key_file": "tls.key"},
+            {"health_port": 50051},
+            "must differ from port (50051)",
+        ),
+        (
+            {"tls_cert_file": "tls.crt", "tls_key_file": "tls.key"},
+            {"health_port": 9090, "metrics_port": 9090},
+            "health_port (9090) must differ",
+        ),
+        ({}, {"health_port": 50052}, "health_port is set but TLS is off"),
+    ],
+)
+def test_bad_tls_settings_are_refused_naming_the_setting(tls_files, files, values, named):
+    paths = {
+        key: tls_files.get(name, tls_files["ca.crt"].parent / name) for key, name in files.items()
+    }
+    with pytest.raises(ValidationError) as error:
+        Settings(**paths, **values)
+    assert named in str(error.value)
+
+
+def test_an_unreadable_tls_file_names_the_setting_and_the_reason(tls_files):
+    with pytest.raises(ValidationError) as error:
+        Settings(tls_cert_file=tls_files["tls.crt"].parent, tls_key_file=tls_files["tls.key"])
+    assert "tls_cert_file" in str(error.value) and "cannot read" in str(error.value)

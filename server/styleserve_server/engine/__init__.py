@@ -5,7 +5,7 @@ The service runs ``run_job`` in a worker thread and translates each record it yi
 
 from styleserve_server.engine.job import run_job
 from styleserve_server.engine.precision import PrecisionChoice, PrecisionTrial, measure_precision
-from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses
+from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
 
 __all__ = [
     "Finished",
@@ -14,6 +14,7 @@ __all__ = [
     "Losses",
     "PrecisionChoice",
     "PrecisionTrial",
+    "StopAt",
     "measure_precision",
     "run_job",
 ]

@@ -43,7 +43,11 @@ def _network(net: nn.Module, dtype: torch.dtype, channels_last: bool) -> nn.Modu
         variants = _converted.setdefault(net, {})
         if key not in variants:
             clone = copy.deepcopy(net).to(dtype=dtype)
-            variants[key] = clone.to(memory_format=torch.channels_last) if channels_last else clone
+            if channels_last:
+                # torch's stub overloads of Module.to leave out memory_format, which Module.to
+                # accepts and documents: to(memory_format=torch.channels_last).
+                clone = clone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            variants[key] = clone
         return variants[key]
 
 

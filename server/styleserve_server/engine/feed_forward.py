@@ -10,17 +10,24 @@ that torch is about to use.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image, ImageOps
 from styleserve.options import StyleOptions
+from styleserve.plan import output_size
 from styleserve_export.loader import FeedForwardArtifact
 
-from styleserve_server.engine.imaging import output_size, resize
+from styleserve_server.engine.imaging import resize
+
+if TYPE_CHECKING:
+    # Only a type here: engine.style builds on this module.
+    from styleserve_server.engine.style import PreparedStyle
 
 __all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "FeedForward"]
 
@@ -86,18 +93,34 @@ class FeedForward:
         (vector,) = self._predict.run(None, {self._style_input: _nhwc(square)})
         return vector
 
-    def picture(
-        self, content: Image.Image, styles: Sequence[Image.Image], options: StyleOptions
-    ) -> Image.Image:
-        """``content`` in the blended style of ``styles`` at the options' output size, with
-        their blend, style strength and colour preservation."""
-        shares = np.asarray(options.style_blend or [1.0] * len(styles), dtype=np.float32)
+    def styles_vector(self, styles: Sequence[Image.Image], blend: Sequence[float]) -> np.ndarray:
+        """The style vectors of ``styles`` blended by ``blend`` (empty: equal shares)."""
+        shares = np.asarray(blend or [1.0] * len(styles), dtype=np.float32)
         shares /= shares.sum()
-        vector = sum(s * self.style_vector(style) for s, style in zip(shares, styles, strict=True))
+        vector: np.ndarray = sum(
+            s * self.style_vector(style) for s, style in zip(shares, styles, strict=True)
+        )
+        return vector
+
+    def picture(
+        self,
+        content: Image.Image,
+        styles: Sequence[Image.Image],
+        options: StyleOptions,
+        *,
+        style: PreparedStyle | None = None,
+    ) -> Image.Image:
+        """``content`` in the blended style of ``styles`` (or of the prepared ``style``
+        standing for them, which keeps its vector) at the options' output size, with their
+        blend, style strength and colour preservation."""
+        if style is None:
+            vector = self.styles_vector(styles, options.style_blend)
+        else:
+            vector = style.vector(functools.partial(self.styles_vector, blend=options.style_blend))
         if options.style_strength < 1.0:
             own = self.style_vector(content)
             vector = options.style_strength * vector + (1.0 - options.style_strength) * own
-        width, height = output_size(content, options.size, options.width, options.height)
+        width, height = output_size(content.size, options)
         working = resize(content, (width, height), options.resize)
         pixels = _nhwc(working)
         pad_h, pad_w = (-height) % self._multiple, (-width) % self._multiple

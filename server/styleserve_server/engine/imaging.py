@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from styleserve.plan import fit_longest_side
 from torch import Tensor
 
 __all__ = [
     "chroma",
-    "fit_longest_side",
     "luminance",
-    "output_size",
     "recombine",
     "resize",
     "shrink",
@@ -30,20 +29,6 @@ _FILTERS = {"nearest": Image.Resampling.NEAREST, "antialias": Image.Resampling.B
 # ITU-R BT.601 (what PIL's "YCbCr" mode uses): luminance weights and chroma scales.
 _LUMA = (0.299, 0.587, 0.114)
 _CB, _CR = 0.564, 0.713
-
-
-def output_size(content: Image.Image, size: int, width: int, height: int) -> tuple[int, int]:
-    """(width, height): ``width`` x ``height`` when both are set, else ``content``'s aspect ratio
-    with its longest side ``size``."""
-    if width and height:
-        return width, height
-    return fit_longest_side(content.size, size)
-
-
-def fit_longest_side(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    w, h = size
-    scale = longest / max(w, h)
-    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def resize(image: Image.Image, size: tuple[int, int], method: str) -> Image.Image:

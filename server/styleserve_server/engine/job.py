@@ -3,10 +3,16 @@
 It owns the job's life: checking what the options cannot check alone, planning the stages,
 building each stage's objective, stepping the optimiser, and rendering previews and the result.
 Everything it allocates is local to the generator, so closing it (or cancelling) frees it.
+
+Given a stop time, it stops in time: before each iteration (and each stage's set-up) it asks
+whether that step, as long as the steps it just measured, would end past the stop, and if so
+finishes with its best picture so far instead of its last. Best means the lowest loss, among
+the iterates of the latest stage that ran one: losses at different sizes do not compare.
 """
 
 from __future__ import annotations
 
+import collections
 import secrets
 import threading
 import time
@@ -14,7 +20,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from PIL import Image
-from styleserve.options import StyleOptions
+from styleserve.options import StyleOptions, check_pictures
+from styleserve.plan import Stage, plan
 from styleserve_export.loader import Backbone
 from torch import Tensor
 from torch.nn import functional as F
@@ -23,9 +30,7 @@ from styleserve_server.engine.colour import Colour
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import (
     chroma,
-    fit_longest_side,
     luminance,
-    output_size,
     recombine,
     resize,
     shrink,
@@ -35,35 +40,10 @@ from styleserve_server.engine.imaging import (
 from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.engine.optimize import Box, Evaluator, Optimizer
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
-from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses
-from styleserve_server.engine.schedule import MIN_SIDE, Stage, plan_stages
+from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
+from styleserve_server.engine.style import PreparedStyle, stage_targets
 
-__all__ = ["plan", "run_job"]
-
-
-def _check(
-    styles: Sequence[Image.Image], options: StyleOptions, init_image: Image.Image | None
-) -> None:
-    if not styles:
-        raise ValueError("no style picture: give at least one")
-    if options.style_blend and len(options.style_blend) != len(styles):
-        raise ValueError(
-            f"style_blend has {len(options.style_blend)} weights for {len(styles)} style "
-            "pictures: give one weight per style picture, or none for equal shares"
-        )
-    if options.init == "image" and init_image is None:
-        raise ValueError('init="image" needs an init picture: send one, or use init="content"')
-
-
-def _resized_style(style: Image.Image, stage: Stage, options: StyleOptions) -> Image.Image:
-    if options.loss_normalization == "tutorial":
-        # The Keras example stretches the style to the output's shape; its unnormalised Gram
-        # matrices only compare at equal sizes.
-        size = (round(stage.width * options.style_scale), round(stage.height * options.style_scale))
-    else:
-        longest = round(max(stage.width, stage.height) * options.style_scale)
-        size = fit_longest_side(style.size, longest)
-    return resize(style, (max(MIN_SIDE, size[0]), max(MIN_SIDE, size[1])), options.resize)
+__all__ = ["run_job"]
 
 
 def _box(content: Tensor, options: StyleOptions) -> Box | None:
@@ -89,17 +69,17 @@ def _prepare(
     options: StyleOptions,
     net: FeatureNet,
     weights: Weights,
+    style: PreparedStyle | None,
 ) -> tuple[Colour, Box | None, Tensor, Tensor, Evaluator]:
     """One stage's colour handling, its bounds, its content picture (RGB and as the picture
-    variable) and the evaluator of its objective."""
+    variable) and the evaluator of its objective (its style targets from ``styles``, or from
+    the prepared ``style`` standing for them)."""
     content_px = to_tensor(resize(content, (stage.width, stage.height), options.resize), net.device)
     colour = Colour(content_px, preserve=options.preserve_color)
     box = _box(content_px, options)
-    style_px = [
-        colour.style(to_tensor(_resized_style(s, stage, options), net.device)) for s in styles
-    ]
+    targets = stage_targets(stage, options, net, colour, styles, style)
     content_var = colour.variable(content_px)
-    objective = Objective(net, weights, colour.render(content_var), style_px, options.style_blend)
+    objective = Objective(net, weights, colour.render(content_var), targets=targets)
     evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
     return colour, box, content_px, content_var, evaluator
 
@@ -129,7 +109,19 @@ def _upsample(x: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bicubic")
 
 
-def _losses(terms: Tensor) -> Losses:
+def _carry(x: Tensor, coarse: Tensor, fine: Tensor, options: StyleOptions) -> Tensor:
+    """The picture variable ``x`` of a stage whose content variable is ``coarse``, at the size
+    of the stage whose content variable is ``fine``."""
+    grown = _upsample(x.detach(), fine)
+    if options.init == "content":
+        # The coarse stage could not hold the content's fine detail: add it back, so that the
+        # larger picture is as close to its content as the first stage's start was.
+        grown += fine - _upsample(coarse, fine)
+    return grown
+
+
+def _losses(terms: Tensor | None) -> Losses:
+    assert terms is not None, "evaluate first"
     content, style, tv = terms.tolist()
     return Losses(total=content + style + tv, content=content, style=style, tv=tv)
 
@@ -138,10 +130,95 @@ def _preview(colour: Colour, x: Tensor, longest: int) -> Image.Image:
     return shrink(to_image(colour.output(x)), longest)
 
 
-def plan(content: Image.Image, options: StyleOptions) -> list[Stage]:
-    """The coarse-to-fine stages a job on ``content`` with ``options`` runs."""
-    size = output_size(content, options.size, options.width, options.height)
-    return plan_stages(size, options.scales, options.iterations)
+class _Best:
+    """What a job that stops early delivers: the lowest-loss iterate of the latest stage that
+    ran one (a copy, with its stage's content variable and its losses), else its start."""
+
+    def __init__(self) -> None:
+        self.stage = -1
+        self.x: Tensor | None = None
+        self.content: Tensor | None = None
+        self.losses: Losses | None = None
+        self._iterate = False
+
+    def start(self, stage: int, x: Tensor, content: Tensor, losses: Losses) -> None:
+        """The starting picture: what a job with no time for any iteration delivers."""
+        self.stage, self.x, self.content, self.losses = stage, x.detach().clone(), content, losses
+
+    def offer(self, stage: int, x: Tensor, content: Tensor, losses: Losses) -> None:
+        """An iterate: kept when it is the first of its stage or lower than the best."""
+        best = self.losses
+        if not self._iterate or stage != self.stage or best is None or losses.total < best.total:
+            self.start(stage, x, content, losses)
+            self._iterate = True
+
+
+# Iterations whose length predicts the next one's: now and then an L-BFGS step's line search
+# needs a few more evaluations than usual, which the longest of the last few covers.
+_RECENT_ITERATIONS = 4
+# Room left for a step this many times as long as predicted: missing the stop loses the whole
+# picture, stopping early one iteration. Lengths vary (on a quiet 2-core EPYC, consecutive
+# iterations of one stage took 13 to 25 ms), and far more where other processes share the cores.
+_SAFETY = 2.0
+
+
+class _Pace:
+    """Whether the next step of a job fits before ``stop`` (always, without one), judged by the
+    steps just measured: an iteration by the recent iterations, the first of a stage by the
+    stage's first evaluation times one more than an iteration's evaluations (the first step's
+    line search costs one more, measured: 2 for continuous L-BFGS and Adam), and a stage's
+    set-up by the previous stage's, scaled by area; each with room to spare (``_SAFETY``)."""
+
+    def __init__(self, stop: StopAt | None, evals: int) -> None:
+        self._stop = stop
+        self._evals = evals
+        self._recent: collections.deque[float] = collections.deque(maxlen=_RECENT_ITERATIONS)
+        self._stage_seconds = 0.0
+        self._area = 1
+
+    def _fits(self, seconds: float) -> bool:
+        return self._stop is None or time.perf_counter() + _SAFETY * seconds <= self._stop.at
+
+    def begin(self, stage: Stage, setup: float, evaluation: float) -> None:
+        """``stage`` took ``setup`` seconds to prepare and ``evaluation`` to evaluate once."""
+        first = evaluation * (self._evals + 1)
+        self._recent.clear()
+        self._recent.append(first)
+        self._stage_seconds = setup + evaluation + first
+        self._area = stage.width * stage.height
+
+    def iterated(self, seconds: float) -> None:
+        self._recent.append(seconds)
+
+    def iteration_fits(self) -> bool:
+        return self._fits(max(self._recent))
+
+    def stage_fits(self, stage: Stage) -> bool:
+        """Whether ``stage``'s set-up, first evaluation and first iteration fit."""
+        return self._fits(self._stage_seconds * stage.width * stage.height / self._area)
+
+
+def _delivered(
+    best: _Best,
+    last: Stage,
+    colour: Colour,
+    content: Image.Image,
+    options: StyleOptions,
+    device: torch.device,
+) -> Image.Image:
+    """The best picture at the output size (``last`` is the last stage, ``colour`` the running
+    stage's): as it is when it is the last stage's, else carried up as the next stage would
+    have started from it (the picture needs the output's bounds and colours, not an objective)."""
+    assert best.x is not None and best.content is not None
+    if best.stage == last.index:
+        return to_image(colour.output(best.x))
+    content_px = to_tensor(resize(content, (last.width, last.height), options.resize), device)
+    output = Colour(content_px, preserve=options.preserve_color)
+    grown = _carry(best.x, best.content, output.variable(content_px), options)
+    box = _box(content_px, options)
+    if box is not None:
+        box.project_(grown)
+    return to_image(output.output(grown))
 
 
 def run_job(
@@ -153,40 +230,55 @@ def run_job(
     init_image: Image.Image | None = None,
     cancel: threading.Event | None = None,
     precision: PrecisionChoice | None = None,
+    stop: StopAt | None = None,
+    style: PreparedStyle | None = None,
 ) -> Iterator[Iterate | Finished]:
     """Stylise ``content`` with ``styles``: yields one Iterate per iteration, then one Finished.
 
     ``precision`` is what "auto" means (``measure_precision``'s choice); None measures it now,
     once per backbone per process. An explicit ``options.precision`` is used as asked.
 
+    With ``stop``, Finished comes before ``stop.at`` when the iterations would end after it:
+    marked partial, with the best iterate (a coarse stage's carried up to the output size) and
+    the losses its Iterate reported, or with no time for any iteration the starting picture
+    and its losses. A job that runs every iteration finishes with its last one, as without.
+
+    ``style`` (a registered style) stands for ``styles``, which are then empty: the job takes
+    the style targets it keeps, and it keeps the ones the job computes.
+
     Raises JobCancelled within one iteration (in fact one evaluation) of ``cancel`` being set,
-    and ValueError when the pictures do not fit the options.
+    and OptionsError when the pictures do not fit the options.
     """
     started = time.perf_counter()
-    _check(styles, options, init_image)
+    count = len(styles) if style is None else style.count
+    check_pictures(options, count, init_image is not None)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**63)
     device = backbone.device
     choice = job_precision(options.precision, backbone, precision)
     net = FeatureNet(backbone, choice.precision)
     weights = Weights.from_options(options)
-    stages = plan(content, options)
+    stages = plan(content.size, options)
     total = sum(stage.iterations for stage in stages)
     done = 0
     setup_seconds: float | None = None
     x: Tensor | None = None
     previous: Tensor | None = None
+    pace = _Pace(stop, options.evals_per_iteration)
+    best = _Best()
+    stopped = False
     for stage in stages:
+        if stage.index > 0 and not pace.stage_fits(stage):
+            stopped = True
+            break
+        begun = time.perf_counter()
         colour, box, content_px, here, evaluator = _prepare(
-            stage, content, styles, options, net, weights
+            stage, content, styles, options, net, weights, style
         )
         if x is None:
             x = colour.variable(_start(options, content_px, init_image, net, seed))
         else:
-            x = _upsample(x.detach(), here)
-            if options.init == "content":
-                # The coarse stage could not hold the content's fine detail: add it back, so
-                # that the larger stage starts as close to its content as the first one did.
-                x += here - _upsample(previous, here)
+            assert previous is not None
+            x = _carry(x, previous, here, options)
         if box is not None:
             box.project_(x)  # noise, bicubic overshoot and the added detail leave the box
         previous = here
@@ -202,16 +294,27 @@ def run_job(
         )
         if setup_seconds is None:
             setup_seconds = time.perf_counter() - started
+        prepared = time.perf_counter()
+        # The start's losses, and the length of one of the stage's evaluations; the optimiser's
+        # first evaluation is at the same point, so the cache makes this one free.
+        evaluator()
+        pace.begin(stage, prepared - begun, time.perf_counter() - prepared)
+        if stop is not None and best.x is None:
+            best.start(stage.index, x, here, _losses(evaluator.terms))
         for _ in range(stage.iterations):
             if cancel is not None and cancel.is_set():
                 raise JobCancelled("the job was cancelled")
+            if not pace.iteration_fits():
+                stopped = True
+                break
+            begun = time.perf_counter()
             optimizer.iteration()
             evaluator()  # the losses of the new iterate (cached when the optimiser just saw it)
             done += 1
             wants_preview = options.preview_every > 0 and (
                 done % options.preview_every == 0 or done == total
             )
-            yield Iterate(
+            record = Iterate(
                 iteration=done,
                 total=total,
                 stage=stage.index,
@@ -221,10 +324,22 @@ def run_job(
                 elapsed=time.perf_counter() - started,
                 preview=_preview(colour, x, options.preview_size) if wants_preview else None,
             )
+            pace.iterated(time.perf_counter() - begun)
+            if stop is not None:
+                best.offer(stage.index, x, here, record.losses)
+            yield record
+        if stopped:
+            break
     assert x is not None and setup_seconds is not None
+    if stopped:
+        assert stop is not None and best.losses is not None
+        image = _delivered(best, stages[-1], colour, content, options, device)
+        losses, reason = best.losses, stop.reason
+    else:
+        image, losses, reason = to_image(colour.output(x)), _losses(evaluator.terms), "completed"
     yield Finished(
-        image=to_image(colour.output(x)),
-        losses=_losses(evaluator.terms),
+        image=image,
+        losses=losses,
         iterations=done,
         seed=seed,
         precision=choice.precision,
@@ -232,4 +347,6 @@ def run_job(
         device=str(device),
         setup_seconds=setup_seconds,
         optimize_seconds=time.perf_counter() - started - setup_seconds,
+        partial=stopped,
+        stop_reason=reason,
     )

@@ -2,11 +2,13 @@
 
 Targets (content features, blended style Gram matrices) are computed without autograd; the
 per-evaluation work is one forward and backward pass of the network up to its deepest layer.
+The style targets do not depend on the content, so ``style_targets`` is apart: a registered
+style computes them once and hands them to every job that uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,7 @@ from styleserve_server.engine.losses import (
     tutorial_style_divisor,
 )
 
-__all__ = ["Objective", "Weights"]
+__all__ = ["Objective", "Weights", "style_targets"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,29 @@ def _shares(weights: Sequence[float], count: int) -> list[float]:
     return [w / total for w in weights]
 
 
+def style_targets(
+    net: FeatureNet,
+    layers: Sequence[str],
+    normalization: str,
+    styles: Sequence[Tensor],
+    blend: Sequence[float],
+) -> dict[str, Tensor]:
+    """The Gram matrices at ``layers`` of the (1, 3, H, W) 0-255 RGB ``styles``, blended by
+    ``blend`` (empty: equal shares): what a stage's style loss compares against. They depend
+    on the style pictures and these arguments alone, so that they can be computed once for
+    many jobs (``engine.style``)."""
+    if not styles:
+        raise ValueError("style targets need at least one style picture")
+    normalize = normalization != "tutorial"
+    targets: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for share, style in zip(_shares(blend, len(styles)), styles, strict=True):
+            for layer, f in net(style, tuple(dict.fromkeys(layers))).items():
+                weighted = share * gram(f, normalize=normalize)
+                targets[layer] = weighted if layer not in targets else targets[layer] + weighted
+    return targets
+
+
 class Objective:
     """Loss of a (1, 3, H, W) 0-255 RGB picture against one content and a blend of styles."""
 
@@ -66,9 +91,13 @@ class Objective:
         net: FeatureNet,
         weights: Weights,
         content: Tensor,
-        styles: Sequence[Tensor],
-        blend: Sequence[float],
+        styles: Sequence[Tensor] = (),
+        blend: Sequence[float] = (),
+        *,
+        targets: Mapping[str, Tensor] | None = None,
     ) -> None:
+        """``targets``: the blended style Gram matrices computed before (``style_targets``,
+        e.g. kept by a registered style), instead of ``styles`` and ``blend``."""
         self._net = net
         self._weights = weights
         self._tutorial = weights.normalization == "tutorial"
@@ -78,10 +107,11 @@ class Objective:
         with torch.no_grad():
             features = net(content, tuple(weights.content))
             self._content = {k: v.to(torch.float32) for k, v in features.items()}
-            self._style = {layer: 0.0 for layer in weights.style}
-            for share, style in zip(_shares(blend, len(styles)), styles, strict=True):
-                for layer, f in net(style, tuple(weights.style)).items():
-                    self._style[layer] = self._style[layer] + share * self._gram(f)
+        self._style = (
+            style_targets(net, tuple(weights.style), weights.normalization, styles, blend)
+            if targets is None
+            else targets
+        )
 
     def _gram(self, features: Tensor) -> Tensor:
         return gram(features, normalize=not self._tutorial)

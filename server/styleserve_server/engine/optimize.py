@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from styleserve.options import OptionsError
 from torch import Tensor
 
 from styleserve_server.engine.records import JobCancelled
@@ -92,9 +93,7 @@ class Evaluator:
         self._box = box
         self._x: Tensor | None = None
         self._cancel: threading.Event | None = None
-        self._point: Tensor | None = None
-        self._grad: Tensor | None = None
-        self._loss: Tensor | None = None
+        self._last: tuple[Tensor, Tensor, Tensor] | None = None  # (point, gradient, loss)
         self.terms: Tensor | None = None
 
     def bind(self, x: Tensor, cancel: threading.Event | None) -> None:
@@ -107,18 +106,27 @@ class Evaluator:
         # Points that clamp to the same picture have the same loss and (straight-through)
         # gradient: the projection that ends a step costs no evaluation.
         point = x.detach() if self._box is None else self._box.clamp(x.detach())
-        if self._point is not None and torch.equal(self._point, point):
-            x.grad = self._grad.clone()
-            return self._loss
+        if self._last is not None and torch.equal(self._last[0], point):
+            _, last_grad, last_loss = self._last
+            x.grad = last_grad.clone()
+            return last_loss
         if self._cancel is not None and self._cancel.is_set():
             raise JobCancelled("the job was cancelled")
         with torch.enable_grad():
             loss, terms = self._objective(x if self._box is None else self._box.clamp(x))
             (grad,) = torch.autograd.grad(loss, x)
-        self._point, self._grad = point.clone(), grad
-        self._loss, self.terms = loss.detach(), terms.detach()
+        if not bool(torch.isfinite(loss)):
+            # The options' weights and powers are bounded to keep the arithmetic finite; what
+            # still overflows is the request's doing, and the caller's to change.
+            raise OptionsError(
+                "options",
+                "the loss overflowed (inf or NaN) with these options: lower content_weight, "
+                "style_weight, tv_weight or tv_power",
+            )
+        self._last = (point.clone(), grad, loss.detach())
+        self.terms = terms.detach()
         x.grad = grad.clone()
-        return self._loss
+        return self._last[2]
 
 
 class Optimizer:
@@ -144,7 +152,9 @@ class Optimizer:
         self._evaluate = evaluator
         self._evals = evals
         self._first_step = first_step
-        self._torch: torch.optim.Optimizer | None = None
+        # One of the two, by ``kind``.
+        self._adam_opt: torch.optim.Adam | None = None
+        self._lbfgs_opt: torch.optim.LBFGS | None = None
 
     def iteration(self) -> None:
         if self._kind == "adam":
@@ -155,10 +165,10 @@ class Optimizer:
             self._lbfgs_step()
 
     def _adam(self) -> None:
-        if self._torch is None:
-            self._torch = torch.optim.Adam([self._x], lr=self._first_step)
+        if self._adam_opt is None:
+            self._adam_opt = torch.optim.Adam([self._x], lr=self._first_step)
         for _ in range(self._evals):
-            self._torch.step(self._evaluate)
+            self._adam_opt.step(self._evaluate)
             if self._box is not None:
                 self._box.project_(self._x)
 
@@ -172,14 +182,14 @@ class Optimizer:
             self._step(opt)
 
     def _lbfgs_step(self) -> None:
-        if self._torch is None:
-            self._torch = self._fresh_lbfgs(_STEP_EVALS, self._history())
+        if self._lbfgs_opt is None:
+            self._lbfgs_opt = self._fresh_lbfgs(_STEP_EVALS, self._history())
             return
-        before = self._step(self._torch)
+        before = self._step(self._lbfgs_opt)
         if torch.equal(before, self._x):
             # The line search found nothing lower along the history's direction (rounding
             # noise in the curvature pairs): start over from the gradient.
-            self._torch = self._fresh_lbfgs(_STEP_EVALS, self._history())
+            self._lbfgs_opt = self._fresh_lbfgs(_STEP_EVALS, self._history())
 
     def _step(self, opt: torch.optim.LBFGS) -> Tensor:
         """One ``opt.step``, projected into the box; returns the point it started from."""
@@ -212,7 +222,9 @@ class Optimizer:
         # torch's first step is t = lr * min(1, 1/|g|_1) along -g; choose lr to move the
         # steepest pixel by first_step, then restore the unit step of later iterations.
         self._evaluate()
-        magnitude = self._x.grad.abs()
+        grad = self._x.grad
+        assert grad is not None, "the evaluation sets the gradient"
+        magnitude = grad.abs()
         peak, l1 = torch.stack((magnitude.max(), magnitude.sum())).tolist()
         if peak > 0:
             opt.param_groups[0]["lr"] = self._first_step / peak / min(1.0, 1.0 / l1)

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from styleserve.options import PRESETS
+from styleserve.options import PRESETS, StyleOptions
+from styleserve.plan import plan
 from styleserve_export.loader import Backbone
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -68,6 +69,20 @@ class PrecisionChoice:
     precision: str
     reason: str
     trials: tuple[PrecisionTrial, ...] = ()
+
+
+def expected_job_seconds(choice: PrecisionChoice, options: StyleOptions) -> float | None:
+    """What a job of ``options`` on a 4:3 picture should take here: the probe's measured time
+    of one loss+gradient evaluation, scaled by the job's pixels per stage and its iterations
+    (about one evaluation each). None when nothing was measured (a requested precision)."""
+    trial = next((t for t in choice.trials if t.precision == choice.precision), None)
+    if trial is None:
+        return None
+    probe_pixels = PROBE_SIZE[0] * PROBE_SIZE[1]
+    stages = plan((4, 3), options)
+    pixels = sum(s.iterations * s.width * s.height for s in stages)
+    evaluations = pixels * options.evals_per_iteration / probe_pixels
+    return trial.seconds * evaluations
 
 
 def decide(trials: Sequence[PrecisionTrial], tolerance: float = TOLERANCE) -> PrecisionChoice:

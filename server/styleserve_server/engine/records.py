@@ -12,7 +12,7 @@ from PIL import Image
 
 from styleserve_server.engine.precision import PrecisionChoice
 
-__all__ = ["Finished", "Iterate", "JobCancelled", "Losses"]
+__all__ = ["Finished", "Iterate", "JobCancelled", "Losses", "StopAt"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,20 @@ class Finished:
     device: str
     setup_seconds: float
     optimize_seconds: float
+    # True when the job ran out of time (its StopAt) before its last iteration: the picture and
+    # losses are then its best iterate's, ``iterations`` the ones it ran.
+    partial: bool = False
+    # "completed", or the reason of the StopAt that stopped it.
+    stop_reason: str = "completed"
+
+
+@dataclass(frozen=True)
+class StopAt:
+    """When a job must be done, as a ``time.perf_counter()`` instant, and why: "time_budget"
+    or "deadline" (what Finished.stop_reason then says)."""
+
+    at: float
+    reason: str
 
 
 class JobCancelled(Exception):

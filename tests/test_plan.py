@@ -1,8 +1,8 @@
-"""Coarse-to-fine stage planning."""
+"""Coarse-to-fine stage planning, shared by the engine and the CLI."""
 
 from __future__ import annotations
 
-from styleserve_server.engine.schedule import Stage, plan_stages
+from styleserve.plan import Stage, plan_stages
 
 
 def test_coarse_stages_get_a_twentieth_of_the_iterations() -> None:

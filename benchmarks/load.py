@@ -1,0 +1,524 @@
+"""Whether the server holds up under load: nothing lost, no memory or thread growth, dead
+clients' slots freed, health answered.
+
+Starts a real ``styleserve-server`` process on the tiny network (``--backbone tiny-vgg16
+--feed-forward tiny-arbitrary``, ``--job-slots`` ``--slots``, a queue for every stream, the
+metrics port on) and measures it with the real client (``styleserve.AsyncClient``: one event
+loop follows every stream, as a backend would) and psutil on the server's pid:
+
+1. soak: ``--streams`` concurrent streams for ``--seconds``, each starting a new job when its
+   last one ends. Every job streams 80 Progress records (more than the 64 the server keeps for a
+   slow reader); each stream's iteration numbers must arrive complete and in order (lost:
+   missing numbers; out of order: a number not above the one before). Streams still open at
+   the end are cancelled (no failure; their records up to then still count). Also: terminal
+   statuses, time from the call to the first Progress (queue wait included: only ``--slots``
+   jobs run at once), grpc.health.v1 checks on a channel of their own meanwhile, and the
+   server's RSS before (after one warm-up round) and after;
+2. cancels: ``--cancels`` streams, ``--slots`` at a time, each cancelled after its first event
+   (while queued or just starting) or, every other one, after its first Progress (running);
+   the RSS growth, and the running and queued gauges (read from the metrics port) back at 0;
+3. dead clients: one ``styleserve stylize`` CLI process per slot holds every slot, as many jobs
+   wait in the queue, the CLIs are SIGKILLed: the time until the last waiting job starts;
+4. sequential jobs: ``--jobs`` small jobs one after another: the slope of the RSS per job (a
+   least-squares line through the second half, after the first half's warm-up), and the
+   server's threads and open file descriptors before and after.
+
+    python benchmarks/load.py [--streams 100] [--seconds 60] [--cancels 2000] [--jobs 2000]
+
+Prints the hardware, then one line per figure with its threshold and PASS or FAIL (or "-"
+for a figure that has none); exits 1 when any fails. ``tests/reliability/test_reliability.py``
+runs the same measurements at CI size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import io
+import itertools
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+from styleserve import AsyncClient, Event, Progress, Result, Started, StyleserveError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+# The scripts folder is no package; this one's own folder is on the path when it runs (the
+# test puts it there).
+from instant import free_port, health_p99  # noqa: E402
+from seed_vs_default import machine  # noqa: E402
+from wait_healthy import wait_healthy  # noqa: E402
+
+__all__ = [
+    "Figure",
+    "Server",
+    "StreamLog",
+    "cancels",
+    "dead_clients",
+    "hardware",
+    "sequential",
+    "serve",
+    "soak",
+]
+
+CONTENT = ROOT / "examples" / "tubingen.jpg"
+STYLE = ROOT / "examples" / "starry_night.jpg"
+# Tiny-network jobs: one Adam evaluation per iteration keeps the Progress records coming
+# steadily; 80 of them is more than the server keeps pending for a slow reader (jobs.py), so
+# a reader that fell behind would show gaps.
+STREAMED: dict[str, Any] = {
+    "size": 32,
+    "iterations": 80,
+    "optimizer": "adam",
+    "scales": [1.0],
+    "precision": "float32",
+}
+# Runs until cancelled (the server's most iterations).
+ENDLESS = {**STREAMED, "iterations": 5000}
+# The sequential part's job: as little work as a job can be, so that per-job overhead shows.
+SMALL: dict[str, Any] = {**STREAMED, "iterations": 3}
+OK = "OK"
+OPEN_AT_THE_END = "open at the end"
+MB = 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """One measured figure; it passes when it is below ``below`` and at most ``at_most``
+    (either absent: no threshold)."""
+
+    name: str
+    value: float
+    unit: str = ""
+    digits: int = 0
+    below: float | None = None
+    at_most: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return (self.below is None or self.value < self.below) and (
+            self.at_most is None or self.value <= self.at_most
+        )
+
+    @property
+    def threshold(self) -> str:
+        if self.below is not None:
+            return f"< {self.below:g}"
+        if self.at_most is not None:
+            return f"<= {self.at_most:g}"
+        return ""
+
+    def line(self, hardware: str) -> str:
+        value = f"{self.value:.{self.digits}f} {self.unit}".strip()
+        if not self.threshold:
+            return f"{self.name}: {value} [{hardware}]"
+        verdict = "PASS" if self.passed else "FAIL"
+        return f"{self.name}: {value} (threshold {self.threshold}: {verdict}) [{hardware}]"
+
+
+@functools.cache
+def hardware() -> str:
+    """The short name of this machine that every figure carries: its CPU model and cores
+    (``machine()``, printed first, has the flags and the torch build)."""
+    model = machine().removeprefix("cpu ").partition(" (")[0]
+    return f"{model}, {os.cpu_count()} cores"
+
+
+@dataclasses.dataclass
+class Server:
+    """A ``styleserve-server`` process: where to call it, its metrics and its pid."""
+
+    process: subprocess.Popen[bytes]
+    target: str
+    metrics_url: str
+    slots: int
+
+    @functools.cached_property
+    def _stats(self) -> psutil.Process:
+        return psutil.Process(self.process.pid)
+
+    def rss(self) -> int:
+        return int(self._stats.memory_info().rss)
+
+    def threads(self) -> int:
+        return int(self._stats.num_threads())
+
+    def fds(self) -> int:
+        return int(self._stats.num_fds())
+
+    def gauges(self) -> tuple[float, float]:
+        """(running, queued) jobs, as the metrics port says."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
+            text = reply.read().decode()
+        values = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        return values["styleserve_running_jobs"], values["styleserve_queue_depth"]
+
+    def idle(self) -> bool:
+        return self.gauges() == (0, 0)
+
+
+@contextlib.contextmanager
+def serve(slots: int, queue_size: int) -> Iterator[Server]:
+    """A server process on the tiny network with ``slots`` job slots and ``queue_size``
+    places in the queue, once it says SERVING; stopped (SIGTERM) on exit."""
+    port, metrics_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "styleserve_server.main",
+        *("--port", str(port), "--metrics-port", str(metrics_port)),
+        *("--backbone", "tiny-vgg16", "--feed-forward", "tiny-arbitrary"),
+        *("--job-slots", str(slots), "--queue-size", str(queue_size)),
+        *("--log-level", "WARNING"),
+    ]
+    process = subprocess.Popen(command)
+    target = f"127.0.0.1:{port}"
+    try:
+        problem = wait_healthy(target, timeout=300, pid=process.pid)
+        if problem is not None:
+            raise RuntimeError(f"the server did not start: {problem}")
+        yield Server(process, target, f"http://127.0.0.1:{metrics_port}/metrics", slots)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@functools.cache
+def _pictures() -> tuple[bytes, bytes]:
+    """The examples' content and style at 64 px: decoding the full pictures would be most of
+    a tiny job's work."""
+
+    def small(path: Path) -> bytes:
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((64, 64))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    return small(CONTENT), small(STYLE)
+
+
+@dataclasses.dataclass
+class StreamLog:
+    """What one stream delivered, and when (``time.perf_counter`` seconds)."""
+
+    began: float
+    started: float | None = None
+    first_progress: float | None = None
+    total: int | None = None
+    iterations: list[int] = dataclasses.field(default_factory=list)
+    outcome: str = OPEN_AT_THE_END
+
+    def record(self, event: Event) -> None:
+        now = time.perf_counter()
+        if isinstance(event, Started):
+            self.started, self.total = now, event.total_iterations
+        elif isinstance(event, Progress):
+            if self.first_progress is None:
+                self.first_progress = now - self.began
+            self.iterations.append(event.iteration)
+        elif isinstance(event, Result):
+            self.outcome = OK
+
+    def lost(self) -> int:
+        """Iteration numbers that never came: of all the job's when it ended with a Result,
+        else of those up to the last one seen."""
+        seen = set(self.iterations)
+        last = self.total if self.outcome == OK and self.total else max(seen, default=0)
+        return len(set(range(1, last + 1)) - seen)
+
+    def out_of_order(self) -> int:
+        return sum(b <= a for a, b in itertools.pairwise(self.iterations))
+
+
+async def _follow(client: AsyncClient, log: StreamLog, options: dict[str, Any]) -> None:
+    """Runs one job, logging its events; a failure is logged as its status, not raised."""
+    content, style = _pictures()
+    try:
+        async with contextlib.aclosing(client.stream(content, style, **options)) as events:
+            async for event in events:
+                log.record(event)
+        if log.outcome != OK:
+            log.outcome = "ended without a Result"
+    except StyleserveError as error:
+        log.outcome = error.code.name
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> float:
+    """Polls ``condition`` (off the event loop: it may read the metrics port) until it holds;
+    returns the seconds that took, or infinity after ``timeout``."""
+    began = time.perf_counter()
+    while not await asyncio.to_thread(condition):
+        if time.perf_counter() - began > timeout:
+            return math.inf
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - began
+
+
+def _p(values: list[float], percent: int) -> float:
+    """The ``percent``-th percentile (nan with fewer than two values)."""
+    if len(values) < 2:
+        return math.nan
+    return statistics.quantiles(values, n=100)[percent - 1]
+
+
+def _client(target: str) -> AsyncClient:
+    # No retries: a refusal is a figure here, not something to hide.
+    return AsyncClient(target, timeout=3600, retries=0)
+
+
+async def _stream_for(
+    client: AsyncClient, seconds: float, streams: int, logs: list[StreamLog]
+) -> None:
+    """``streams`` streams that each start a job after another for ``seconds``; those still
+    open then are cancelled."""
+
+    async def one_after_another() -> None:
+        while time.perf_counter() < end:
+            log = StreamLog(time.perf_counter())
+            logs.append(log)
+            await _follow(client, log, STREAMED)
+
+    end = time.perf_counter() + seconds
+    tasks = [asyncio.create_task(one_after_another()) for _ in range(streams)]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, Exception):  # a fault of this benchmark: not to be hidden
+            raise outcome
+
+
+def soak(
+    server: Server,
+    streams: int,
+    seconds: float,
+    *,
+    rss_growth_mb: float = 50,
+    health_p99_ms: float = 50,
+) -> list[Figure]:
+    """Part 1: ``streams`` concurrent streams for ``seconds``."""
+
+    async def run() -> list[StreamLog]:
+        async with _client(server.target) as client:
+            # One job per slot first: the server's worker threads and allocator arenas exist
+            # before the RSS is read, so that growth means growth.
+            warm = [StreamLog(time.perf_counter()) for _ in range(server.slots)]
+            await asyncio.gather(*(_follow(client, log, STREAMED) for log in warm))
+            before.append(server.rss())
+            checker.start()
+            logs: list[StreamLog] = []
+            await _stream_for(client, seconds, streams, logs)
+            return logs
+
+    before: list[int] = []
+    stop, health = threading.Event(), list[float]()
+    checker = threading.Thread(target=health_p99, args=(server.target, stop, health))
+    try:
+        logs = asyncio.run(run())
+    finally:
+        stop.set()
+        if checker.is_alive():
+            checker.join()
+    after = server.rss()
+    firsts = [log.first_progress for log in logs if log.first_progress is not None]
+    queued = [log.started - log.began for log in logs if log.started is not None]
+    name = f"soak, {streams} streams for {seconds:g} s ({server.slots} slots):"
+    return [
+        Figure(f"{name} jobs ended with a Result", sum(log.outcome == OK for log in logs)),
+        Figure(
+            f"{name} streams ended otherwise",
+            sum(log.outcome not in (OK, OPEN_AT_THE_END) for log in logs),
+            at_most=0,
+        ),
+        Figure(f"{name} Progress records", sum(len(log.iterations) for log in logs)),
+        Figure(f"{name} Progress records lost", sum(log.lost() for log in logs), at_most=0),
+        Figure(
+            f"{name} Progress records out of order",
+            sum(log.out_of_order() for log in logs),
+            at_most=0,
+        ),
+        Figure(f"{name} call to first Progress p50", statistics.median(firsts), "s", 2),
+        Figure(f"{name} call to first Progress p99", _p(firsts, 99), "s", 2),
+        Figure(f"{name} call to Started (queue wait) p50", statistics.median(queued), "s", 2),
+        Figure(f"{name} health checks", len(health)),
+        Figure(f"{name} health check p99", _p(health, 99) * 1000, "ms", 1, below=health_p99_ms),
+        Figure(f"{name} server RSS before", before[0] / MB, "MB", 1),
+        Figure(f"{name} server RSS after", after / MB, "MB", 1),
+        Figure(f"{name} server RSS growth", (after - before[0]) / MB, "MB", 1, below=rss_growth_mb),
+    ]
+
+
+async def _cancel_once(client: AsyncClient, at_progress: bool) -> None:
+    content, style = _pictures()
+    async with contextlib.aclosing(client.stream(content, style, **ENDLESS)) as events:
+        async for event in events:
+            if not at_progress or isinstance(event, Progress):
+                break
+
+
+def cancels(server: Server, count: int, *, rss_growth_mb: float = 20) -> list[Figure]:
+    """Part 2: ``count`` cancelled streams, a slot's worth at a time."""
+
+    async def run() -> float:
+        async with _client(server.target) as client:
+            jobs = iter(range(count + warmup))
+
+            async def canceller() -> None:
+                for index in jobs:
+                    if index == warmup:
+                        before.append(server.rss())
+                    await _cancel_once(client, at_progress=index % 2 == 1)
+
+            await asyncio.gather(*(canceller() for _ in range(server.slots)))
+        return await _until(server.idle, timeout=60)
+
+    # A few cancels before the RSS is read, for the same reason as the soak's warm-up round.
+    warmup = 4 * server.slots
+    before: list[int] = []
+    settle = asyncio.run(run())
+    growth = (server.rss() - before[0]) / MB
+    running, queued = server.gauges()
+    name = f"cancels, {count} streams ({server.slots} at a time):"
+    return [
+        Figure(f"{name} server RSS growth", growth, "MB", 1, below=rss_growth_mb),
+        Figure(f"{name} running + queued jobs after", running + queued, at_most=0),
+        Figure(f"{name} time for the gauges to reach 0", settle, "s", 2),
+    ]
+
+
+def dead_clients(server: Server, *, free_seconds: float = 5) -> list[Figure]:
+    """Part 3: a CLI process holds each slot, as many jobs wait, the CLIs are SIGKILLed."""
+
+    async def run(children: list[subprocess.Popen[bytes]]) -> list[float]:
+        if await _until(lambda: server.gauges()[0] == server.slots, timeout=120) == math.inf:
+            raise RuntimeError("the CLI processes never held every slot")
+        async with _client(server.target) as client:
+            waiting = [StreamLog(time.perf_counter()) for _ in range(server.slots)]
+            tasks = [asyncio.create_task(_follow(client, log, SMALL)) for log in waiting]
+            if await _until(lambda: server.gauges()[1] == server.slots, timeout=60) == math.inf:
+                raise RuntimeError("the waiting jobs never queued")
+            killed = time.perf_counter()
+            for child in children:
+                child.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+        return [math.inf if log.started is None else log.started - killed for log in waiting]
+
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "styleserve.cli", "stylize", str(CONTENT), str(STYLE)]
+        command += ["-o", str(Path(folder) / "never.png"), "--server", server.target]
+        command += ["--size", "32", "--iterations", str(ENDLESS["iterations"]), "--quiet"]
+        children = [subprocess.Popen(command) for _ in range(server.slots)]
+        try:
+            waits = asyncio.run(run(children))
+        finally:
+            for child in children:
+                child.kill()
+                child.wait()
+    name = f"dead clients, {server.slots} SIGKILLed CLIs holding every slot:"
+    return [
+        Figure(
+            f"{name} time until the last waiting job started",
+            max(waits),
+            "s",
+            2,
+            below=free_seconds,
+        )
+    ]
+
+
+def sequential(server: Server, jobs: int, *, growth_per_job: float = 1024) -> list[Figure]:
+    """Part 4: ``jobs`` small jobs one after another; ``growth_per_job`` bounds the RSS
+    slope in bytes."""
+
+    async def run() -> list[int]:
+        content, style = _pictures()
+        rss = []
+        async with _client(server.target) as client:
+            # The part's own warm-up: whatever a first job allocates once is not growth.
+            for _ in range(10):
+                await client.stylize(content, style, **SMALL)
+            await _until(server.idle, timeout=60)
+            counts.append((server.threads(), server.fds()))
+            for _ in range(jobs):
+                await client.stylize(content, style, **SMALL)
+                rss.append(server.rss())
+            # Counted with the client's connection still open, as before.
+            await _until(server.idle, timeout=60)
+            counts.append((server.threads(), server.fds()))
+        return rss
+
+    counts: list[tuple[int, int]] = []
+    rss = asyncio.run(run())
+    half = jobs // 2
+    slope = statistics.linear_regression(range(half, jobs), rss[half:]).slope
+    (threads_before, fds_before), (threads_after, fds_after) = counts
+    name = f"sequential, {jobs} jobs:"
+    return [
+        Figure(
+            f"{name} RSS slope over the second half",
+            slope,
+            "B/job",
+            below=growth_per_job,
+        ),
+        Figure(f"{name} RSS growth over all", (rss[-1] - rss[0]) / MB, "MB", 1),
+        Figure(f"{name} threads before", threads_before),
+        Figure(f"{name} threads after - before", threads_after - threads_before, at_most=0),
+        Figure(f"{name} open fds before", fds_before),
+        Figure(f"{name} open fds after - before", fds_after - fds_before, at_most=0),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=100, help="concurrent soak streams")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the soak")
+    parser.add_argument("--cancels", type=int, default=2000, help="cancelled streams")
+    parser.add_argument("--jobs", type=int, default=2000, help="sequential jobs")
+    parser.add_argument("--slots", type=int, default=4, help="the server's --job-slots")
+    args = parser.parse_args(argv)
+    print(f"hardware: {machine()}; load average {os.getloadavg()[0]:.2f} at the start")
+    parts: list[Callable[[Server], list[Figure]]] = [
+        lambda server: soak(server, args.streams, args.seconds),
+        lambda server: cancels(server, args.cancels),
+        dead_clients,
+        lambda server: sequential(server, args.jobs),
+    ]
+    failed = 0
+    with serve(args.slots, queue_size=max(args.streams, args.slots)) as server:
+        for part in parts:
+            for figure in part(server):
+                print(figure.line(hardware()), flush=True)
+                failed += not figure.passed
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    print("all figures within their thresholds" if not failed else f"{failed} figures FAILED")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

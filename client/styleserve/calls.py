@@ -1,0 +1,124 @@
+"""What the sync and asyncio clients share of every call, so that they cannot drift apart.
+
+Both clients build their messages, translate failures and follow a job the same way; they
+differ only in ``for`` / ``async for`` and ``await``. ``translated`` is the one place where a
+gRPC failure becomes a ``styleserve.errors`` exception. ``Calls`` holds the request building
+and the memory of registered styles: a job that names a ``style_id`` the server does not hold
+(evicted, or another replica behind the balancer) is answered NOT_FOUND before its stream
+starts; the client then registers the pictures it kept once more and sends the job again with
+those pictures and the style's options. A balancer may send either call to any replica, so
+the job carries the pictures rather than the id: it runs wherever it lands, and a replica that
+holds the style takes its targets from its cache all the same. A multi-replica deployment so
+needs no sticky sessions. A failure after the stream started is never retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from styleserve.channel import Connection
+from styleserve.errors import NotFound, from_rpc_error
+from styleserve.events import Event, Result, event_from_proto, missing_result
+from styleserve.pictures import Picture
+from styleserve.request import Registration, Styles, build_registration, build_request
+from styleserve.v1 import style_transfer_pb2 as pb
+
+__all__ = ["Calls", "JobEvents", "final_result", "translated"]
+
+# A job refused NOT_FOUND is sent once more after its style is registered again, not more.
+_ATTEMPTS = 2
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turns a gRPC failure (sync or asyncio) raised inside into its styleserve exception."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise from_rpc_error(err) from err
+
+
+def final_result(results: list[Result]) -> Result:
+    """The Result among a finished stream's events; raises when it ended without one."""
+    if not results:
+        raise missing_result()
+    return results[-1]
+
+
+class JobEvents:
+    """One attempt at a job: its responses as typed events, and whether any came."""
+
+    ATTEMPTS = range(_ATTEMPTS)
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def event(self, response: pb.StyleTransferResponse) -> Event | None:
+        """The event of one response; None for a kind newer than this client (skipped)."""
+        self.started = True
+        return event_from_proto(response)
+
+
+class Calls(Connection):
+    """The base of ``Client`` and ``AsyncClient``: their messages and registered styles."""
+
+    @functools.cached_property
+    def _health(self) -> Any:
+        # Any: the type stubs of grpcio-health-checking declare HealthStub without methods.
+        return health_pb2_grpc.HealthStub(self._channel)
+
+    @staticmethod
+    def _health_request(service: str) -> health_pb2.HealthCheckRequest:
+        return health_pb2.HealthCheckRequest(service=service)
+
+    @staticmethod
+    def _health_status(response: health_pb2.HealthCheckResponse) -> str:
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    @functools.cached_property
+    def _registrations(self) -> dict[str, Registration]:
+        """style_id -> its registration, to register it again where it is missing."""
+        return {}
+
+    def _job_request(
+        self,
+        content: Picture,
+        styles: Styles | None,
+        init_image: Picture | None,
+        request_id: str | None,
+        style_id: str | None,
+        options: Mapping[str, Any],
+    ) -> pb.StyleTransferRequest:
+        return build_request(
+            content,
+            styles,
+            init_image=init_image,
+            request_id=request_id,
+            style_id=style_id,
+            options=options,
+        )
+
+    def _remember(self, registration: Registration, style_id: str) -> str:
+        self._registrations[style_id] = registration
+        return style_id
+
+    def _registration_to_retry(
+        self, request: pb.StyleTransferRequest, error: NotFound, events: JobEvents, attempt: int
+    ) -> Registration:
+        """The registration to send again after ``error`` refused ``request``; re-raises
+        ``error`` when there is none (a style registered elsewhere, a second refusal, or a
+        failure after the stream started, which is never retried)."""
+        registration = self._registrations.get(request.style_id)
+        if registration is None or events.started or attempt + 1 >= _ATTEMPTS:
+            raise error
+        return registration
+
+    @staticmethod
+    def _registration(styles: Styles, options: Mapping[str, Any]) -> Registration:
+        return build_registration(styles, options)

@@ -1,0 +1,175 @@
+"""Style targets that outlive one job: the engine's side of the server's registered styles.
+
+A stage's style targets (the blended Gram matrices its objective compares against) depend on
+the style pictures, their blend, the size the pictures are resized to and a few options, but
+not on the content (colour preservation aside: it matches each style's luminance to the
+content's). So a style the server holds (``styleserve_server.style_cache``) can compute them
+once per resolution and hand them to every job that uses it, sparing each job the decoding,
+the upload and the forward pass of its style pictures. The engine sees such a style as a
+``PreparedStyle``; this module says what identifies one stage's targets (``StyleKey``),
+computes them, and prepares the resolutions a registration asks for.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from styleserve.options import StyleOptions
+from styleserve.plan import MIN_SIDE, Stage, fit_longest_side, plan
+from styleserve_export.loader import Backbone
+from torch import Tensor
+
+from styleserve_server.engine.colour import Colour
+from styleserve_server.engine.features import FeatureNet
+from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.engine.imaging import resize, to_tensor
+from styleserve_server.engine.objective import style_targets
+from styleserve_server.engine.precision import PrecisionChoice, job_precision
+
+__all__ = [
+    "Grams",
+    "PreparedStyle",
+    "StyleKey",
+    "prepare",
+    "registration_stages",
+    "resized_style",
+    "stage_targets",
+    "style_key",
+]
+
+Grams = dict[str, Tensor]
+"""Blended Gram matrices by layer name."""
+
+
+@dataclass(frozen=True)
+class StyleKey:
+    """What one stage's style targets depend on besides the pictures and their blend."""
+
+    # The box each style picture is resized into: exactly (``stretch``: the tutorial's
+    # stretching to the stage's shape), or keeping its aspect ratio with the box's side as
+    # its longest.
+    box: tuple[int, int]
+    stretch: bool
+    resize: str
+    layers: tuple[str, ...]
+    normalization: str
+    # The network's precision (its memory layout follows from it).
+    dtype: torch.dtype
+
+
+class PreparedStyle(Protocol):
+    """Style pictures whose targets are kept from job to job (a registered style)."""
+
+    @property
+    def count(self) -> int:
+        """How many pictures the style blends."""
+        ...
+
+    def pictures(self) -> list[Image.Image]:
+        """The style pictures, decoded."""
+        ...
+
+    def grams(self, key: StyleKey, compute: Callable[[Sequence[Image.Image]], Grams]) -> Grams:
+        """The targets for ``key``: the kept ones, else ``compute`` of the pictures (kept
+        from then on where there is room)."""
+        ...
+
+    def vector(self, compute: Callable[[Sequence[Image.Image]], np.ndarray]) -> np.ndarray:
+        """The feed-forward style vector: the kept one, else ``compute`` of the pictures."""
+        ...
+
+
+def style_key(stage: Stage, options: StyleOptions, dtype: torch.dtype) -> StyleKey:
+    """The key of ``stage``'s style targets for a job with ``options`` whose network runs in
+    ``dtype``."""
+    if options.loss_normalization == "tutorial":
+        # The Keras example stretches the style to the output's shape; its unnormalised Gram
+        # matrices only compare at equal sizes.
+        box = (round(stage.width * options.style_scale), round(stage.height * options.style_scale))
+        stretch = True
+    else:
+        longest = round(max(stage.width, stage.height) * options.style_scale)
+        box, stretch = (longest, longest), False
+    return StyleKey(
+        box, stretch, options.resize, options.style_layers, options.loss_normalization, dtype
+    )
+
+
+def resized_style(style: Image.Image, key: StyleKey) -> Image.Image:
+    """``style`` resized into ``key``'s box."""
+    width, height = key.box if key.stretch else fit_longest_side(style.size, key.box[0])
+    return resize(style, (max(MIN_SIDE, width), max(MIN_SIDE, height)), key.resize)
+
+
+def _targets(
+    pictures: Sequence[Image.Image],
+    *,
+    key: StyleKey,
+    blend: Sequence[float],
+    net: FeatureNet,
+    colour: Colour | None,
+) -> Grams:
+    """The targets of ``pictures`` for ``key``, as ``colour`` (None: none) has the network
+    see them."""
+    pixels = [to_tensor(resized_style(p, key), net.device) for p in pictures]
+    if colour is not None:
+        pixels = [colour.style(p) for p in pixels]
+    return style_targets(net, key.layers, key.normalization, pixels, blend)
+
+
+def stage_targets(
+    stage: Stage,
+    options: StyleOptions,
+    net: FeatureNet,
+    colour: Colour,
+    styles: Sequence[Image.Image],
+    prepared: PreparedStyle | None,
+) -> Grams:
+    """``stage``'s style targets: of ``styles``, or of ``prepared`` (which stands for them)
+    and kept there."""
+    key = style_key(stage, options, net.dtype)
+    compute = functools.partial(
+        _targets, key=key, blend=options.style_blend, net=net, colour=colour
+    )
+    if prepared is None:
+        return compute(styles)
+    if colour.preserve:
+        # The pictures' luminance is matched to this content's: the targets serve one job.
+        return compute(prepared.pictures())
+    return prepared.grams(key, compute)
+
+
+def registration_stages(options: StyleOptions) -> list[Stage]:
+    """The stages whose targets a registration with ``options`` prepares: those of a job at
+    its size, which all contents share (the longest side decides), except where the tutorial
+    stretches the style to the content's shape and no width and height fix it."""
+    if options.loss_normalization == "tutorial" and not (options.width and options.height):
+        return []
+    return plan((options.size, options.size), options)
+
+
+def prepare(
+    style: PreparedStyle,
+    backbone: Backbone,
+    options: StyleOptions,
+    precision: PrecisionChoice | None,
+    feed_forward: FeedForward | None,
+) -> None:
+    """Has ``style`` keep the targets of ``registration_stages(options)`` on ``backbone``
+    (``precision``: what "auto" means, as for ``run_job``) and, with an instant tier
+    ``feed_forward``, its style vector."""
+    net = FeatureNet(backbone, job_precision(options.precision, backbone, precision).precision)
+    for stage in registration_stages(options):
+        key = style_key(stage, options, net.dtype)
+        style.grams(
+            key,
+            functools.partial(_targets, key=key, blend=options.style_blend, net=net, colour=None),
+        )
+    if feed_forward is not None:
+        style.vector(functools.partial(feed_forward.styles_vector, blend=options.style_blend))
