@@ -54,22 +54,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(cache_dir: Path | None, port: int, feed_forward_slots: int) -> subprocess.Popen:
+def start_server(cache_dir: Path | None, port: int, *flags: str) -> subprocess.Popen:
+    """A real styleserve-server process on ``port`` with ``flags``, once it is SERVING."""
     command = [
-        sys.executable,
-        "-m",
-        "styleserve_server.main",
-        "--port",
-        str(port),
-        "--log-level",
-        "WARNING",
-        "--queue-size",
-        "64",
-        "--feed-forward-slots",
-        str(feed_forward_slots),
-        "--feed-forward-queue-size",
-        "64",
-    ]
+        sys.executable, "-m", "styleserve_server.main", "--port", str(port),
+        "--log-level", "WARNING", *flags,
+    ]  # fmt: skip
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     server = subprocess.Popen(command)
@@ -228,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{machine()}, onnxruntime {onnxruntime.__version__}, feed-forward slots {args.slots}")
     port = free_port()
-    server = start_server(args.cache_dir, port, args.slots)
+    server = start_server(
+        args.cache_dir, port, "--queue-size", "64", "--feed-forward-slots", str(args.slots),
+        "--feed-forward-queue-size", "64",
+    )  # fmt: skip
     target = f"127.0.0.1:{port}"
     try:
         with Client(target) as client:

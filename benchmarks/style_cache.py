@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -38,31 +37,8 @@ STYLE = ROOT / "examples" / "starry_night.jpg"
 SIZE = 384
 sys.path.insert(0, str(ROOT / "scripts"))
 # The scripts folder is no package; this one's own folder is on the path when it runs.
-from instant import free_port  # noqa: E402
+from instant import free_port, start_server  # noqa: E402
 from seed_vs_default import machine  # noqa: E402
-from wait_healthy import wait_healthy  # noqa: E402
-
-
-def start_server(cache_dir: Path | None, port: int, metrics_port: int) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "styleserve_server.main",
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--log-level",
-        "WARNING",
-    ]
-    if cache_dir is not None:
-        command += ["--cache-dir", str(cache_dir)]
-    server = subprocess.Popen(command)
-    problem = wait_healthy(f"127.0.0.1:{port}", timeout=600, pid=server.pid)
-    if problem is not None:
-        server.kill()
-        raise SystemExit(f"the server did not start: {problem}")
-    return server
 
 
 def cache_counts(metrics_port: int) -> dict[str, float]:
@@ -114,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "real job's 200 iterations make the style's share of it smaller)"
     )
     port, metrics_port = free_port(), free_port()
-    server = start_server(args.cache_dir, port, metrics_port)
+    server = start_server(args.cache_dir, port, "--metrics-port", str(metrics_port))
     options = {"size": SIZE, "iterations": args.iterations, "seed": 0}
     try:
         with Client(f"127.0.0.1:{port}", timeout=600) as client:

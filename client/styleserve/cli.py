@@ -355,6 +355,12 @@ def _describe(info: ServerInfo, target: str) -> str:
         lines.append(f"instant    {networks.name} on {networks.execution_provider}")
     if info.precision_choice is not None:
         lines.append(f"precision  auto is {info.precision_choice.reason}")
+    if info.style_cache is not None and info.style_cache.max_bytes:
+        cache = info.style_cache
+        lines.append(
+            f"styles     {cache.entries} registered, {_mib(cache.used_bytes)} of"
+            f" {_mib(cache.max_bytes)} cached"
+        )
     for name, o in info.presets.items():
         size = f"{o.width}x{o.height}" if o.width and o.height else f"{o.size} px"
         if o.method == "feed_forward":

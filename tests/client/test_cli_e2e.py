@@ -77,6 +77,7 @@ def test_info_as_text(server):
     done = _run("info", "--server", server.target, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "preset     seed:" in done.stdout
+    assert "styles     0 registered, 0 MiB of 256 MiB cached" in done.stdout
 
 
 def test_a_rejected_picture_is_one_line_naming_the_code(server, style, tmp_path):
