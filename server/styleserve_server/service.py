@@ -148,6 +148,16 @@ def _stop_at(options: StyleOptions, remaining: float | None) -> StopAt | None:
     return min(stops, key=lambda stop: stop.at, default=None)
 
 
+def _ended_by_caller(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """CANCELLED, or DEADLINE_EXCEEDED for a call whose deadline has (nearly) passed: the
+    server learns of a passed deadline as a cancel from the client, whose clock started before
+    the request reached the server, so the server's own deadline is then still a little ahead
+    (more under load) and "nearly due" counts as due."""
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+
 async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> None:
     """Sends the headers of an accepted call: they carry its request id."""
     await context.send_initial_metadata((("x-request-id", request_id),))
@@ -539,14 +549,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             self._authorize(metadata)
             yield request_id
         except asyncio.CancelledError:
-            remaining = context.time_remaining()
-            # The server learns of a passed deadline as a cancel from the client, whose clock
-            # started before the request reached the server: the server's own deadline is then
-            # still a little ahead (more under load), so "nearly due" counts as due.
-            expired = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            code = _ended_by_caller(context)
             raise
         except Exception as error:  # noqa: BLE001 - every error becomes a status, here only
+            if context.cancelled():
+                # A write raced the caller's cancel (grpc raises from the write): the caller's
+                # doing, not the server's failure; the call ends as cancelled calls do.
+                code = _ended_by_caller(context)
+                raise asyncio.CancelledError from error
             code, message, trailers = _status(error)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
