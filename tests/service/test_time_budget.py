@@ -60,8 +60,9 @@ def test_a_time_budget_ends_the_stream_the_same_way_without_a_deadline(start_ser
         result = responses[-1].result
         assert result.stop_reason == pb.STOP_REASON_TIME_BUDGET
         _assert_best_of_its_stage(result, _progress(responses))
-        # The budget is used, not wasted on too wide a margin.
-        assert 1.0 < seconds < 2.0
+        # The budget is used, not wasted on too wide a margin (0.5 s: one slow iteration on a
+        # busy machine makes the pace stop early, by design, rather than late).
+        assert 0.5 < seconds < 2.0
         assert result.effective_options.time_budget_seconds == 2.0
         _assert_the_slot_is_free(srv, stub)
 
