@@ -18,6 +18,7 @@ from styleserve.errors import InvalidArgument
 from styleserve.options import (
     STYLE_FIELDS,
     OptionsError,
+    StyleOptions,
     check_pictures,
     check_request_id,
     resolve,
@@ -41,9 +42,9 @@ def _style_list(styles: Styles | None) -> list[Picture]:
 
 def _checked_options(
     options: Mapping[str, Any], styles: int, init_image: bool
-) -> tuple[pb.StyleOptions, pb.DeliveryOptions, tuple[float, ...]]:
-    """The wire options for the caller's ``options`` (None: the preset's) and the blend
-    weight of each of ``styles`` pictures. Raises InvalidArgument naming the field."""
+) -> tuple[pb.StyleOptions, pb.DeliveryOptions, StyleOptions]:
+    """The wire options for the caller's ``options`` (None: the preset's), and the options
+    they resolve to with ``styles`` pictures. Raises InvalidArgument naming the field."""
     set_options = {name: value for name, value in options.items() if value is not None}
     if init_image:
         set_options.setdefault("init", "image")
@@ -54,7 +55,12 @@ def _checked_options(
         style_options, delivery = to_proto(set_options, preset)
     except OptionsError as err:
         raise InvalidArgument(str(err)) from err
-    return style_options, delivery, resolved.style_blend or (0.0,) * styles
+    return style_options, delivery, resolved
+
+
+def _blend(resolved: StyleOptions, styles: int) -> tuple[float, ...]:
+    """Each style picture's blend weight on the wire; all 0 means equal shares."""
+    return resolved.style_blend or (0.0,) * styles
 
 
 def _style_pictures(styles: list[Picture], blend: Sequence[float]) -> list[pb.StylePicture]:
@@ -90,10 +96,10 @@ def build_request(
         raise InvalidArgument(str(err)) from err
     # A registered style's pictures are on the server: check the options as for one picture.
     count = len(style_list) if not style_id else 1
-    style_options, delivery, blend = _checked_options(options, count, init_image is not None)
+    style_options, delivery, resolved = _checked_options(options, count, init_image is not None)
     return pb.StyleTransferRequest(
         content=pb.Image(data=encode_picture(content, what="content picture")),
-        styles=_style_pictures(style_list, blend) if style_list else [],
+        styles=_style_pictures(style_list, _blend(resolved, count)) if style_list else [],
         options=style_options,
         delivery=delivery,
         init_image=pb.Image(data=encode_picture(init_image, what="initial picture"))
@@ -116,16 +122,15 @@ class Registration:
 def build_registration(styles: Styles, options: Mapping[str, Any]) -> Registration:
     """The RegisterStyle request for ``styles`` with the options that decide style targets."""
     style_list = _style_list(styles)
-    style_options, _, blend = _checked_options(options, len(style_list), False)
-    set_options = {name: value for name, value in options.items() if value is not None}
-    resolved = resolve(set_options.pop("preset", "default"), None, **set_options)
+    style_options, _, resolved = _checked_options(options, len(style_list), False)
+    pictures = _style_pictures(style_list, _blend(resolved, len(style_list)))
     return Registration(
-        pb.RegisterStyleRequest(styles=_style_pictures(style_list, blend), options=style_options),
+        pb.RegisterStyleRequest(styles=pictures, options=style_options),
         # The backbone only where the caller chose it: a server fills in the one it serves.
         {
             name: getattr(resolved, name)
             for name in STYLE_FIELDS
-            if name != "backbone" or name in set_options
+            if name != "backbone" or style_options.HasField("backbone")
         },
     )
 

@@ -13,8 +13,9 @@ a fraction of a second) or to start from it; ``run_instant`` is the whole of a f
 
 A job may have a stop time (its time budget or its call's deadline, set by the service): the
 engine gets it less the time its last picture takes to encode and send. Where the server has an
-instant tier, such a job makes the feed-forward picture first, and that picture is its result
-when not even one iteration fits (OutOfTime).
+instant tier and the stop may come before the first iteration ends, such a job makes the
+feed-forward picture first, and that picture is its result when not even one iteration fits
+(OutOfTime); a job with time to spare pays no feed-forward pass.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from PIL import Image
-from styleserve.options import Limits
-from styleserve.plan import output_size
+from styleserve.options import Limits, StyleOptions
+from styleserve.plan import output_size, plan
 from styleserve_export.loader import Backbone
 
 from styleserve_server import inputs, outputs
@@ -45,8 +46,14 @@ from styleserve_server.engine import (
 )
 from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.imaging import shrink
+from styleserve_server.engine.precision import expected_evaluation_seconds
 
 __all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "run_instant"]
+
+# How many times the predicted length of a job's first iteration (set-up included) the time
+# to its stop may be for the job to make a stand-in picture first: the prediction scales the
+# start-up probe, which a loaded machine or an unusual picture can miss by a few times.
+_FALLBACK_MARGIN = 8.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,26 @@ class Job:
         # The copied context carries the request id into the worker's log records.
         self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
 
+    def _may_run_out(
+        self, stop: StopAt, content_size: tuple[int, int], options: StyleOptions
+    ) -> bool:
+        """Whether ``stop`` may come before the job's first iteration ends: only then is the
+        feed-forward picture made first, to stand in, so that a job with time to spare pays
+        no feed-forward pass. Judged from the start-up measurement of an evaluation, with room
+        to spare (_FALLBACK_MARGIN); without one (a requested precision), always."""
+        choice = self._precision if options.precision == "auto" else None
+        first = plan(content_size, options)[0]
+        evaluation = (
+            None
+            if choice is None
+            else expected_evaluation_seconds(choice, (first.width, first.height))
+        )
+        if evaluation is None:
+            return True
+        # The stage's set-up and first evaluation, then an iteration's evaluations and one more.
+        needed = (options.evals_per_iteration + 3) * evaluation
+        return stop.at - time.perf_counter() < _FALLBACK_MARGIN * needed
+
     def _run(self) -> str:
         """The job in the worker thread; returns its outcome: finished, cancelled or failed."""
         try:
@@ -193,8 +220,9 @@ class Job:
                 margin = outputs.delivery_seconds(output_size(content.size, options), options)
                 stop = dataclasses.replace(stop, at=stop.at - margin)
             fallback: Image.Image | None = None
+            short = stop is not None and self._may_run_out(stop, content.size, options)
             if self._feed_forward is not None and (
-                options.preview_every > 0 or options.init == "feed_forward" or stop is not None
+                options.preview_every > 0 or options.init == "feed_forward" or short
             ):
                 picture = self._feed_forward.picture(
                     content, styles, options, style=self._request.style
@@ -204,7 +232,7 @@ class Job:
                 if options.init == "feed_forward":
                     # To the engine, the feed-forward start is a given starting picture.
                     options, init_image = options.replace(init="image"), picture
-                if stop is not None:
+                if short:
                     fallback = picture
 
             def stand_in(picture: Image.Image, reason: str) -> OutOfTime:

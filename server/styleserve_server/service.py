@@ -396,11 +396,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             seconds = time.monotonic() - started
             outcome = "cancelled" if future.cancelled() else future.result()
             self._metrics.job_duration.labels(outcome).observe(seconds)
+            self._jobs.discard(job)
             self._admission.release(seconds)
 
         self._jobs.add(job)
         job.future.add_done_callback(finished)
-        job.future.add_done_callback(lambda _: self._jobs.discard(job))
         return job
 
     async def _relay(

@@ -71,18 +71,25 @@ class PrecisionChoice:
     trials: tuple[PrecisionTrial, ...] = ()
 
 
-def expected_job_seconds(choice: PrecisionChoice, options: StyleOptions) -> float | None:
-    """What a job of ``options`` on a 4:3 picture should take here: the probe's measured time
-    of one loss+gradient evaluation, scaled by the job's pixels per stage and its iterations
-    (about one evaluation each). None when nothing was measured (a requested precision)."""
+def expected_evaluation_seconds(choice: PrecisionChoice, size: tuple[int, int]) -> float | None:
+    """One loss+gradient evaluation at ``size`` (width, height) here: the probe's measured
+    time scaled by the pixels. None when nothing was measured (a requested precision)."""
     trial = next((t for t in choice.trials if t.precision == choice.precision), None)
     if trial is None:
         return None
-    probe_pixels = PROBE_SIZE[0] * PROBE_SIZE[1]
-    stages = plan((4, 3), options)
-    pixels = sum(s.iterations * s.width * s.height for s in stages)
-    evaluations = pixels * options.evals_per_iteration / probe_pixels
-    return trial.seconds * evaluations
+    return trial.seconds * size[0] * size[1] / (PROBE_SIZE[0] * PROBE_SIZE[1])
+
+
+def expected_job_seconds(choice: PrecisionChoice, options: StyleOptions) -> float | None:
+    """What a job of ``options`` on a 4:3 picture should take here: its stages' evaluations
+    (about ``evals_per_iteration`` an iteration) at their sizes."""
+    seconds = 0.0
+    for stage in plan((4, 3), options):
+        evaluation = expected_evaluation_seconds(choice, (stage.width, stage.height))
+        if evaluation is None:
+            return None
+        seconds += evaluation * stage.iterations * options.evals_per_iteration
+    return seconds
 
 
 def decide(trials: Sequence[PrecisionTrial], tolerance: float = TOLERANCE) -> PrecisionChoice:
