@@ -542,29 +542,38 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         request_id = asked or uuid.uuid4().hex
         token = logs.request_id.set(request_id)
         started = time.monotonic()
-        code = grpc.StatusCode.OK
+
+        def outcome(code: grpc.StatusCode) -> None:
+            self._metrics.requests.labels(method, code.name).inc()
+            log.info(
+                "%s %s",
+                method,
+                code.name,
+                extra={"code": code.name, "seconds": round(time.monotonic() - started, 3)},
+            )
+
         try:
             if refused is not None:
                 raise refused
             self._authorize(metadata)
             yield request_id
         except asyncio.CancelledError:
-            code = _ended_by_caller(context)
+            outcome(_ended_by_caller(context))
             raise
         except Exception as error:  # noqa: BLE001 - every error becomes a status, here only
             if context.cancelled():
                 # A write raced the caller's cancel (grpc raises from the write): the caller's
                 # doing, not the server's failure; the call ends as cancelled calls do.
-                code = _ended_by_caller(context)
+                outcome(_ended_by_caller(context))
                 raise asyncio.CancelledError from error
             code, message, trailers = _status(error)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
+            # Counted and logged before the status leaves, so a caller holding the status
+            # finds its log line and its count.
+            outcome(code)
             await context.abort(code, message, (*trailers, ("x-request-id", request_id)))
+        else:
+            outcome(grpc.StatusCode.OK)
         finally:
-            seconds = time.monotonic() - started
-            self._metrics.requests.labels(method, code.name).inc()
-            log.info(
-                "%s %s", method, code.name, extra={"code": code.name, "seconds": round(seconds, 3)}
-            )
             logs.request_id.reset(token)
