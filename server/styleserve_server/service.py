@@ -561,9 +561,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             outcome(_ended_by_caller(context))
             raise
         except Exception as error:  # noqa: BLE001 - every error becomes a status, here only
-            if context.cancelled():
-                # A write raced the caller's cancel (grpc raises from the write): the caller's
-                # doing, not the server's failure; the call ends as cancelled calls do.
+            if context.cancelled() or isinstance(error, grpc.aio.InternalError):
+                # A write raced the caller's cancel: grpc fails the write's batch, at times
+                # before it has marked the call cancelled (grpc's own handlers ignore such a
+                # failure once the client has closed). The caller's doing, not the server's
+                # failure; the call ends as cancelled calls do.
                 outcome(_ended_by_caller(context))
                 raise asyncio.CancelledError from error
             code, message, trailers = _status(error)
