@@ -16,7 +16,8 @@ loop follows every stream, as a backend would) and psutil on the server's pid:
    server's RSS before (after one warm-up round) and after;
 2. cancels: ``--cancels`` streams, ``--slots`` at a time, each cancelled after its first event
    (while queued or just starting) or, every other one, after its first Progress (running);
-   the RSS growth, and the running and queued gauges (read from the metrics port) back at 0;
+   the RSS growth, the running and queued gauges (read from the metrics port) back at 0, and
+   no call the server counted INTERNAL (a cancel that races a write is the caller's CANCELLED);
 3. dead clients: one ``styleserve stylize`` CLI process per slot holds every slot, as many jobs
    wait in the queue, the CLIs are SIGKILLed: the time until the last waiting job starts;
 4. sequential jobs: ``--jobs`` small jobs one after another: the slope of the RSS per job (a
