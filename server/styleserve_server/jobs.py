@@ -242,6 +242,8 @@ class Job:
                 # Not even the engine's set-up fits: trying it would only miss the deadline.
                 self.mailbox.put(stand_in(fallback, stop.reason))
                 return "finished"
+            # Decoding and the feed-forward picture are set-up too (Timings.setup_seconds).
+            prepared = time.perf_counter() - started
             records = run_job(
                 self._backbone,
                 content,
@@ -260,7 +262,8 @@ class Job:
                 elif record.iterations == 0 and fallback is not None:
                     self.mailbox.put(stand_in(fallback, record.stop_reason))
                 else:
-                    self.mailbox.put(record)
+                    setup = record.setup_seconds + prepared
+                    self.mailbox.put(dataclasses.replace(record, setup_seconds=setup))
         except JobCancelled as error:
             self.mailbox.put(error)
             return "cancelled"

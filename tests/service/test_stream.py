@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import grpc
@@ -137,3 +138,24 @@ def test_reflection_lists_the_services(server):
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
+
+
+def test_the_reported_set_up_includes_decoding_the_pictures(server):
+    # A 6-megapixel content picture takes far longer to decode than the tiny network's set-up
+    # at 32 px: Timings.setup_seconds ("decoding and preparing inputs") must cover it.
+    gradient = Image.linear_gradient("L").resize((3000, 2000)).convert("RGB")
+    content = encoded(gradient)
+    decode_seconds = min(_decode_seconds(content) for _ in range(3))
+    with connect(server.target) as stub:
+        result = list(stub.StyleTransfer(request(content, iterations=1), timeout=120))[-1].result
+    timings = result.timings
+    assert timings.setup_seconds >= 0.8 * decode_seconds, (timings, decode_seconds)
+    assert timings.total_seconds == pytest.approx(
+        timings.queue_seconds + timings.setup_seconds + timings.optimize_seconds
+    )
+
+
+def _decode_seconds(data: bytes) -> float:
+    started = time.perf_counter()
+    Image.open(io.BytesIO(data)).convert("RGB")
+    return time.perf_counter() - started
