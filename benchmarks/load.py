@@ -57,6 +57,7 @@ from typing import Any
 import psutil
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from styleserve import AsyncClient, Event, Progress, Result, Started, StyleserveError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,20 +165,18 @@ class Server:
     def fds(self) -> int:
         return int(self._stats.num_fds())
 
-    def sample(self, name: str, **labels: str) -> float:
-        """The sum of the metrics port's samples called ``name`` that carry ``labels``."""
+    def samples(self) -> list[Sample]:
+        """Every sample the metrics port serves now (one read of it)."""
         with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
             text = reply.read().decode()
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        return [
+            sample for family in text_string_to_metric_families(text) for sample in family.samples
+        ]
 
     def gauges(self) -> tuple[float, float]:
         """(running, queued) jobs, as the metrics port says."""
-        return self.sample("styleserve_running_jobs"), self.sample("styleserve_queue_depth")
+        values = {sample.name: sample.value for sample in self.samples()}
+        return values["styleserve_running_jobs"], values["styleserve_queue_depth"]
 
     def idle(self) -> bool:
         return self.gauges() == (0, 0)
@@ -410,7 +409,11 @@ def cancels(server: Server, count: int, *, rss_growth_mb: float = 20) -> list[Fi
     growth = (server.rss() - before[0]) / MB
     running, queued = server.gauges()
     # A cancel that races the server's next write must still count as the caller's doing.
-    internal = server.sample("styleserve_requests_total", code="INTERNAL")
+    internal = sum(
+        sample.value
+        for sample in server.samples()
+        if sample.name == "styleserve_requests_total" and sample.labels["code"] == "INTERNAL"
+    )
     name = f"cancels, {count} streams ({server.slots} at a time):"
     return [
         Figure(f"{name} server RSS growth", growth, "MB", 1, below=rss_growth_mb),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from styleserve import Client, Result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +49,11 @@ def cache_counts(metrics_port: int) -> dict[str, float]:
     with urllib.request.urlopen(url, timeout=30) as response:
         text = response.read().decode()
     counts = {"hits": 0.0, "misses": 0.0}
-    for kind in counts:
-        pattern = rf"^styleserve_style_cache_{kind}_total\{{[^}}]*\}} (\S+)$"
-        counts[kind] = sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for kind in counts:
+                if sample.name == f"styleserve_style_cache_{kind}_total":
+                    counts[kind] += sample.value
     return counts
 
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    for way in (sent, named, again):
+    for way in ways:
         print(way.line())
     hits, misses = (counts[kind] - before[kind] for kind in ("hits", "misses"))
     print(
