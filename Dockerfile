@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 #
 # styleserve-server for GPU nodes. Three stages:
-#   build   - a virtual environment with the CUDA build of torch from PyPI and the project
-#             (server extra); torch's wheels carry their own CUDA libraries, so the node needs
-#             only the NVIDIA driver (mounted by the NVIDIA container toolkit / device plugin;
-#             >= 580 for the CUDA 13.0 build of the pinned torch, deploy/README.md) and no
-#             nvidia/cuda base image is needed.
+#   build   - a virtual environment equal to locks/image-cuda.txt (scripts/lock.py): the CUDA
+#             build of torch and onnxruntime-gpu with the NVIDIA wheels both use (one CUDA
+#             major), every package pinned and hash-checked, then the project itself, built by
+#             the locked setuptools. torch's wheels carry their own CUDA libraries, so the node
+#             needs only the NVIDIA driver (mounted by the NVIDIA container toolkit / device
+#             plugin; >= 580 for CUDA 13, deploy/README.md) and no nvidia/cuda base image.
 #   weights - the VGG16 artifact and the instant tier's feed-forward networks exported at
 #             build time when WEIGHTS=baked, else an empty cache that a volume replaces
 #             (deploy/k8s/overlays/index-init or overlays/volume).
@@ -21,17 +22,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# torch first, in its own layer: it is the largest and changes least often. The constraints pin
-# the release CI tests; PyPI's default Linux wheel of it is the CUDA build.
-COPY deploy/docker/constraints.txt ./
-RUN pip install --no-cache-dir -c constraints.txt torch
+# The lock first, in its own layer: it is the largest and changes least often. --no-deps: the
+# lock is the whole environment, nothing is resolved here.
+COPY locks/image-cuda.txt ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r image-cuda.txt
 COPY pyproject.toml README.md ./
 COPY client/ client/
 COPY server/ server/
 COPY model_export/ model_export/
 # Non-editable: the runtime stage copies /opt/venv alone. The compiled bytecode stays: the
 # root filesystem is read-only in the cluster, and torch's import would recompile every start.
-RUN pip install --no-cache-dir -c constraints.txt ".[server]"
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 
 FROM build AS weights
 # baked: the weights are in the image (no network at pod start, larger image, one image per

@@ -47,26 +47,32 @@ def test_a_missing_extra_gets_the_install_hint_and_exit_1(entry: str, command: s
 
 @pytest.mark.slow
 def test_a_fresh_client_only_virtualenv(tmp_path: Path):
-    """The real thing: a new virtualenv with ``pip install .`` and nothing else."""
+    """The real thing: a new virtualenv made equal to the client's lock (locks/client.txt,
+    hash-checked) and the project built from the checkout, nothing else."""
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False)
     bin_dir = env_dir / "bin"
-    install = subprocess.run(
-        [
-            bin_dir / "python",
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            str(ROOT),
-        ],
+    uv = Path(sys.executable).parent / "uv"
+    for command, *arguments in (
+        ["sync", "--require-hashes", ROOT / "locks" / "client.txt"],
+        ["install", "--no-deps", "--no-build-isolation", ROOT],
+    ):
+        install = subprocess.run(
+            [uv, "pip", command, "--quiet", "--python", bin_dir / "python", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert install.returncode == 0, install.stdout + install.stderr
+    equal = subprocess.run(
+        [bin_dir / "python", ROOT / "scripts" / "lock.py", "check-env", "locks/client.txt"],
         capture_output=True,
         text=True,
-        timeout=600,
+        cwd=ROOT,
         check=False,
     )
-    assert install.returncode == 0, install.stdout + install.stderr
+    assert equal.returncode == 0, equal.stdout + equal.stderr
     probe = "import importlib.util as u; print(u.find_spec('torch') is None)"
     assert (
         subprocess.run(

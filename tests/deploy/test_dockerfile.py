@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from deploy_files import ROOT, Dockerfile
 
+from scripts.lock import pins
+
 
 def test_hadolint_finds_nothing(run_tool):
     done = run_tool("hadolint", "--no-color", "Dockerfile")
@@ -85,18 +87,42 @@ def test_baked_and_volume_weights_share_one_path(dockerfile: Dockerfile, configm
     assert configmap_env["STYLESERVE_CACHE_DIR"] == cache_dir
 
 
-def _torch_pin(path: Path) -> str:
-    pins = [
-        line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("torch")
-    ]
-    assert len(pins) == 1, f"{path} should pin torch once"
-    return pins[0]
-
-
 def test_image_ships_the_torch_release_ci_tests():
-    image = _torch_pin(ROOT / "deploy" / "docker" / "constraints.txt")
-    ci = _torch_pin(ROOT / "constraints" / "cpu.txt")
-    assert image == ci and "==" in image
+    image = pins(ROOT / "locks" / "image-cuda.txt")["torch"]
+    ci = pins(ROOT / "locks" / "dev-cpu.txt")["torch"]
+    assert image == ci.removesuffix("+cpu") and "+" not in image
+
+
+def test_image_installs_only_from_its_lock(dockerfile: Dockerfile):
+    """Every pip install in the image is the hash-checked lock or the project itself with no
+    dependencies resolved: nothing floats at build time."""
+    installs = [i for i in dockerfile.instructions if "pip install" in i.arguments]
+    assert installs
+    for instruction in installs:
+        words = instruction.arguments.split()
+        assert "--no-deps" in words, f"line {instruction.line}: resolves dependencies"
+        assert "--require-hashes" in words or words[-1] == ".", f"line {instruction.line}"
+        if "-r" in words:
+            copied = [
+                i.arguments.split()[0] for i in dockerfile.instructions if i.keyword == "COPY"
+            ]
+            assert words[words.index("-r") + 1] == "image-cuda.txt"
+            assert "locks/image-cuda.txt" in copied
+
+
+def test_image_lock_gives_torch_and_onnxruntime_one_cuda_major():
+    """onnxruntime-gpu's CUDA and cuDNN come from the same NVIDIA wheels as torch's, so both
+    load one CUDA runtime: the lock's CUDA runtime is wanted by both, and every NVIDIA wheel
+    that names a CUDA major names the runtime's."""
+    path = ROOT / "locks" / "image-cuda.txt"
+    lock = path.read_text(encoding="utf-8")
+    major = pins(path)["nvidia-cuda-runtime"].split(".")[0]
+    # The runtime's entry up to the next package: its hashes and the packages that want it.
+    entry = lock.split("\nnvidia-cuda-runtime==", 1)[1].split("\nnvidia-", 1)[0]
+    assert "#   onnxruntime-gpu" in entry and "#   cuda-toolkit" in entry, entry
+    assert pins(path)["cuda-toolkit"].split(".")[0] == major  # torch's CUDA
+    suffixed = re.findall(r"^nvidia-[a-z-]+-cu(\d+)==", lock, re.MULTILINE)
+    assert suffixed and set(suffixed) == {major}, suffixed
 
 
 def test_copied_paths_exist_and_pass_the_dockerignore(dockerfile: Dockerfile):

@@ -66,8 +66,9 @@ class FeedForward:
         self._multiple = int(contract["size_multiple"])
         providers: list[str | tuple[str, dict[str, str]]] = [CPU_PROVIDER]
         if device.type == "cuda":
-            # The CUDA and cuDNN libraries that torch's CUDA wheels brought, found for
-            # onnxruntime too (no separate CUDA install in the image).
+            # The CUDA and cuDNN libraries of the NVIDIA wheels that torch's CUDA build and
+            # onnxruntime-gpu's cuda extra share (locks/image-cuda.txt), found for onnxruntime
+            # too (no separate CUDA install in the image).
             ort.preload_dlls()
             providers.insert(0, (CUDA_PROVIDER, {"device_id": str(device.index or 0)}))
         options = _session_options(threads)
@@ -78,8 +79,8 @@ class FeedForward:
         self.provider = self._transform.get_providers()[0]
         if device.type == "cuda" and self.provider != CUDA_PROVIDER:
             log.warning(
-                "onnxruntime could not use CUDA on %s (is the CUDA 12 runtime of "
-                "onnxruntime-gpu installed?): the instant tier runs on the CPU",
+                "onnxruntime could not use CUDA on %s (are the NVIDIA CUDA 13 wheels of "
+                "styleserve[server,cuda] installed?): the instant tier runs on the CPU",
                 device,
             )
         (self._style_input,) = (i.name for i in self._predict.get_inputs())
