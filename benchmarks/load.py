@@ -22,9 +22,15 @@ loop follows every stream, as a backend would) and psutil on the server's pid:
    wait in the queue, the CLIs are SIGKILLed: the time until the last waiting job starts;
 4. sequential jobs: ``--jobs`` small jobs one after another: the slope of the RSS per job (a
    least-squares line through the second half, after the first half's warm-up), and the
-   server's threads and open file descriptors before and after.
+   server's threads and open file descriptors before and after;
+5. hostile neighbours, on a server of its own with a token: a legitimate job's time and the
+   health check's p99 alone, then while four callers keep sending the costly requests the cost
+   model refuses as they arrive (7 million scales, 2 million layer names, 16 MB of bytes that
+   no decoder knows, a picture whose EXIF holds 65,535 tags) and 20 callers keep opening
+   streams without the token that carry 15 MB each.
 
     python benchmarks/load.py [--streams 100] [--seconds 60] [--cancels 2000] [--jobs 2000]
+                              [--hostile-seconds 30]
 
 Prints the hardware, then one line per figure with its threshold and PASS or FAIL (or "-"
 for a figure that has none); exits 1 when any fails. ``tests/reliability/test_reliability.py``
@@ -41,9 +47,11 @@ import functools
 import io
 import itertools
 import math
+import multiprocessing
 import os
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -54,7 +62,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -75,6 +85,7 @@ __all__ = [
     "cancels",
     "dead_clients",
     "hardware",
+    "hostile_neighbours",
     "sequential",
     "serve",
     "soak",
@@ -183,9 +194,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(slots: int, queue_size: int) -> Iterator[Server]:
+def serve(slots: int, queue_size: int, *extra: str) -> Iterator[Server]:
     """A server process on the tiny network with ``slots`` job slots and ``queue_size``
-    places in the queue, once it says SERVING; stopped (SIGTERM) on exit."""
+    places in the queue (and the flags ``extra``), once it says SERVING; stopped (SIGTERM) on
+    exit."""
     port, metrics_port = free_port(), free_port()
     command = [
         sys.executable,
@@ -195,6 +207,7 @@ def serve(slots: int, queue_size: int) -> Iterator[Server]:
         *("--backbone", "tiny-vgg16", "--feed-forward", "tiny-arbitrary"),
         *("--job-slots", str(slots), "--queue-size", str(queue_size)),
         *("--log-level", "WARNING"),
+        *extra,
     ]
     process = subprocess.Popen(command)
     target = f"127.0.0.1:{port}"
@@ -515,6 +528,169 @@ def sequential(server: Server, jobs: int, *, growth_per_job: float = 1024) -> li
     ]
 
 
+TOKEN = "neighbourly"
+# A legitimate job of about a second on the tiny network, alone.
+LEGITIMATE: dict[str, Any] = {**STREAMED, "size": 128, "iterations": 30}
+
+
+# What each of the four costly requests carries (_hostile_requests builds them).
+HOSTILE_REQUESTS = (
+    "7 million scales",
+    "2 million layer names",
+    "16 MB that no decoder knows",
+    "an EXIF of 65,535 tags",
+)
+
+
+def _hostile_requests() -> list[bytes]:
+    """The costly requests of the hardening issue (HOSTILE_REQUESTS), serialised once: the
+    first three are refused by the cost model as they arrive, the last is a valid job."""
+    from styleserve.v1 import style_transfer_pb2 as pb
+
+    content, style = _pictures()
+
+    def job(**fields: Any) -> pb.StyleTransferRequest:
+        message = pb.StyleTransferRequest(
+            content=pb.Image(data=content), styles=[pb.StylePicture(image=pb.Image(data=style))]
+        )
+        for name, value in fields.items():
+            getattr(message, name).CopyFrom(value)
+        return message
+
+    exif = tempfile.SpooledTemporaryFile()
+    Image.new("RGB", (40, 24)).save(exif, "PNG", exif=_exif_flood())
+    exif.seek(0)
+    return [
+        job(options=pb.StyleOptions(scales=[0.5] * 7_000_000)).SerializeToString(),
+        job(options=pb.StyleOptions(style_layers=["block1_conv1"] * 2_000_000)).SerializeToString(),
+        job(
+            content=pb.Image(data=b"\xc5\xd0\xd3\xc6" + os.urandom(15_900_000))
+        ).SerializeToString(),
+        job(content=pb.Image(data=exif.read())).SerializeToString(),
+    ]
+
+
+def _exif_flood(tags: int = 65_535) -> bytes:
+    """An EXIF block of ``tags`` entries of one tag, each with a count it should not have."""
+    entries = b"".join(struct.pack("<HHII", 0x0112, 3, 2 + i, 0) for i in range(tags))
+    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, tags) + entries + bytes(4)
+
+
+def _neighbour(target: str, request: int | None, seconds: float, codes: Any) -> None:
+    """One hostile caller, in a process of its own (so that the benchmark's measuring process
+    shares no interpreter with it): for ``seconds``, once a second, sends the costly request
+    number ``request`` (with the token), or with None opens a health Watch stream without the
+    token whose service name is 15 MB; puts the statuses it got on ``codes``."""
+    got: list[str] = []
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        if request is None:
+            call = health_pb2_grpc.HealthStub(channel).Watch
+            message: Any = health_pb2.HealthCheckRequest(service="s" * 15_000_000)
+            metadata: tuple[tuple[str, str], ...] = ()
+        else:
+            call = channel.unary_stream(
+                "/styleserve.v1.StyleTransferService/StyleTransfer",
+                request_serializer=None,
+                response_deserializer=None,
+            )
+            message = _hostile_requests()[request]
+            metadata = (("authorization", f"Bearer {TOKEN}"),)
+        end = time.perf_counter() + seconds
+        while (now := time.perf_counter()) < end:
+            try:
+                for _ in call(message, metadata=metadata, timeout=60):
+                    pass
+                got.append("OK")
+            except grpc.RpcError as error:
+                got.append(error.code().name)
+            time.sleep(max(0.0, now + 1 - time.perf_counter()))
+    codes.put(got)
+
+
+def _legitimate(server: Server, seconds: float) -> tuple[list[float], list[float]]:
+    """(the times of legitimate jobs run one after another for ``seconds``, health check
+    times meanwhile)."""
+    content, style = _pictures()
+    stop, health = threading.Event(), []
+    checker = threading.Thread(target=health_p99, args=(server.target, stop, health))
+
+    async def run() -> list[float]:
+        times = []
+        async with AsyncClient(server.target, timeout=600, retries=0, token=TOKEN) as client:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end or len(times) < 3:
+                began = time.perf_counter()
+                await client.stylize(content, style, **LEGITIMATE)
+                times.append(time.perf_counter() - began)
+        return times
+
+    checker.start()
+    try:
+        times = asyncio.run(run())
+    finally:
+        stop.set()
+        checker.join()
+    return times, health
+
+
+def hostile_neighbours(
+    slots: int, seconds: float, *, slowdown: float = 1.5, health_p99_ms: float = 50
+) -> list[Figure]:
+    """Part 5: a legitimate job alone, then beside costly requests and streams without the
+    token (on a server of its own, with a token)."""
+    spawn = multiprocessing.get_context("spawn")
+    codes: Any = spawn.Queue()
+    with serve(slots, slots, "--auth-token", TOKEN) as server:
+        _legitimate(server, 2)  # warm-up
+        idle, idle_health = _legitimate(server, seconds)
+        rss_before = server.rss()
+        # Long enough to outlast the measurement once they are all sending.
+        lasting = seconds + 30
+        requests: list[int | None] = [*range(len(HOSTILE_REQUESTS)), *[None] * 20]
+        neighbours = [
+            spawn.Process(target=_neighbour, args=(server.target, r, lasting, codes))
+            for r in requests
+        ]
+        for process in neighbours:
+            process.start()
+        try:
+            time.sleep(5)  # every neighbour started and sending
+            busy, busy_health = _legitimate(server, seconds)
+            rss_peak = server.rss()
+            answered = [code for _ in neighbours for code in codes.get(timeout=lasting + 120)]
+        finally:
+            for process in neighbours:
+                process.join(timeout=10)
+                process.kill()
+    name = "hostile neighbours:"
+    ratio = statistics.median(busy) / statistics.median(idle)
+    refused = {code: answered.count(code) for code in sorted(set(answered))}
+    return [
+        Figure(
+            f"{name} legitimate job alone, median of {len(idle)}", statistics.median(idle), "s", 3
+        ),
+        Figure(
+            f"{name} the same job beside them, median of {len(busy)}",
+            statistics.median(busy),
+            "s",
+            3,
+        ),
+        Figure(f"{name} beside / alone", ratio, "x", 2, below=slowdown),
+        Figure(f"{name} health check p99 alone", _p(idle_health, 99) * 1000, "ms", 1),
+        Figure(
+            f"{name} health check p99 beside them",
+            _p(busy_health, 99) * 1000,
+            "ms",
+            1,
+            below=health_p99_ms,
+        ),
+        Figure(f"{name} hostile calls answered ({refused})", len(answered)),
+        Figure(f"{name} hostile calls answered INTERNAL", answered.count("INTERNAL"), at_most=0),
+        Figure(f"{name} server RSS beside them - before", (rss_peak - rss_before) / MB, "MB", 1),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=100, help="concurrent soak streams")
@@ -522,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cancels", type=int, default=2000, help="cancelled streams")
     parser.add_argument("--jobs", type=int, default=2000, help="sequential jobs")
     parser.add_argument("--slots", type=int, default=4, help="the server's --job-slots")
+    parser.add_argument(
+        "--hostile-seconds", type=float, default=30.0, help="legitimate jobs, alone and beside"
+    )
     args = parser.parse_args(argv)
     print(f"hardware: {machine()}; load average {os.getloadavg()[0]:.2f} at the start")
     parts: list[Callable[[Server], list[Figure]]] = [
@@ -536,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
             for figure in part(server):
                 print(figure.line(hardware()), flush=True)
                 failed += not figure.passed
+    for figure in hostile_neighbours(args.slots, args.hostile_seconds):
+        print(figure.line(hardware()), flush=True)
+        failed += not figure.passed
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print("all figures within their thresholds" if not failed else f"{failed} figures FAILED")
     return 1 if failed else 0

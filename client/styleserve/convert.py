@@ -25,7 +25,7 @@ from typing import Any, cast
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from styleserve.options import PRESETS, OptionsError, StyleOptions
+from styleserve.options import PRESETS, OptionsError, StyleOptions, shown
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = [
@@ -123,7 +123,7 @@ def _name_to_enum(name: str, value: Any, enum: EnumDescriptor) -> int:
     found = enum.values_by_name.get(_prefix(enum) + str(value).upper())
     if found is None or found.number == 0:
         choices = [v.name.removeprefix(_prefix(enum)).lower() for v in enum.values[1:]]
-        raise OptionsError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        raise OptionsError(name, f"must be one of {', '.join(choices)}; got {shown(value)}")
     return int(found.number)
 
 
@@ -189,7 +189,7 @@ def to_proto(
             try:
                 setattr(message, field.wire, value)
             except (TypeError, ValueError) as err:
-                raise OptionsError(name, f"cannot be sent as {value!r}: {err}") from None
+                raise OptionsError(name, f"cannot be sent as {shown(value)}: {err}") from None
     return messages["options"], messages["delivery"]  # type: ignore[return-value]
 
 

@@ -12,27 +12,18 @@ from typing import Any
 
 from styleserve.convert import effective_options, from_proto
 from styleserve.events import FeedForwardInfo, PrecisionChoice, provenance
-from styleserve.options import StyleOptions
+from styleserve.options import Limits, StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["ServerInfo", "ServerLimits", "StyleCacheInfo"]
 
 
 @dataclass(frozen=True)
-class ServerLimits:
+class ServerLimits(Limits):
     """The limits in force on the server for one request, and its capacity."""
 
-    max_request_bytes: int
-    max_image_bytes: int
-    max_input_pixels: int
-    max_output_side: int
-    max_iterations: int
-    max_styles: int
-    job_slots: int
-    queue_size: int
-    max_evals_per_iteration: int
-    max_preview_size: int
-    min_output_side: int
+    job_slots: int = 0
+    queue_size: int = 0
 
 
 _LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(ServerLimits))

@@ -36,9 +36,12 @@ __all__ = [
     "OptionsError",
     "StyleOptions",
     "MAX_REQUEST_ID_LENGTH",
+    "check_lengths",
     "check_pictures",
     "check_request_id",
+    "check_style_size",
     "resolve",
+    "shown",
 ]
 
 # Convolution layers of VGG16 in the Keras naming the whole project uses; VGG19 adds
@@ -271,6 +274,12 @@ class Limits:
     max_styles: int = 8
     max_preview_size: int = 1024
     min_output_side: int = 16
+    # Entries of StyleOptions.scales.
+    max_scales: int = 8
+    # Entries of each of content_layers, style_layers and style_layer_weights.
+    max_layers: int = 16
+    # Characters of every string option (preset, backbone, a layer name, ...).
+    max_name_length: int = 64
 
 
 LIMITS = Limits()
@@ -288,6 +297,9 @@ CEILINGS = Limits(
     max_styles=64,
     max_preview_size=4096,
     min_output_side=16,
+    max_scales=64,
+    max_layers=64,
+    max_name_length=256,
 )
 
 
@@ -299,7 +311,9 @@ def resolve(
     on a server's limits against ``limits`` (None: left to the server). Raises OptionsError
     naming the first bad field."""
     if preset not in PRESETS:
-        raise OptionsError("preset", f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise OptionsError(
+            "preset", f"unknown preset {shown(preset)}; choose one of {sorted(PRESETS)}"
+        )
     names = {f.name for f in dataclasses.fields(StyleOptions)}
     unknown = set(overrides) - names
     if unknown:
@@ -309,10 +323,77 @@ def resolve(
         if name in changes:
             changes[name] = tuple(changes[name])
     options = PRESETS[preset].replace(**changes)
+    if limits is not None:
+        check_lengths(options, limits)
     _validate(options)
     if limits is not None:
         _within(options, limits)
     return options
+
+
+# The repeated options and the limit that bounds each one's length.
+_REPEATED_LIMITS = {
+    "scales": "max_scales",
+    "content_layers": "max_layers",
+    "style_layers": "max_layers",
+    "style_layer_weights": "max_layers",
+}
+# The string options and the string lists, each entry bounded by max_name_length.
+_NAMES = ("preset", "backbone", "loss_normalization")
+_NAME_LISTS = ("content_layers", "style_layers")
+# How much of a caller's value an error message quotes.
+_SHOWN_CHARACTERS = 40
+
+
+def shown(value: object) -> str:
+    """``value`` for an error message: its repr (so control characters come escaped), cut to
+    a short prefix when long. A status never echoes a caller's long value back: gRPC's
+    trailers are bounded, and a message over the bound loses the status it carried."""
+    text = repr(value)
+    if len(text) <= _SHOWN_CHARACTERS:
+        return text
+    return f"{text[:_SHOWN_CHARACTERS]}... ({len(text)} characters)"
+
+
+def check_lengths(options: Any, limits: Limits) -> None:
+    """Bounds the lengths of ``options``' lists and strings: a ``StyleOptions``, or the wire
+    message with the same field names, checked before anything reads the entries (the server
+    checks the message as it arrives, so a list of millions costs it nothing more). Raises
+    OptionsError naming the field and the limit."""
+    for name, limit in _REPEATED_LIMITS.items():
+        count, bound = len(getattr(options, name)), getattr(limits, limit)
+        if count > bound:
+            raise OptionsError(
+                name, f"has {count} entries, more than the {bound} this server allows ({limit})"
+            )
+    bound = limits.max_name_length
+    named = [(name, getattr(options, name)) for name in _NAMES]
+    for name in _NAME_LISTS:
+        named += [(f"{name}[{i}]", value) for i, value in enumerate(getattr(options, name))]
+    for name, value in named:
+        if len(value) > bound:
+            raise OptionsError(
+                name,
+                f"is {len(value)} characters, more than the {bound} this server allows "
+                "(max_name_length)",
+            )
+
+
+def check_style_size(o: StyleOptions, limits: Limits) -> None:
+    """The style pictures of an optimisation are worked at ``style_scale`` times the output's
+    longest side: that side obeys ``max_output_side`` as the output's does, so that a style
+    costs no more than the largest output would. Raises OptionsError with the largest scale
+    that fits."""
+    longest = max(o.width, o.height) if o.width and o.height else o.size
+    worked = round(longest * o.style_scale)
+    if worked > limits.max_output_side:
+        largest = math.floor(limits.max_output_side / longest * 100) / 100
+        raise OptionsError(
+            "style_scale",
+            f"{o.style_scale:g} at {longest} px works the style pictures at {worked} px, more "
+            f"than the {limits.max_output_side} this server allows (max_output_side): use "
+            f"style_scale <= {largest:g} or a smaller size",
+        )
 
 
 def check_pictures(options: StyleOptions, styles: int, init_image: bool) -> None:
@@ -362,24 +443,24 @@ def _number(
 ) -> None:
     """``value`` is a finite number in [``low``, ``high``] (``positive``: above ``low``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise OptionsError(name, f"must be a finite number, got {value!r}")
+        raise OptionsError(name, f"must be a finite number, got {shown(value)}")
     if value < low or (positive and value <= low) or value > high:
         opening = "(" if positive else "["
-        raise OptionsError(name, f"must be in {opening}{low:g}, {high:g}], got {value!r}")
+        raise OptionsError(name, f"must be in {opening}{low:g}, {high:g}], got {shown(value)}")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise OptionsError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+        raise OptionsError(name, f"must be one of {', '.join(allowed)}; got {shown(value)}")
 
 
 def _int_range(name: str, value: int, low: int, high: int | None = None) -> None:
     """``value`` is an integer >= ``low`` and, where a limit is known, <= ``high``."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise OptionsError(name, f"must be an integer, got {value!r}")
+        raise OptionsError(name, f"must be an integer, got {shown(value)}")
     if value < low or (high is not None and value > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise OptionsError(name, f"must be an integer {bound}, got {value!r}")
+        raise OptionsError(name, f"must be an integer {bound}, got {shown(value)}")
 
 
 def _within(o: StyleOptions, limits: Limits) -> None:
@@ -393,6 +474,8 @@ def _within(o: StyleOptions, limits: Limits) -> None:
     _int_range("evals_per_iteration", o.evals_per_iteration, 1, limits.max_evals_per_iteration)
     _int_range("preview_every", o.preview_every, 0, limits.max_iterations)
     _int_range("preview_size", o.preview_size, limits.min_output_side, limits.max_preview_size)
+    if o.method == "optimization":
+        check_style_size(o, limits)
 
 
 def _validate(o: StyleOptions) -> None:
@@ -434,7 +517,7 @@ def _validate(o: StyleOptions) -> None:
         for layer in chosen:
             if layer not in layers:
                 raise OptionsError(
-                    name, f"{layer!r} is not a layer of {o.backbone}: {', '.join(layers)}"
+                    name, f"{shown(layer)} is not a layer of {o.backbone}: {', '.join(layers)}"
                 )
     if o.style_layer_weights and len(o.style_layer_weights) != len(o.style_layers):
         raise OptionsError(

@@ -30,7 +30,8 @@ from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.loader import Backbone, load_feed_forward
 
-from styleserve_server import backbones
+from styleserve_server import backbones, logs
+from styleserve_server.access import MAX_HEALTH_REQUEST_BYTES, BoundedHealth, TokenGate
 from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.precision import auto_precision
 from styleserve_server.metrics import Metrics
@@ -41,8 +42,6 @@ __all__ = ["SERVICE_NAME", "StyleServer", "create_server"]
 
 log = logging.getLogger(__name__)
 
-# What gRPC's C-int options take for "no limit".
-_UNLIMITED = 2**31 - 1
 # After the grace period: how long stopped jobs have to end their calls (within an iteration).
 _STOP_JOBS_SECONDS = 5.0
 
@@ -177,20 +176,47 @@ class StyleServer:
             await self.health.set(service, status)
 
 
-def _server_options(settings: Settings) -> list[tuple[str, int]]:
+def _server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str, int]]:
     options = [
-        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.max_receive_message_length", max_receive_bytes),
         # Without this a second server could bind the same port and steal half the calls.
         ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
     ]
     if settings.max_connection_age_seconds:
         options += [
             ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
             # A stylisation stream may run for many minutes: the aged connection takes no new
-            # calls but keeps its running ones to their end (the client's deadline bounds them).
-            ("grpc.max_connection_age_grace_ms", _UNLIMITED),
+            # calls but keeps its running ones for the grace, which bounds how long a caller
+            # that never finishes sending a request can hold a connection.
+            (
+                "grpc.max_connection_age_grace_ms",
+                round(settings.connection_age_grace_seconds * 1000),
+            ),
         ]
     return options
+
+
+def _token_gate(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptor that checks the token from the headers (none without a token)."""
+    if settings.auth_token is None:
+        return []
+
+    def refused(method: str, request_id: str) -> None:
+        # Counted and logged as the servicer counts and logs the calls it ends.
+        token = logs.request_id.set(request_id)
+        try:
+            metrics.requests.labels(method, "UNAUTHENTICATED").inc()
+            log.info("%s UNAUTHENTICATED", method, extra={"code": "UNAUTHENTICATED"})
+        finally:
+            logs.request_id.reset(token)
+
+    gate = TokenGate(
+        settings.auth_token.get_secret_value(),
+        open_reflection=settings.open_reflection,
+        refused=refused,
+    )
+    return [gate]
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -240,8 +266,11 @@ def create_server(
         ThreadPoolExecutor(settings.feed_forward_slots, thread_name_prefix="styleserve-instant"),
     )
     service = StyleTransferService(settings, metrics, *executors)
-    server = grpc.aio.server(options=_server_options(settings))
-    health = health_aio.HealthServicer()
+    server = grpc.aio.server(
+        options=_server_options(settings, settings.max_request_bytes),
+        interceptors=_token_gate(settings, metrics),
+    )
+    health = BoundedHealth()
     pb_grpc.add_StyleTransferServiceServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -252,8 +281,9 @@ def create_server(
     port = _listen(server, host, settings.port, "--port", credentials)
     health_only = None
     if credentials is not None:
-        # Only the health service, not reflection: nothing else is reachable without TLS.
-        health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # Only the health service, not reflection: nothing else is reachable without TLS. Its
+        # requests are a service name: nothing larger is read.
+        health_server = grpc.aio.server(options=_server_options(settings, MAX_HEALTH_REQUEST_BYTES))
         health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
         health_only = (
             health_server,

@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from styleserve.convert import from_proto
 from styleserve.options import (
     STYLE_FIELDS,
     Limits,
     OptionsError,
     StyleOptions,
+    check_lengths,
     check_pictures,
+    check_style_size,
     resolve,
+    shown,
 )
 from styleserve.plan import check_output_size, total_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -49,10 +53,29 @@ __all__ = [
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 # EXIF orientations that turn the picture a quarter: its upright width is its stored height.
 _QUARTER_TURNS = (5, 6, 7, 8)
+# How each EXIF orientation is undone (Pillow's ImageOps.exif_transpose uses the same table,
+# but also re-encodes the whole EXIF block of the result, which hostile tags make fail or flood
+# the log with warnings; the engine needs the pixels alone).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _ORIENTATION = 0x0112
 # What RegisterStyle reads of its options: those (and the preset they default from), the blend,
 # and the size whose stages it prepares.
@@ -132,6 +155,7 @@ def _options(
     registered: CheckedStyle | None,
 ) -> StyleOptions:
     try:
+        check_lengths(request.options, limits)
         preset, overrides = from_proto(
             request.options, request.delivery, [s.blend_weight for s in request.styles]
         )
@@ -151,7 +175,7 @@ def _serve(overrides: dict[str, Any], backbone: str) -> None:
     if requested is not None and requested != backbone:
         raise OptionsError(
             "backbone", f"this server serves {backbone!r}; leave it unset or send to a "
-            f"server that serves {requested!r}",
+            f"server that serves {shown(requested)}",
         )  # fmt: skip
     overrides["backbone"] = backbone
 
@@ -167,7 +191,7 @@ def _registered(overrides: dict[str, Any], registered: CheckedStyle) -> dict[str
             raise OptionsError(
                 name,
                 f"the registered style was prepared with {fixed[name]!r}; leave it unset, or "
-                f"register the style with {asked!r} and use that style_id",
+                f"register the style with {shown(asked)} and use that style_id",
             )
     return fixed
 
@@ -203,12 +227,15 @@ def check_registration(
     the preset, the blend and the size). Raises OptionsError naming the field."""
     _check_style_count(len(request.styles), limits)
     try:
+        check_lengths(request.options, limits)
         preset, overrides = from_proto(
             request.options, None, [s.blend_weight for s in request.styles]
         )
         read = {name: value for name, value in overrides.items() if name in _REGISTRATION_FIELDS}
         _serve(read, backbone)
         options = resolve(preset, limits, **read)
+        # Whatever the method, a registration works its pictures at the style's size.
+        check_style_size(options, limits)
     except OptionsError as error:
         raise OptionsError(f"options.{error.field}", error.message) from None
     check_pictures(options, len(request.styles), init_image=False)
@@ -274,16 +301,36 @@ def _open(field: str, data: bytes, limits: Limits) -> Image.Image:
     return image
 
 
+# Leading bytes of formats callers send by mistake, to name them in the refusal: read from a
+# bounded prefix, never by trying every decoder Pillow has (which costs seconds on large bytes).
+_SIGNATURES = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"%PDF", "PDF"),
+    (b"%!PS", "PostScript"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"),
+)
+# ISO base media files (HEIC, AVIF) name their brand at offset 8, after "ftyp".
+_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+
+
 def _unsupported(data: bytes) -> str:
-    """Names what the bytes are, when PIL knows, so the caller knows what to convert."""
+    """Names what the bytes are, when their first bytes tell, so the caller knows what to
+    convert."""
     found = "not a picture this server recognises (or corrupt)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                found = f"a {image.format} picture"
-    except Exception:  # noqa: BLE001 - any failure just means "unrecognised"
-        pass
+    named = [name for signature, name in _SIGNATURES if data.startswith(signature)]
+    if data[4:8] == b"ftyp" and data[8:12] in _BRANDS:
+        named.append(_BRANDS[data[8:12]])
+    if named:
+        article = "an" if named[0][0] in "AEIOU" else "a"
+        found = f"{article} {named[0]} picture"
     return f"is {found}; send PNG, JPEG or WebP"
 
 
@@ -292,8 +339,8 @@ def decode(field: str, data: bytes, limits: Limits) -> Image.Image:
     with _open(field, data, limits) as image:
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb(upright)
+            turn = _UPRIGHT.get(_orientation(image) or 1)
+            return _to_rgb(image if turn is None else image.transpose(turn))
         except _DECODE_ERRORS as error:
             raise OptionsError(
                 field, f"is truncated or corrupt ({error}); re-export the picture"

@@ -1,16 +1,17 @@
 """The gRPC servicer: turns calls into admitted jobs and job records into stream events.
 
-Each call gets a request id (the caller's, or a fresh one) carried by every log line, is
-authorised when a token is configured, is checked before it may queue, waits for a slot
-while hearing its queue position, and then relays its job's records. Whatever ends a call,
-one place maps it to a status code, logs it and counts it, and a cancelled or timed-out call
-stops its job (the slot frees when the worker has really let go). Feed-forward (instant) jobs
-have slots, a queue and worker threads of their own, so that they never wait behind an
+Each call gets a request id (the caller's, or a fresh one) carried by every log line (its token
+was checked before its request was read: ``access``), is checked before it may queue, waits
+for a slot while hearing its queue position, and then relays its job's records. Whatever ends
+a call, one place maps it to a status code, logs it and counts it, and a cancelled or timed-out
+call stops its job (the slot frees when the worker has really let go). Feed-forward (instant)
+jobs have slots, a queue and worker threads of their own, so that they never wait behind an
 optimisation that takes minutes. RegisterStyle prepares a style once (``style_cache``) for the
-jobs that name its id or send its pictures again. Unless the caller asks for the strict policy,
-a job stops in time for its time budget (counted from its slot) and for its call's deadline
-(counted by the caller, queue included), whichever comes first, and ends with its best picture
-so far.
+jobs that name its id or send its pictures again, in a job slot like a job: it queues, a cancel
+or the end of a drain's grace stops it, and a refused or stopped registration stores nothing.
+Unless the caller asks for the strict policy, a job stops in time for its time budget (counted
+from its slot) and for its call's deadline (counted by the caller, queue included), whichever
+comes first, and ends with its best picture so far.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import hmac
 import importlib.metadata
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import torch
@@ -43,17 +44,21 @@ from styleserve_server.engine import Finished, Iterate, JobCancelled, PrecisionC
 from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.precision import expected_job_seconds
 from styleserve_server.engine.style import prepare as prepare_style
+from styleserve_server.engine.style import targets_nbytes
 from styleserve_server.jobs import FirstPicture, Job, OutOfTime, run_instant
 from styleserve_server.metrics import Metrics
 from styleserve_server.settings import Settings
 from styleserve_server.style_cache import StyleCache, StyleCacheOff, StyleTooLarge, UnknownStyle
 
-__all__ = ["NoFeedForward", "NotReady", "StyleTransferService", "Unauthenticated", "version"]
+__all__ = ["NoFeedForward", "NotReady", "StyleTransferService", "version"]
 
 log = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
+# The longest status message sent (messages quote callers' values only shortened, anyway).
+_MAX_MESSAGE_CHARACTERS = 1000
 # How close to its deadline a cancelled call counts as DEADLINE_EXCEEDED (see _rpc).
 _DEADLINE_SLACK_SECONDS = 0.5
 
@@ -86,16 +91,6 @@ class GraceOver(Exception):
         )
 
 
-class Unauthenticated(Exception):
-    """The call lacks the bearer token this server requires."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "missing or wrong token: send the metadata 'authorization: Bearer <token>' "
-            "with the token the server was started with (STYLESERVE_AUTH_TOKEN)"
-        )
-
-
 @functools.cache
 def version() -> str:
     # Reads the installed distribution's metadata from disk: once per process, not per call.
@@ -117,8 +112,6 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         error = GraceOver()
     if isinstance(error, ShuttingDown | NotReady | GraceOver):
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
-    if isinstance(error, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED, str(error), ()
     if isinstance(error, NoFeedForward | StyleCacheOff):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     if isinstance(error, UnknownStyle):
@@ -183,20 +176,15 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             settings.feed_forward_queue_size,
             metrics.instant_admission_changed,
         )
-        self._token = (
-            None if settings.auth_token is None else settings.auth_token.get_secret_value()
-        )
         self._styles = StyleCache(settings.style_cache_bytes, self._limits, metrics)
-        # Registrations run beside the jobs, not in their slots (each is a few forward
-        # passes), one at a time so that they never hold more device memory than one does.
-        self._registering = asyncio.Lock()
         self._backbone: Backbone | None = None
         self._feed_forward: FeedForward | None = None
         self._precision: PrecisionChoice | None = None
         self._device = ""
         self._draining = False
-        # Running optimisation jobs, so that the end of a shutdown's grace can stop them.
-        self._jobs: set[Job] = set()
+        # The cancel events of running optimisation jobs and registrations, so that the end
+        # of a shutdown's grace can stop them.
+        self._running: set[threading.Event] = set()
 
     def serve(
         self, backbone: Backbone, feed_forward: FeedForward | None, precision: PrecisionChoice
@@ -222,8 +210,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     def stop_jobs(self) -> None:
         """The grace period is over: running jobs stop within an iteration and their calls
         end UNAVAILABLE, the status the clients see and the server logs and counts alike."""
-        for job in self._jobs:
-            job.cancel.set()
+        for cancel in self._running:
+            cancel.set()
 
     async def idle(self) -> None:
         """Returns when no job is running."""
@@ -298,17 +286,29 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             checked = await asyncio.to_thread(
                 inputs.check_registration, request, self._limits, backbone=backbone.name
             )
+            # The targets' bytes follow from the options: refused before any is computed.
+            self._styles.check_room(checked, targets_nbytes(backbone, checked.options))
+            # A registration costs forward passes like a job's: it waits for a job slot.
+            async with contextlib.aclosing(self._admission.wait()) as positions:
+                async for _ in positions:
+                    pass
+            cancel = threading.Event()
             prepare = functools.partial(
                 prepare_style,
                 backbone=backbone,
                 options=checked.options,
                 precision=self._precision,
                 feed_forward=self._feed_forward,
+                cancel=cancel,
             )
-            async with self._registering:
-                entry = await asyncio.to_thread(
-                    self._styles.register, checked, backbone.sha256, prepare
-                )
+            work = functools.partial(self._styles.register, checked, backbone.sha256, prepare)
+            future = self._in_slot(work, cancel)
+            try:
+                # Shielded: a cancelled call stops the work through ``cancel``, and the slot
+                # frees when the thread has let go (nothing is stored then).
+                entry = await asyncio.shield(future)
+            finally:
+                cancel.set()
             response = pb.RegisterStyleResponse(style_id=entry.style_id, cached_bytes=entry.nbytes)
             log.info(
                 "style registered",
@@ -316,6 +316,25 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             )
             await _send_headers(context, request_id)
         return response
+
+    def _in_slot(self, work: Callable[[], T], cancel: threading.Event) -> asyncio.Future[T]:
+        """Runs ``work`` in a worker thread on the job slot the caller holds; the slot frees
+        when the thread is done. Until then ``stop_jobs`` can stop it through ``cancel``."""
+
+        def release() -> None:
+            self._running.discard(cancel)
+            self._admission.release()
+
+        self._running.add(cancel)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._executor, contextvars.copy_context().run, work
+            )
+        except BaseException:
+            release()
+            raise
+        future.add_done_callback(lambda _: release())
+        return future
 
     async def _run_instant(
         self,
@@ -396,10 +415,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             seconds = time.monotonic() - started
             outcome = "cancelled" if future.cancelled() else future.result()
             self._metrics.job_duration.labels(outcome).observe(seconds)
-            self._jobs.discard(job)
+            self._running.discard(job.cancel)
             self._admission.release(seconds)
 
-        self._jobs.add(job)
+        self._running.add(job.cancel)
         job.future.add_done_callback(finished)
         return job
 
@@ -515,18 +534,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             raise NotReady
         return self._backbone
 
-    def _authorize(self, metadata: dict[str, Any]) -> None:
-        if self._token is None:
-            return
-        expected = f"Bearer {self._token}".encode()
-        if not hmac.compare_digest(str(metadata.get("authorization", "")).encode(), expected):
-            raise Unauthenticated
-
     @contextlib.asynccontextmanager
     async def _rpc(
         self, method: str, context: grpc.aio.ServicerContext, request_id: str = ""
     ) -> AsyncIterator[str]:
-        """One call's frame: request id, authorisation, status mapping, logging and metrics.
+        """One call's frame: request id, status mapping, logging and metrics.
 
         The body sends the headers (``_send_headers``) once it accepts the call, not before:
         a call refused without headers ends trailers-only, which gRPC retry policies retry.
@@ -555,7 +567,6 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         try:
             if refused is not None:
                 raise refused
-            self._authorize(metadata)
             yield request_id
         except asyncio.CancelledError:
             outcome(_ended_by_caller(context))
@@ -569,6 +580,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 outcome(_ended_by_caller(context))
                 raise asyncio.CancelledError from error
             code, message, trailers = _status(error)
+            # Whatever a message quotes, the status must reach the caller: trailers are bounded.
+            message = message[:_MAX_MESSAGE_CHARACTERS]
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
             # Counted and logged before the status leaves, so a caller holding the status

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         LIMITS.min_output_side, ge=CEILINGS.min_output_side, le=CEILINGS.max_output_side,
         description="Shortest output side.",
     )  # fmt: skip
+    max_scales: int = Field(
+        LIMITS.max_scales, ge=1, le=CEILINGS.max_scales,
+        description="Most entries of a request's scales (its coarse-to-fine stages).",
+    )  # fmt: skip
+    max_layers: int = Field(
+        LIMITS.max_layers, ge=1, le=CEILINGS.max_layers,
+        description="Most entries of each of content_layers, style_layers, style_layer_weights.",
+    )  # fmt: skip
+    max_name_length: int = Field(
+        LIMITS.max_name_length, ge=16, le=CEILINGS.max_name_length,
+        description="Most characters of a string option (preset, backbone, a layer name).",
+    )  # fmt: skip
     preview_size: int = Field(
         _DEFAULTS.preview_size, ge=LIMITS.min_output_side, le=CEILINGS.max_preview_size,
         description="Longest side of previews when a request leaves it 0.",
@@ -123,10 +135,27 @@ class Settings(BaseSettings):
     )
     auth_token: SecretStr | None = Field(
         None,
-        description="When set, StyleTransfer and GetServerInfo require the metadata "
-        "'authorization: Bearer <token>'; health checks stay open. Prefer the "
-        "environment variable: flags show in process listings.",
+        description="When set, every call needs the metadata 'authorization: Bearer <token>', "
+        "checked from the headers before the request is read; only grpc.health.v1 Check (for "
+        "probes) stays open, and reflection with open_reflection. Surrounding whitespace (a "
+        "Secret file's newline) is dropped. Prefer the environment variable: flags show in "
+        "process listings.",
     )
+    open_reflection: bool = Field(
+        False,
+        description="With auth_token: serve gRPC reflection without the token (it lists every "
+        "service and message of the contract).",
+    )
+    max_concurrent_streams: int = Field(
+        100, ge=1, le=100_000,
+        description="Calls one client connection may have open at once (HTTP/2 "
+        "MAX_CONCURRENT_STREAMS); a client queues the rest itself.",
+    )  # fmt: skip
+    connection_age_grace_seconds: float = Field(
+        3600.0, ge=0, le=_MAX_CONNECTION_AGE,
+        description="How long an aged connection (max_connection_age_seconds) keeps its open "
+        "calls before it is closed: the longest a call can hold a connection past its age.",
+    )  # fmt: skip
     tls_cert_file: Path | None = Field(
         None,
         description="PEM certificate chain of the gRPC port; set with tls_key_file to serve "
@@ -198,6 +227,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"cannot read {value}: {error.strerror or error}") from None
         return value
 
+    @field_validator("auth_token")
+    @classmethod
+    def _stripped(cls, value: SecretStr | None) -> SecretStr | None:
+        # A token read from a file keeps its trailing newline, which no client can send.
+        return None if value is None else SecretStr(value.get_secret_value().strip())
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -220,7 +255,7 @@ class Settings(BaseSettings):
                 f"preview_size ({self.preview_size}) must lie between min_output_side "
                 f"({self.min_output_side}) and max_preview_size ({self.max_preview_size})"
             )
-        if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
+        if self.auth_token is not None and not self.auth_token.get_secret_value():
             raise ValueError("auth_token is empty: unset it to disable authentication")
         return self
 

@@ -180,6 +180,15 @@ class StyleCache:
         counter.labels(lookup).inc()
         return entry
 
+    def check_room(self, registration: inputs.CheckedStyle, targets_nbytes: int) -> None:
+        """Raises StyleTooLarge when ``registration`` with targets of ``targets_nbytes`` (known
+        from its options) could never fit: checked before any of them is computed, so that
+        what a registration computes stays within the cache."""
+        self.check_on()
+        needed = sum(len(p) for p in registration.pictures) + targets_nbytes
+        if needed > self.max_bytes:
+            raise StyleTooLarge(needed, self.max_bytes)
+
     def register(
         self,
         registration: inputs.CheckedStyle,

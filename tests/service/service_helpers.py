@@ -105,7 +105,8 @@ class ServerProcess:
 
 @contextmanager
 def server_process(*args: str) -> Iterator[ServerProcess]:
-    """``styleserve-server ARGS`` on a free port with JSON logs, once it says where it listens."""
+    """``styleserve-server ARGS`` on a free port with JSON logs, once it says where it listens
+    (a line that is not JSON is kept as ``{"raw": line}``)."""
     process = subprocess.Popen(
         [server_command(), "--port", "0", "--log-format", "json", *args],
         stderr=subprocess.PIPE,
@@ -117,7 +118,10 @@ def server_process(*args: str) -> Iterator[ServerProcess]:
     def read() -> None:
         assert process.stderr is not None
         for line in process.stderr:
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = {"message": None, "raw": line}
             logs.append(record)
             lines.put(record)
 

@@ -387,7 +387,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side")
+    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +399,9 @@ class Limits(_message.Message):
     MAX_EVALS_PER_ITERATION_FIELD_NUMBER: _ClassVar[int]
     MAX_PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_OUTPUT_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCALES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NAME_LENGTH_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_image_bytes: int
     max_input_pixels: int
@@ -410,7 +413,10 @@ class Limits(_message.Message):
     max_evals_per_iteration: int
     max_preview_size: int
     min_output_side: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ...) -> None: ...
+    max_scales: int
+    max_layers: int
+    max_name_length: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ...) -> None: ...
 
 class Preset(_message.Message):
     __slots__ = ("name", "options")

@@ -8,7 +8,7 @@ style computes them once and hands them to every job that uses it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,17 +66,20 @@ def style_targets(
     normalization: str,
     styles: Sequence[Tensor],
     blend: Sequence[float],
+    before_each: Callable[[], None] = lambda: None,
 ) -> dict[str, Tensor]:
     """The Gram matrices at ``layers`` of the (1, 3, H, W) 0-255 RGB ``styles``, blended by
     ``blend`` (empty: equal shares): what a stage's style loss compares against. They depend
     on the style pictures and these arguments alone, so that they can be computed once for
-    many jobs (``engine.style``)."""
+    many jobs (``engine.style``). ``before_each`` runs before each picture's forward pass (and
+    may raise to stop them)."""
     if not styles:
         raise ValueError("style targets need at least one style picture")
     normalize = normalization != "tutorial"
     targets: dict[str, Tensor] = {}
     with torch.no_grad():
         for share, style in zip(_shares(blend, len(styles)), styles, strict=True):
+            before_each()
             for layer, f in net(style, tuple(dict.fromkeys(layers))).items():
                 weighted = share * gram(f, normalize=normalize)
                 targets[layer] = weighted if layer not in targets else targets[layer] + weighted

@@ -13,6 +13,7 @@ computes them, and prepares the resolutions a registration asks for.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,7 @@ from PIL import Image
 from styleserve.options import StyleOptions
 from styleserve.plan import MIN_SIDE, Stage, fit_longest_side, plan
 from styleserve_export.loader import Backbone
+from styleserve_export.vgg import conv_shapes
 from torch import Tensor
 
 from styleserve_server.engine.colour import Colour
@@ -31,6 +33,7 @@ from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.imaging import resize, to_tensor
 from styleserve_server.engine.objective import style_targets
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
+from styleserve_server.engine.records import JobCancelled
 
 __all__ = [
     "Grams",
@@ -41,6 +44,7 @@ __all__ = [
     "resized_style",
     "stage_targets",
     "style_key",
+    "targets_nbytes",
 ]
 
 Grams = dict[str, Tensor]
@@ -114,13 +118,21 @@ def _targets(
     blend: Sequence[float],
     net: FeatureNet,
     colour: Colour | None,
+    cancel: threading.Event | None = None,
 ) -> Grams:
     """The targets of ``pictures`` for ``key``, as ``colour`` (None: none) has the network
-    see them."""
+    see them; JobCancelled once ``cancel`` is set, between pictures."""
     pixels = [to_tensor(resized_style(p, key), net.device) for p in pictures]
     if colour is not None:
         pixels = [colour.style(p) for p in pixels]
-    return style_targets(net, key.layers, key.normalization, pixels, blend)
+    return style_targets(
+        net, key.layers, key.normalization, pixels, blend, functools.partial(_stop_if_set, cancel)
+    )
+
+
+def _stop_if_set(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise JobCancelled("the style's preparation was cancelled")
 
 
 def stage_targets(
@@ -154,22 +166,36 @@ def registration_stages(options: StyleOptions) -> list[Stage]:
     return plan((options.size, options.size), options)
 
 
+def targets_nbytes(backbone: Backbone, options: StyleOptions) -> int:
+    """Bytes of the targets a registration with ``options`` keeps on ``backbone``, known
+    before any is computed: one float32 Gram matrix (channels x channels) per style layer
+    and stage."""
+    shapes = conv_shapes(backbone.arch, backbone.net.channel_divisor)
+    per_stage = sum(4 * shapes[layer][0][0] ** 2 for layer in set(options.style_layers))
+    return per_stage * len(registration_stages(options))
+
+
 def prepare(
     style: PreparedStyle,
     backbone: Backbone,
     options: StyleOptions,
     precision: PrecisionChoice | None,
     feed_forward: FeedForward | None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Has ``style`` keep the targets of ``registration_stages(options)`` on ``backbone``
     (``precision``: what "auto" means, as for ``run_job``) and, with an instant tier
-    ``feed_forward``, its style vector."""
+    ``feed_forward``, its style vector. Raises JobCancelled within one picture's forward pass
+    of ``cancel`` (None: none) being set."""
     net = FeatureNet(backbone, job_precision(options.precision, backbone, precision).precision)
     for stage in registration_stages(options):
         key = style_key(stage, options, net.dtype)
         style.grams(
             key,
-            functools.partial(_targets, key=key, blend=options.style_blend, net=net, colour=None),
+            functools.partial(
+                _targets, key=key, blend=options.style_blend, net=net, colour=None, cancel=cancel
+            ),
         )
+    _stop_if_set(cancel)
     if feed_forward is not None:
         style.vector(functools.partial(feed_forward.styles_vector, blend=options.style_blend))
