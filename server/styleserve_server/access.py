@@ -94,9 +94,15 @@ class TokenGate(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(functools.partial(_refuse, request_id))
 
 
-def _check_name(service: str) -> None:
-    if len(service) > _MAX_SERVICE_NAME:
-        raise ValueError(f"service names are at most {_MAX_SERVICE_NAME} characters")
+def _refused_name(service: str, context: grpc.aio.ServicerContext) -> bool:
+    """Whether ``service`` is past the bound, the call's status then set. Set, not raised with
+    ``context.abort``: gRPC keeps an abort on the call's state, in a cycle with the handler's
+    frame that would hold the request until the garbage collector runs."""
+    if len(service) <= _MAX_SERVICE_NAME:
+        return False
+    context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+    context.set_details(f"service names are at most {_MAX_SERVICE_NAME} characters")
+    return True
 
 
 class BoundedHealth(health_aio.HealthServicer):
@@ -105,17 +111,12 @@ class BoundedHealth(health_aio.HealthServicer):
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
-        try:
-            _check_name(request.service)
-        except ValueError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if _refused_name(request.service, context):
+            return health_pb2.HealthCheckResponse()  # not sent: the status is an error
         return await super().Check(request, context)
 
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        try:
-            _check_name(request.service)
-        except ValueError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        await super().Watch(request, context)
+        if not _refused_name(request.service, context):
+            await super().Watch(request, context)

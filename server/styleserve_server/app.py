@@ -182,6 +182,11 @@ def _server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[st
         # Without this a second server could bind the same port and steal half the calls.
         ("grpc.so_reuseport", 0),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # A fixed per-stream receive window instead of one grown by BDP probing (to megabytes
+        # on a fast link): the most a stream sends before the server reads it, so what a
+        # caller refused from its headers can make the server buffer.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", settings.stream_window_bytes),
     ]
     if settings.max_connection_age_seconds:
         options += [

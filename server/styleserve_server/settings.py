@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         description="Calls one client connection may have open at once (HTTP/2 "
         "MAX_CONCURRENT_STREAMS); a client queues the rest itself.",
     )  # fmt: skip
+    stream_window_bytes: int = Field(
+        1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024,
+        description="Bytes one call may send before the server reads them (its HTTP/2 "
+        "receive window): bounds what a caller refused from its headers makes the server "
+        "buffer; uploads over a link with a long round trip go at most this much per round "
+        "trip.",
+    )  # fmt: skip
     connection_age_grace_seconds: float = Field(
         3600.0, ge=0, le=_MAX_CONNECTION_AGE,
         description="How long an aged connection (max_connection_age_seconds) keeps its open "

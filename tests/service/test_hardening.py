@@ -8,6 +8,7 @@ and warnings through the JSON log, rate-limited. Live servers on the tiny networ
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import io
 import json
 import os
@@ -156,12 +157,17 @@ def logged_server():
 def refused_in(
     srv, stub, job: pb.StyleTransferRequest, request_id: str
 ) -> tuple[grpc.RpcError, float]:
-    """The refusal of ``job`` and the seconds the server spent on it, by its log line."""
+    """The refusal of ``job`` and the seconds the server spent on it, by its log line: the
+    least of three tries (the cost is the server's; a busy machine only adds to it)."""
     job.request_id = request_id
-    error = rpc_error(stub.StyleTransfer(job, timeout=60))
-    wait_until(lambda: [r for r in srv.logs if r.get("request_id") == request_id and "code" in r])
-    (line,) = [r for r in srv.logs if r.get("request_id") == request_id and "code" in r]
-    return error, line["seconds"]
+    for _ in range(3):
+        error = rpc_error(stub.StyleTransfer(job, timeout=60))
+
+    def lines() -> list[dict]:
+        return [r for r in srv.logs if r.get("request_id") == request_id and "code" in r]
+
+    wait_until(lambda: len(lines()) == 3)
+    return error, min(line["seconds"] for line in lines())
 
 
 def test_over_long_lists_and_strings_are_refused_as_they_arrive(logged_server):
@@ -333,3 +339,31 @@ def test_warnings_go_to_the_json_log_rate_limited():
     records = [json.loads(line) for line in done.stderr.splitlines()]
     assert 0 < len(records) <= 20
     assert all(r["logger"] == "py.warnings" for r in records)
+
+
+def test_a_refused_request_is_not_kept_after_its_call(start_server):
+    """gRPC keeps an aborted call's exception, which reaches the handler's frames again: a
+    cycle only the garbage collector breaks. None of those frames may hold the request."""
+    job = request()
+    # Refused EPS bytes, marked so that no other test's request matches.
+    marked = b"\xc5\xd0\xd3\xc6" + os.urandom(16)
+    job.content.data = marked + bytes(1_000_000)
+    with start_server() as srv, connect(srv.target) as stub:
+        gc.disable()  # as when the collector has not run yet
+        try:
+            for _ in range(3):
+                assert (
+                    rpc_error(stub.StyleTransfer(job, timeout=30)).code()
+                    is grpc.StatusCode.INVALID_ARGUMENT
+                )
+            time.sleep(0.2)
+            kept = [
+                o
+                for o in gc.get_objects()
+                if type(o) is pb.StyleTransferRequest
+                and o is not job
+                and o.content.data.startswith(marked)
+            ]
+        finally:
+            gc.enable()
+    assert not kept, f"{len(kept)} refused requests still held"
