@@ -38,7 +38,8 @@ from PIL import Image
 from styleserve import Client
 from styleserve.options import resolve
 from styleserve.plan import fit_longest_side
-from styleserve_export.loader import ArtifactError, Backbone, load_backbone, load_feed_forward
+from styleserve_export.artifact import ArtifactError, Backbone
+from styleserve_export.loader import load_backbone, load_feed_forward
 from styleserve_server.app import create_server
 from styleserve_server.engine import Finished, measure_precision, run_job
 from styleserve_server.engine.features import FeatureNet

@@ -7,8 +7,8 @@ metrics port on) and measures it with the real client (``styleserve.AsyncClient`
 loop follows every stream, as a backend would) and psutil on the server's pid:
 
 1. soak: ``--streams`` concurrent streams for ``--seconds``, each starting a new job when its
-   last one ends. Every job streams 80 Progress records (more than the 64 the server keeps for a
-   slow reader); each stream's iteration numbers must arrive complete and in order (lost:
+   last one ends. Every job streams 80 Progress records (the server keeps every one for a slow
+   reader); each stream's iteration numbers must arrive complete and in order (lost:
    missing numbers; out of order: a number not above the one before). Streams still open at
    the end are cancelled (no failure; their records up to then still count). Also: terminal
    statuses, time from the call to the first Progress (queue wait included: only ``--slots``
@@ -94,8 +94,8 @@ __all__ = [
 CONTENT = ROOT / "examples" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "starry_night.jpg"
 # Tiny-network jobs: one Adam evaluation per iteration keeps the Progress records coming
-# steadily; 80 of them is more than the server keeps pending for a slow reader (jobs.py), so
-# a reader that fell behind would show gaps.
+# steadily; the server keeps every one for a slow reader (jobs.py), so a reader that fell
+# behind must still see them all.
 STREAMED: dict[str, Any] = {
     "size": 32,
     "iterations": 80,

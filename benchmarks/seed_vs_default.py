@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 from styleserve.options import PRESETS, StyleOptions, resolve
-from styleserve_export.loader import Backbone, load_backbone
+from styleserve_export.artifact import Backbone
+from styleserve_export.loader import load_backbone
 from styleserve_export.vgg import VGGFeatures
 from styleserve_server.engine import Finished, Iterate, PrecisionChoice, run_job
 from styleserve_server.engine.features import FeatureNet

@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from styleserve_export.artifact import ArtifactError, Backbone
 from styleserve_export.export import export
-from styleserve_export.loader import (
-    ArtifactError,
-    Backbone,
-    load_backbone,
-    read_feed_forward_manifest,
-    read_manifest,
-)
+from styleserve_export.loader import load_backbone, read_feed_forward_manifest, read_manifest
 from styleserve_export.sources import SOURCES
 
 

@@ -29,7 +29,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from styleserve.options import BACKBONES
-from styleserve_export.loader import TINY_BACKBONE, Backbone, tiny_backbone
+from styleserve_export.artifact import TINY_BACKBONE, Backbone
+from styleserve_export.loader import tiny_backbone
 from styleserve_server.app import StyleServer, create_server
 from styleserve_server.settings import Settings
 

@@ -1,7 +1,9 @@
 """The shared options module resolves presets and names the bad field."""
 
+import typing
+
 import pytest
-from styleserve.options import OptionsError, resolve
+from styleserve.options import OptionsError, StyleOptions, resolve
 
 
 def test_seed_preset_is_the_tutorial():
@@ -18,3 +20,20 @@ def test_bad_option_names_its_field(field, value):
     with pytest.raises(OptionsError) as err:
         resolve("default", **{field: value})
     assert err.value.field == field
+
+
+def test_job_options_are_the_style_options_fields():
+    """``JobOptions`` types the keyword options of the SDK's calls: exactly StyleOptions'
+    fields, each with the field's type (a list option takes any sequence of its items)."""
+    from collections.abc import Sequence
+
+    from styleserve.options import JobOptions
+
+    fields = typing.get_type_hints(StyleOptions)
+    hints = typing.get_type_hints(JobOptions)
+    assert set(hints) == set(fields)
+    for name, hint in fields.items():
+        if typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            hint = Sequence[item]
+        assert hints[name] == hint, name

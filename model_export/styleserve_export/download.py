@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from styleserve_export.artifact import file_sha256
 from styleserve_export.errors import ExportError
-from styleserve_export.loader import file_sha256
 
 __all__ = ["download"]
 

@@ -25,16 +25,18 @@ import torch
 from filelock import FileLock
 from safetensors.torch import save
 
-from styleserve_export.errors import ExportError
-from styleserve_export.feed_forward import convert, pair_manifest
-from styleserve_export.keras_onnx import PARITY_LIMIT
-from styleserve_export.loader import (
+from styleserve_export.artifact import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     PREDICT_FILE,
     TRANSFORM_FILE,
     WEIGHTS_FILE,
     ArtifactError,
+)
+from styleserve_export.errors import ExportError
+from styleserve_export.feed_forward import convert, pair_manifest
+from styleserve_export.keras_onnx import PARITY_LIMIT
+from styleserve_export.loader import (
     artifact_dir,
     load_backbone,
     load_feed_forward,

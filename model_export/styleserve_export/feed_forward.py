@@ -19,9 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from styleserve_export.errors import ExportError
-from styleserve_export.keras_onnx import parse
-from styleserve_export.loader import (
+from styleserve_export.artifact import (
     FEED_FORWARD_KIND,
     FORMAT_VERSION,
     PREDICT_FILE,
@@ -30,6 +28,8 @@ from styleserve_export.loader import (
     FeedForwardArtifact,
     pair_digest,
 )
+from styleserve_export.errors import ExportError
+from styleserve_export.keras_onnx import parse
 
 __all__ = [
     "CONTENT_INPUT",

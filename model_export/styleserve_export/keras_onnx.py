@@ -16,8 +16,8 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
+from styleserve_export.artifact import KERAS_NORMALIZATION
 from styleserve_export.errors import ExportError
-from styleserve_export.loader import KERAS_NORMALIZATION
 from styleserve_export.vgg import VGGFeatures
 
 __all__ = ["PARITY_LIMIT", "conv_state", "parity", "parse"]

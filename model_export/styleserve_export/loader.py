@@ -8,11 +8,9 @@ after checking every file's hash against the artifact's manifest. Every refusal 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,109 +19,37 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from styleserve_export.artifact import (
+    BACKBONE_KIND,
+    FEED_FORWARD_KIND,
+    FORMAT_VERSION,
+    KERAS_NORMALIZATION,
+    MANIFEST_FILE,
+    PREDICT_FILE,
+    TINY_BACKBONE,
+    TINY_FEED_FORWARD,
+    TRANSFORM_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    Backbone,
+    FeedForwardArtifact,
+    Normalization,
+    file_sha256,
+    pair_digest,
+)
+from styleserve_export.feed_forward import tiny_pair
 from styleserve_export.vgg import VGGFeatures
 
 __all__ = [
-    "BACKBONE_KIND",
-    "FEED_FORWARD_KIND",
-    "KERAS_NORMALIZATION",
-    "MANIFEST_FILE",
-    "PREDICT_FILE",
-    "TINY_BACKBONE",
-    "TINY_FEED_FORWARD",
-    "TRANSFORM_FILE",
-    "TORCHVISION_NORMALIZATION",
-    "WEIGHTS_FILE",
-    "FORMAT_VERSION",
-    "ArtifactError",
-    "Backbone",
-    "FeedForwardArtifact",
-    "Normalization",
     "artifact_dir",
     "default_cache_dir",
     "export_command",
-    "file_sha256",
     "load_backbone",
     "load_feed_forward",
-    "pair_digest",
     "read_feed_forward_manifest",
     "read_manifest",
     "tiny_backbone",
 ]
-
-FORMAT_VERSION = 1  # of the manifest and file layout; a change makes old artifacts rebuild
-WEIGHTS_FILE = "model.safetensors"
-MANIFEST_FILE = "manifest.json"
-# Built, never loaded: VGG16's shape with 1/16 of the channels and fixed random weights. It runs
-# the whole service in a second without an artifact, for tests and smoke checks.
-TINY_BACKBONE = "tiny-vgg16"
-BACKBONE_KIND = "backbone"
-# The instant tier: a style-prediction and a transform network run in onnxruntime.
-FEED_FORWARD_KIND = "feed-forward"
-PREDICT_FILE = "style_predict.onnx"
-TRANSFORM_FILE = "style_transform.onnx"
-# Built, never loaded, like TINY_BACKBONE: a pair with the real one's inputs, outputs and size
-# behaviour and a few fixed weights, so the instant tier runs in tests without an artifact.
-TINY_FEED_FORWARD = "tiny-arbitrary"
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """How pixels become network input: ``(rgb / 255 * scale, in channel_order) - mean) / std``."""
-
-    channel_order: str
-    scale: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Normalization:
-        return cls(
-            channel_order=str(data["channel_order"]),
-            scale=float(data["scale"]),
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-        )
-
-
-# Keras ``preprocess_input`` for VGG ("caffe" mode): BGR, 0-255, ImageNet mean, no scaling.
-KERAS_NORMALIZATION = Normalization("BGR", 255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
-TORCHVISION_NORMALIZATION = Normalization("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """A loaded feature extractor and everything needed to feed it correctly."""
-
-    name: str
-    arch: str
-    net: VGGFeatures
-    normalization: Normalization
-    sha256: str
-    device: torch.device
-    manifest: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class FeedForwardArtifact:
-    """The feed-forward tier's two ONNX graphs, checked against their manifest.
-
-    ``sha256`` identifies the pair (``pair_digest`` of the two files); ``manifest["contract"]``
-    gives the graphs' input and output names, layouts, value ranges and sizes.
-    """
-
-    name: str
-    sha256: str
-    predict: bytes  # the style picture -> style vector graph
-    transform: bytes  # content picture + style vector -> stylised picture
-    manifest: Mapping[str, Any]
-
-
-class ArtifactError(RuntimeError):
-    """The artifact is missing, corrupt or does not match its manifest; the message says the fix."""
 
 
 def default_cache_dir() -> Path:
@@ -142,14 +68,6 @@ def export_command(backbone: str, cache_dir: Path, *, force: bool = False) -> st
     if cache_dir.resolve() != default_cache_dir().resolve():
         command += f" --cache-dir {cache_dir}"
     return command + (" --force" if force else "")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _checked_manifest(
@@ -210,16 +128,6 @@ def read_manifest(backbone: str, cache_dir: Path) -> dict[str, Any]:
     )
 
 
-def pair_digest(files: Mapping[str, str]) -> str:
-    """sha256 of ``sha256sum``'s listing of ``files`` (name -> sha256) in name order.
-
-    So an operator can recompute an artifact's digest in its directory with
-    ``sha256sum style_predict.onnx style_transform.onnx | sha256sum``.
-    """
-    listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 def _file_digests(manifest: Mapping[str, Any]) -> dict[str, str]:
     files = manifest["files"]
     digests = {name: str(files[name]["sha256"]) for name in (PREDICT_FILE, TRANSFORM_FILE)}
@@ -244,9 +152,6 @@ def load_feed_forward(
 ) -> FeedForwardArtifact:
     """The verified feed-forward pair ``name`` (``TINY_FEED_FORWARD``: the tiny stand-in)."""
     if name == TINY_FEED_FORWARD:
-        # Imported here: building the stand-in needs onnx, which the backbone path never loads.
-        from styleserve_export.feed_forward import tiny_pair
-
         return tiny_pair()
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
     manifest = read_feed_forward_manifest(name, cache_dir)

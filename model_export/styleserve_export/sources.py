@@ -24,15 +24,15 @@ from safetensors import SafetensorError, safe_open
 from styleserve.options import BACKBONES
 
 from styleserve_export import keras_onnx
-from styleserve_export.download import download
-from styleserve_export.errors import ExportError
-from styleserve_export.feed_forward import SourcePair
-from styleserve_export.loader import (
+from styleserve_export.artifact import (
     KERAS_NORMALIZATION,
     TORCHVISION_NORMALIZATION,
     Normalization,
     file_sha256,
 )
+from styleserve_export.download import download
+from styleserve_export.errors import ExportError
+from styleserve_export.feed_forward import SourcePair
 from styleserve_export.published import check_published
 from styleserve_export.state_dicts import arch_of, check_shapes, from_torchvision, is_torchvision
 from styleserve_export.vgg import VGGFeatures

@@ -28,14 +28,15 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
-from styleserve_export.loader import Backbone, load_feed_forward
+from styleserve_export.artifact import Backbone
+from styleserve_export.loader import load_feed_forward
 
 from styleserve_server import backbones, logs
 from styleserve_server.access import MAX_HEALTH_REQUEST_BYTES, BoundedHealth, TokenGate
-from styleserve_server.engine.feed_forward import FeedForward
-from styleserve_server.engine.precision import auto_precision
+from styleserve_server.engine import FeedForward, auto_precision
 from styleserve_server.metrics import Metrics
-from styleserve_server.service import StyleTransferService, version
+from styleserve_server.server_info import version
+from styleserve_server.service import StyleTransferService
 from styleserve_server.settings import Settings
 
 __all__ = ["SERVICE_NAME", "StyleServer", "create_server"]

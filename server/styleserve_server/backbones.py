@@ -12,10 +12,10 @@ import logging
 
 from PIL import Image
 from styleserve.options import resolve
-from styleserve_export.loader import Backbone, load_backbone
+from styleserve_export.artifact import Backbone
+from styleserve_export.loader import load_backbone
 
-from styleserve_server.engine import PrecisionChoice, run_job
-from styleserve_server.engine.precision import auto_precision
+from styleserve_server.engine import PrecisionChoice, auto_precision, run_job
 from styleserve_server.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from styleserve.v1 import style_transfer_pb2 as pb
 
 if TYPE_CHECKING:
     # A type only: checking a request needs no torch.
-    from styleserve_server.engine.style import PreparedStyle
+    from styleserve_server.engine import PreparedStyle
 
 __all__ = [
     "ALLOWED_FORMATS",

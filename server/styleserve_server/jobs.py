@@ -33,20 +33,20 @@ from dataclasses import dataclass
 from PIL import Image
 from styleserve.options import Limits, StyleOptions
 from styleserve.plan import output_size, plan
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 
 from styleserve_server import inputs, outputs
 from styleserve_server.engine import (
+    FeedForward,
     Finished,
     Iterate,
     JobCancelled,
     PrecisionChoice,
     StopAt,
+    expected_evaluation_seconds,
     run_job,
+    shrink,
 )
-from styleserve_server.engine.feed_forward import FeedForward
-from styleserve_server.engine.imaging import shrink
-from styleserve_server.engine.precision import expected_evaluation_seconds
 
 __all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "run_instant"]
 

@@ -18,8 +18,7 @@ from styleserve.options import StyleOptions
 from styleserve.plan import fit_longest_side
 from styleserve.v1 import style_transfer_pb2 as pb
 
-from styleserve_server.engine import Finished, Iterate, Losses, PrecisionChoice
-from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.engine import FeedForward, Finished, Iterate, Losses, PrecisionChoice
 
 __all__ = [
     "Provenance",

@@ -21,11 +21,9 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import importlib.metadata
 import logging
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -33,98 +31,35 @@ from typing import Any, TypeVar
 
 import grpc
 import torch
-from styleserve.convert import delivery_to_proto, options_to_proto
 from styleserve.options import PRESETS, OptionsError, StyleOptions, check_request_id
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 
 from styleserve_server import inputs, logs, outputs
-from styleserve_server.admission import Admission, QueueFull, ShuttingDown
-from styleserve_server.engine import Finished, Iterate, JobCancelled, PrecisionChoice, StopAt
-from styleserve_server.engine.feed_forward import FeedForward
-from styleserve_server.engine.precision import expected_job_seconds
-from styleserve_server.engine.style import prepare as prepare_style
-from styleserve_server.engine.style import targets_nbytes
+from styleserve_server.admission import Admission, ShuttingDown
+from styleserve_server.engine import (
+    FeedForward,
+    Finished,
+    Iterate,
+    PrecisionChoice,
+    StopAt,
+    expected_job_seconds,
+    prepare_style,
+    targets_nbytes,
+)
 from styleserve_server.jobs import FirstPicture, Job, OutOfTime, run_instant
 from styleserve_server.metrics import Metrics
+from styleserve_server.server_info import server_info, version
 from styleserve_server.settings import Settings
-from styleserve_server.style_cache import StyleCache, StyleCacheOff, StyleTooLarge, UnknownStyle
+from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ended_by_caller, status
+from styleserve_server.style_cache import StyleCache
 
-__all__ = ["NoFeedForward", "NotReady", "StyleTransferService", "version"]
+__all__ = ["StyleTransferService"]
 
 log = logging.getLogger(__name__)
 
-Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
-
-# The longest status message sent (messages quote callers' values only shortened, anyway).
-_MAX_MESSAGE_CHARACTERS = 1000
-# How close to its deadline a cancelled call counts as DEADLINE_EXCEEDED (see _call).
-_DEADLINE_SLACK_SECONDS = 0.5
-
-
-class NotReady(Exception):
-    """The weights are still loading or the warm-up has not finished."""
-
-    def __init__(self) -> None:
-        super().__init__("server is starting (loading weights); retry in a few seconds")
-
-
-class NoFeedForward(Exception):
-    """The request needs the instant tier, which this server was started without."""
-
-    def __init__(self, field: str) -> None:
-        super().__init__(
-            f"{field}: this server has no feed-forward network (started with --feed-forward "
-            "none); use method optimization and another init, or a server that reports "
-            "feed_forward in GetServerInfo"
-        )
-
-
-class GraceOver(Exception):
-    """The server stopped a running job because its shutdown grace period ran out."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the server is shutting down and its grace period ran out before this job ended; "
-            "send it again (another replica takes it)"
-        )
-
-
-@functools.cache
-def version() -> str:
-    # Reads the installed distribution's metadata from disk: once per process, not per call.
-    return importlib.metadata.version("styleserve")
-
-
-def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
-    """The status code, message and trailing metadata a call ending with ``error`` gets."""
-    if isinstance(error, OptionsError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
-    if isinstance(error, QueueFull):
-        seconds = round(error.retry_after)
-        # retry-after for people and proxies; grpc-retry-pushback-ms for gRPC retry policies.
-        trailers = (("retry-after", str(seconds)), ("grpc-retry-pushback-ms", str(seconds * 1000)))
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), trailers
-    if isinstance(error, JobCancelled):
-        # Callers cancel by ending their call; a job cancelled under a live call was stopped
-        # by the server (stop_jobs).
-        error = GraceOver()
-    if isinstance(error, ShuttingDown | NotReady | GraceOver):
-        return grpc.StatusCode.UNAVAILABLE, str(error), ()
-    if isinstance(error, NoFeedForward | StyleCacheOff):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
-    if isinstance(error, UnknownStyle):
-        return grpc.StatusCode.NOT_FOUND, str(error), ()
-    if isinstance(error, StyleTooLarge):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
-    if isinstance(error, torch.OutOfMemoryError):
-        message = "out of device memory for this job: ask for a smaller size or retry later"
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ()
-    request_id = logs.request_id.get()
-    message = f"internal error ({type(error).__name__}); the server log has it under {request_id}"
-    return grpc.StatusCode.INTERNAL, message, ()
 
 
 def _stop_at(options: StyleOptions, remaining: float | None) -> StopAt | None:
@@ -140,28 +75,6 @@ def _stop_at(options: StyleOptions, remaining: float | None) -> StopAt | None:
     if remaining is not None:
         stops.append(StopAt(now + remaining, "deadline"))
     return min(stops, key=lambda stop: stop.at, default=None)
-
-
-def _ended_by_caller(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    """CANCELLED, or DEADLINE_EXCEEDED for a call whose deadline has (nearly) passed: the
-    server learns of a passed deadline as a cancel from the client, whose clock started before
-    the request reached the server, so the server's own deadline is then still a little ahead
-    (more under load) and "nearly due" counts as due."""
-    remaining = context.time_remaining()
-    expired = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
-    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-
-
-def _clear_frames(error: BaseException) -> None:
-    """Clears the locals of the finished frames that raised ``error`` and the errors behind
-    it (an abort raised after it keeps them all reachable)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if current.__traceback__ is not None:
-            traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
 
 
 async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> None:
@@ -309,7 +222,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             backbone=backbone,
             options=checked.options,
             precision=self._precision,
-            feed_forward=self._feed_forward,
+            style_vector=None if self._feed_forward is None else self._feed_forward.styles_vector,
             cancel=cancel,
         )
         work = functools.partial(self._styles.register, checked, backbone.sha256, prepare)
@@ -497,45 +410,16 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     async def _server_info(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext, request_id: str
     ) -> pb.GetServerInfoResponse:
-        info = self._info(self._serving())
+        info = server_info(
+            self._settings,
+            self._limits,
+            self._serving(),
+            self._feed_forward,
+            self._precision,
+            self._styles.info(),
+        )
         await _send_headers(context, request_id)
         return info
-
-    def _info(self, backbone: Backbone) -> pb.GetServerInfoResponse:
-        """What GetServerInfo answers for a server serving ``backbone``."""
-        settings = self._settings
-        max_bytes, used_bytes, entries = self._styles.info()
-        defaults = PRESETS["default"].replace(
-            preview_size=settings.preview_size, output_quality=settings.output_quality
-        )
-        return pb.GetServerInfoResponse(
-            version=version(),
-            backbones=[backbone.name],
-            presets=[
-                pb.Preset(
-                    name=name, options=options_to_proto(preset.replace(backbone=backbone.name))
-                )
-                for name, preset in PRESETS.items()
-            ],
-            device=self._device,
-            limits=pb.Limits(
-                job_slots=settings.job_slots,
-                queue_size=settings.queue_size,
-                # Every limit travels (tests/client/test_sdk_contract.py keeps the two equal).
-                **dataclasses.asdict(self._limits),
-            ),
-            default_delivery=delivery_to_proto(defaults),
-            torch_version=torch.__version__,
-            feed_forward=None
-            if self._feed_forward is None
-            else outputs.feed_forward_info(self._feed_forward),
-            precision_choice=None
-            if self._precision is None
-            else outputs.precision_choice(self._precision),
-            style_cache=pb.StyleCacheInfo(
-                max_bytes=max_bytes, used_bytes=used_bytes, entries=entries
-            ),
-        )
 
     def _serving(self) -> Backbone:
         if self._draining:
@@ -586,7 +470,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 raise refused
             result = await body(self, request, context, request_id)
         except asyncio.CancelledError:
-            outcome(_ended_by_caller(context))
+            outcome(ended_by_caller(context))
             raise
         except Exception as error:  # noqa: BLE001 - every error becomes a status, here only
             if context.cancelled() or isinstance(error, grpc.aio.InternalError):
@@ -594,11 +478,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 # before it has marked the call cancelled (grpc's own handlers ignore such a
                 # failure once the client has closed). The caller's doing, not the server's
                 # failure; the call ends as cancelled calls do.
-                outcome(_ended_by_caller(context))
+                outcome(ended_by_caller(context))
                 raise asyncio.CancelledError from error
-            code, message, trailers = _status(error)
-            # Whatever a message quotes, the status must reach the caller: trailers are bounded.
-            message = message[:_MAX_MESSAGE_CHARACTERS]
+            code, message, trailers = status(error)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
             # Counted and logged before the status leaves, so a caller holding the status
@@ -609,7 +491,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             # only the garbage collector breaks, late. None may hold the request meanwhile
             # (measured before: 40 refused 16 MB requests left the server 695 MB larger).
             del request
-            _clear_frames(error)
+            clear_frames(error)
             await context.abort(code, message, (*trailers, ("x-request-id", request_id)))
         else:
             outcome(grpc.StatusCode.OK)

@@ -30,7 +30,7 @@ from PIL import Image
 from styleserve.options import STYLE_FIELDS, Limits, StyleOptions
 
 from styleserve_server import inputs
-from styleserve_server.engine.style import Grams, StyleKey
+from styleserve_server.engine import Grams, StyleKey
 from styleserve_server.metrics import Metrics
 
 __all__ = ["StyleCache", "StyleCacheOff", "StyleEntry", "StyleTooLarge", "UnknownStyle", "style_id"]

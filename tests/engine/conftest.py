@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from engine_pictures import landscape, stripes
 from PIL import Image
-from styleserve_export.loader import Backbone, tiny_backbone
+from styleserve_export.artifact import Backbone
+from styleserve_export.loader import tiny_backbone
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import io
 import torch
 from PIL import Image
 from styleserve.options import StyleOptions
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import to_tensor
 from styleserve_server.engine.objective import Objective, Weights

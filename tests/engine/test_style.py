@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 from styleserve.options import resolve
 from styleserve_server.engine import run_job
-from styleserve_server.engine.style import Grams, StyleKey, prepare
+from styleserve_server.engine.prepared import Grams, StyleKey
+from styleserve_server.engine.style import prepare
 
 
 class Kept:

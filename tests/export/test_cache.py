@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from styleserve_export.artifact import ArtifactError, file_sha256
 from styleserve_export.cli import main
 from styleserve_export.export import export
-from styleserve_export.loader import ArtifactError, file_sha256, load_backbone, read_manifest
+from styleserve_export.loader import load_backbone, read_manifest
 from styleserve_export.sources import resolve_source
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from styleserve_export.artifact import TORCHVISION_NORMALIZATION
 from styleserve_export.errors import ExportError
 from styleserve_export.export import export
-from styleserve_export.loader import TORCHVISION_NORMALIZATION, load_backbone
+from styleserve_export.loader import load_backbone
 from styleserve_export.sources import UrlSource
 
 

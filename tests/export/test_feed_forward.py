@@ -16,6 +16,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from styleserve_export.artifact import (
+    PREDICT_FILE,
+    TINY_FEED_FORWARD,
+    TRANSFORM_FILE,
+    ArtifactError,
+    FeedForwardArtifact,
+    file_sha256,
+)
 from styleserve_export.cli import main
 from styleserve_export.errors import ExportError
 from styleserve_export.export import export
@@ -26,16 +34,7 @@ from styleserve_export.feed_forward import (
     VECTOR,
     contract,
 )
-from styleserve_export.loader import (
-    PREDICT_FILE,
-    TINY_FEED_FORWARD,
-    TRANSFORM_FILE,
-    ArtifactError,
-    FeedForwardArtifact,
-    file_sha256,
-    load_feed_forward,
-    read_feed_forward_manifest,
-)
+from styleserve_export.loader import load_feed_forward, read_feed_forward_manifest
 from styleserve_export.sources import MAGENTA_ARBITRARY, fetch_wheel, resolve_source
 
 NAME = "magenta-arbitrary"

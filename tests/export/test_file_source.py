@@ -9,14 +9,10 @@ import onnx
 import pytest
 import torch
 from safetensors.torch import save_file
+from styleserve_export.artifact import KERAS_NORMALIZATION, TORCHVISION_NORMALIZATION, file_sha256
 from styleserve_export.errors import ExportError
 from styleserve_export.export import export
-from styleserve_export.loader import (
-    KERAS_NORMALIZATION,
-    TORCHVISION_NORMALIZATION,
-    file_sha256,
-    load_backbone,
-)
+from styleserve_export.loader import load_backbone
 from styleserve_export.sources import resolve_source
 
 

@@ -12,15 +12,10 @@ import sys
 
 import pytest
 import torch
+from styleserve_export.artifact import KERAS_NORMALIZATION, ArtifactError, file_sha256
 from styleserve_export.errors import ExportError
 from styleserve_export.export import export
-from styleserve_export.loader import (
-    KERAS_NORMALIZATION,
-    ArtifactError,
-    file_sha256,
-    load_backbone,
-    read_manifest,
-)
+from styleserve_export.loader import load_backbone, read_manifest
 from styleserve_export.published import KERAS_VGG16_FIRST_VALUES
 from styleserve_export.sources import SOURCES
 

@@ -56,7 +56,7 @@ def test_metrics_endpoint_serves_the_named_metrics(start_server):
 
 def test_operators_see_the_process_and_what_it_runs(start_server):
     import torch
-    from styleserve_server.service import version
+    from styleserve_server.server_info import version
 
     port = free_port()
     with start_server(metrics_port=port) as srv:

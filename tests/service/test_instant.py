@@ -20,7 +20,7 @@ from fixtures_server import SERVING, health
 from PIL import Image
 from service_helpers import connect, encoded, kinds, picture, request, rpc_error
 from styleserve.v1 import style_transfer_pb2 as pb
-from styleserve_export.loader import ArtifactError
+from styleserve_export.artifact import ArtifactError
 
 INSTANT = {"preset": "instant", "size": 70}
 

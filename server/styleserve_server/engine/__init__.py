@@ -1,20 +1,45 @@
-"""The style-transfer engine: pure torch, no gRPC; ``run_job`` turns pictures into records.
+"""The style-transfer engine, no gRPC: ``run_job`` turns pictures into records (torch), and
+``FeedForward`` is the instant tier's one pass (onnxruntime); styles prepared once for many jobs
+and the precision measured at start-up complete its face.
 
-The service runs ``run_job`` in a worker thread and translates each record it yields.
+The service runs ``run_job`` in a worker thread and translates each record it yields; what the
+service uses of the engine is what this package exports.
 """
 
+from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.engine.imaging import shrink
 from styleserve_server.engine.job import run_job
-from styleserve_server.engine.precision import PrecisionChoice, PrecisionTrial, measure_precision
+from styleserve_server.engine.precision import (
+    PrecisionChoice,
+    PrecisionTrial,
+    auto_precision,
+    expected_evaluation_seconds,
+    expected_job_seconds,
+    measure_precision,
+)
+from styleserve_server.engine.prepared import Grams, PreparedStyle, StyleKey
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
+from styleserve_server.engine.style import prepare as prepare_style
+from styleserve_server.engine.style import targets_nbytes
 
 __all__ = [
+    "FeedForward",
     "Finished",
+    "Grams",
     "Iterate",
     "JobCancelled",
     "Losses",
     "PrecisionChoice",
     "PrecisionTrial",
+    "PreparedStyle",
     "StopAt",
+    "StyleKey",
+    "auto_precision",
+    "expected_evaluation_seconds",
+    "expected_job_seconds",
     "measure_precision",
+    "prepare_style",
     "run_job",
+    "shrink",
+    "targets_nbytes",
 ]

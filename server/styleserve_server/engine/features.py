@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 
 import torch
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 from torch import Tensor, nn
 
 __all__ = ["FeatureNet"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -21,13 +20,10 @@ import torch
 from PIL import Image, ImageOps
 from styleserve.options import StyleOptions
 from styleserve.plan import output_size
-from styleserve_export.loader import FeedForwardArtifact
+from styleserve_export.artifact import FeedForwardArtifact
 
 from styleserve_server.engine.imaging import resize
-
-if TYPE_CHECKING:
-    # Only a type here: engine.style builds on this module.
-    from styleserve_server.engine.style import PreparedStyle
+from styleserve_server.engine.prepared import PreparedStyle
 
 __all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "FeedForward"]
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from styleserve.options import StyleOptions, check_pictures
 from styleserve.plan import Stage, plan
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -40,8 +40,9 @@ from styleserve_server.engine.imaging import (
 from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.engine.optimize import Box, Evaluator, Optimizer
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
+from styleserve_server.engine.prepared import PreparedStyle
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
-from styleserve_server.engine.style import PreparedStyle, stage_targets
+from styleserve_server.engine.style import stage_targets
 
 __all__ = ["run_job"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from styleserve.options import PRESETS, StyleOptions
 from styleserve.plan import plan
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 from torch import Tensor, nn
 from torch.nn import functional as F
 

@@ -14,31 +14,24 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from styleserve.options import StyleOptions
 from styleserve.plan import MIN_SIDE, Stage, fit_longest_side, plan
-from styleserve_export.loader import Backbone
+from styleserve_export.artifact import Backbone
 from styleserve_export.vgg import conv_shapes
-from torch import Tensor
 
 from styleserve_server.engine.colour import Colour
 from styleserve_server.engine.features import FeatureNet
-from styleserve_server.engine.feed_forward import FeedForward
 from styleserve_server.engine.imaging import resize, to_tensor
 from styleserve_server.engine.objective import style_targets
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
+from styleserve_server.engine.prepared import Grams, PreparedStyle, StyleKey, StyleVector
 from styleserve_server.engine.records import JobCancelled
 
 __all__ = [
-    "Grams",
-    "PreparedStyle",
-    "StyleKey",
     "prepare",
     "registration_stages",
     "resized_style",
@@ -46,47 +39,6 @@ __all__ = [
     "style_key",
     "targets_nbytes",
 ]
-
-Grams = dict[str, Tensor]
-"""Blended Gram matrices by layer name."""
-
-
-@dataclass(frozen=True)
-class StyleKey:
-    """What one stage's style targets depend on besides the pictures and their blend."""
-
-    # The box each style picture is resized into: exactly (``stretch``: the tutorial's
-    # stretching to the stage's shape), or keeping its aspect ratio with the box's side as
-    # its longest.
-    box: tuple[int, int]
-    stretch: bool
-    resize: str
-    layers: tuple[str, ...]
-    normalization: str
-    # The network's precision (its memory layout follows from it).
-    dtype: torch.dtype
-
-
-class PreparedStyle(Protocol):
-    """Style pictures whose targets are kept from job to job (a registered style)."""
-
-    @property
-    def count(self) -> int:
-        """How many pictures the style blends."""
-        ...
-
-    def pictures(self) -> list[Image.Image]:
-        """The style pictures, decoded."""
-        ...
-
-    def grams(self, key: StyleKey, compute: Callable[[Sequence[Image.Image]], Grams]) -> Grams:
-        """The targets for ``key``: the kept ones, else ``compute`` of the pictures (kept
-        from then on where there is room)."""
-        ...
-
-    def vector(self, compute: Callable[[Sequence[Image.Image]], np.ndarray]) -> np.ndarray:
-        """The feed-forward style vector: the kept one, else ``compute`` of the pictures."""
-        ...
 
 
 def style_key(stage: Stage, options: StyleOptions, dtype: torch.dtype) -> StyleKey:
@@ -180,12 +132,12 @@ def prepare(
     backbone: Backbone,
     options: StyleOptions,
     precision: PrecisionChoice | None,
-    feed_forward: FeedForward | None,
+    style_vector: StyleVector | None,
     cancel: threading.Event | None = None,
 ) -> None:
     """Has ``style`` keep the targets of ``registration_stages(options)`` on ``backbone``
-    (``precision``: what "auto" means, as for ``run_job``) and, with an instant tier
-    ``feed_forward``, its style vector. Raises JobCancelled within one picture's forward pass
+    (``precision``: what "auto" means, as for ``run_job``) and, with an instant tier's
+    ``style_vector``, its style vector. Raises JobCancelled within one picture's forward pass
     of ``cancel`` (None: none) being set."""
     net = FeatureNet(backbone, job_precision(options.precision, backbone, precision).precision)
     for stage in registration_stages(options):
@@ -197,5 +149,6 @@ def prepare(
             ),
         )
     _stop_if_set(cancel)
-    if feed_forward is not None:
-        style.vector(functools.partial(feed_forward.styles_vector, blend=options.style_blend))
+    if style_vector is not None:
+        blend = options.style_blend
+        style.vector(lambda pictures: style_vector(pictures, blend))
