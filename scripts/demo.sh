@@ -19,8 +19,8 @@ iterations=${DEMO_ITERATIONS:-100}
 out=${DEMO_OUT:-out}
 mkdir -p "$out/previews"
 
+# With no --source: every artifact a default server loads (keras-vgg16 and magenta-arbitrary).
 styleserve-export
-styleserve-export --source magenta-arbitrary
 
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 styleserve-server --port "$port" --log-format text >"$out/server.log" 2>&1 &

@@ -19,7 +19,11 @@ from styleserve_export.sources import (
     resolve_source,
 )
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_SOURCES", "main"]
+
+# What a server started with default settings loads: its --backbone and its --feed-forward
+# (tests/export keeps the two equal to the server's defaults).
+DEFAULT_SOURCES = ("keras-vgg16", MAGENTA_ARBITRARY.name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--source",
-        default="keras-vgg16",
-        help="a source name (see --list) or file:PATH (default: %(default)s)",
+        default=None,
+        help="a source name (see --list) or file:PATH (default: every artifact a server with "
+        f"default settings loads: {', '.join(DEFAULT_SOURCES)})",
     )
     parser.add_argument(
         "--cache-dir",
@@ -70,15 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_listing())
         return 0
     cache_dir = args.cache_dir if args.cache_dir is not None else default_cache_dir()
-    try:
-        result = export(resolve_source(args.source, args.backbone), cache_dir, force=args.force)
-    except ExportError as err:
-        print(f"styleserve-export: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("styleserve-export: interrupted; the cache is unchanged", file=sys.stderr)
-        return 130
-    print(result.line())
+    for name in DEFAULT_SOURCES if args.source is None else (args.source,):
+        try:
+            result = export(resolve_source(name, args.backbone), cache_dir, force=args.force)
+        except ExportError as err:
+            print(f"styleserve-export: error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("styleserve-export: interrupted; the cache is unchanged", file=sys.stderr)
+            return 130
+        print(result.line(), flush=True)
     return 0
 
 

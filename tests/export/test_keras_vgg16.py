@@ -30,14 +30,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_default_export_command_builds_a_verified_artifact(tmp_path):
     done = _cli("--cache-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    [line] = done.stdout.splitlines()
+    # With no --source, the instant tier's networks come too (what a default server loads).
+    line, feed_forward = done.stdout.splitlines()
+    assert feed_forward.startswith("source magenta-arbitrary -> feed-forward magenta-arbitrary")
     weights = tmp_path / "keras-vgg16" / "model.safetensors"
     assert line.startswith("source keras-vgg16 -> backbone keras-vgg16: 13 layers")
     assert str(weights) in line and file_sha256(weights) in line
     assert float(line.rsplit("parity ", 1)[1]) < 1e-4
 
     again = _cli("--cache-dir", str(tmp_path))
-    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert again.returncode == 0
+    assert [" nothing to do" in line for line in again.stdout.splitlines()] == [True, True]
 
 
 def test_manifest_describes_the_keras_network(vgg16_cache):
