@@ -27,7 +27,6 @@ from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from styleserve.v1 import style_transfer_pb2 as pb
-from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.artifact import Backbone
 from styleserve_export.loader import load_feed_forward
 
@@ -36,7 +35,7 @@ from styleserve_server.access import MAX_HEALTH_REQUEST_BYTES, BoundedHealth, To
 from styleserve_server.engine import FeedForward, auto_precision
 from styleserve_server.metrics import Metrics
 from styleserve_server.server_info import version
-from styleserve_server.service import StyleTransferService
+from styleserve_server.service import StyleTransferService, add_to_server
 from styleserve_server.settings import Settings
 
 __all__ = ["SERVICE_NAME", "StyleServer", "create_server"]
@@ -277,7 +276,7 @@ def create_server(
         interceptors=_token_gate(settings, metrics),
     )
     health = BoundedHealth()
-    pb_grpc.add_StyleTransferServiceServicer_to_server(service, server)
+    add_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server

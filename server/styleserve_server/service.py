@@ -31,12 +31,13 @@ from typing import Any, TypeVar
 
 import grpc
 import torch
+from google.protobuf.message import Message
 from styleserve.options import PRESETS, OptionsError, StyleOptions, check_request_id
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.artifact import Backbone
 
-from styleserve_server import inputs, logs, outputs
+from styleserve_server import inputs, logs, outputs, wire
 from styleserve_server.admission import Admission, ShuttingDown
 from styleserve_server.engine import (
     FeedForward,
@@ -55,7 +56,7 @@ from styleserve_server.settings import Settings
 from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ended_by_caller, status
 from styleserve_server.style_cache import StyleCache
 
-__all__ = ["StyleTransferService"]
+__all__ = ["StyleTransferService", "add_to_server"]
 
 log = logging.getLogger(__name__)
 
@@ -431,11 +432,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     async def _call(
         self,
         method: str,
+        request_type: type[Message],
         body: Callable[[Any, Any, grpc.aio.ServicerContext, str], Awaitable[T]],
-        request: Any,
+        data: bytes,
         context: grpc.aio.ServicerContext,
     ) -> T:
-        """One call's frame: request id, status mapping, logging and metrics around
+        """One call's frame: its request parsed from ``data`` as ``request_type`` within bounds
+        (``wire``), request id, status mapping, logging and metrics around
         ``body(self, request, context, request_id)``, whose result it returns (one translation
         for every error of the servicer). gRPC calls it directly (the methods below are it,
         bound to their bodies), so that it is the only frame of the call's own that holds the
@@ -445,13 +448,19 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         a call refused without headers ends trailers-only, which gRPC retry policies retry.
         """
         metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
-        asked = getattr(request, "request_id", "") or str(metadata.get("x-request-id", ""))
         refused: OptionsError | None = None
+        request: Any = None
+        try:
+            request = wire.parse(request_type, data, self._limits)
+        except OptionsError as error:
+            refused = error
+        del data
+        asked = getattr(request, "request_id", "") or str(metadata.get("x-request-id", ""))
         try:
             check_request_id(asked)
         except OptionsError as error:
             # Never logged or echoed: the call gets an id of the server's own instead.
-            refused, asked = error, ""
+            refused, asked = refused or error, ""
         request_id = asked or uuid.uuid4().hex
         token = logs.request_id.set(request_id)
         started = time.monotonic()
@@ -499,7 +508,37 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         finally:
             logs.request_id.reset(token)
 
-    # The gRPC methods, each ``_call`` bound to its body.
-    StyleTransfer = functools.partialmethod(_call, "StyleTransfer", _style_transfer)
-    RegisterStyle = functools.partialmethod(_call, "RegisterStyle", _register_style)
-    GetServerInfo = functools.partialmethod(_call, "GetServerInfo", _server_info)
+    # The gRPC methods, each ``_call`` bound to its request message and body; they take the
+    # request's bytes (``add_to_server``).
+    StyleTransfer = functools.partialmethod(
+        _call, "StyleTransfer", pb.StyleTransferRequest, _style_transfer
+    )
+    RegisterStyle = functools.partialmethod(
+        _call, "RegisterStyle", pb.RegisterStyleRequest, _register_style
+    )
+    GetServerInfo = functools.partialmethod(
+        _call, "GetServerInfo", pb.GetServerInfoRequest, _server_info
+    )
+
+
+def add_to_server(service: StyleTransferService, server: grpc.aio.Server) -> None:
+    """Serves ``service``'s methods on ``server`` as the contract declares them, except that
+    each receives its request as bytes, which ``wire`` bounds before protobuf parses them."""
+    descriptor = pb.DESCRIPTOR.services_by_name["StyleTransferService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for name, method in descriptor.methods_by_name.items():
+        response = getattr(pb, method.output_type.name)
+        kind = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[name] = kind(
+            getattr(service, name),
+            request_deserializer=None,
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(descriptor.full_name, handlers)

@@ -159,9 +159,11 @@ def refused_in(
 ) -> tuple[grpc.RpcError, float]:
     """The refusal of ``job`` and the seconds the server spent on it, by its log line: the
     least of three tries (the cost is the server's; a busy machine only adds to it)."""
+    # In the metadata too: a request refused from its wire bytes is never parsed for its id.
     job.request_id = request_id
+    metadata = (("x-request-id", request_id),)
     for _ in range(3):
-        error = rpc_error(stub.StyleTransfer(job, timeout=60))
+        error = rpc_error(stub.StyleTransfer(job, metadata=metadata, timeout=60))
 
     def lines() -> list[dict]:
         return [r for r in srv.logs if r.get("request_id") == request_id and "code" in r]
@@ -174,13 +176,18 @@ def test_over_long_lists_and_strings_are_refused_as_they_arrive(logged_server):
     srv, stub = logged_server
     limits = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30).limits
     assert (limits.max_scales, limits.max_layers, limits.max_name_length) == (8, 16, 64)
-    cases = {
-        "options.scales": pb.StyleOptions(scales=[0.5] * 7_000_000),
-        "options.style_layers": pb.StyleOptions(style_layers=["block1_conv1"] * 2_000_000),
-        "options.content_layers[0]": pb.StyleOptions(content_layers=["x" * 1_000_000]),
-        "options.preset": pb.StyleOptions(preset="p" * 1_000_000),
-    }
-    for i, (field, options) in enumerate(cases.items()):
+    # Millions of entries: refused from the wire's length prefix, before protobuf parses them;
+    # just past a limit: refused naming the limit.
+    cases = [
+        ("options: takes", pb.StyleOptions(scales=[0.5] * 7_000_000)),
+        ("options: takes", pb.StyleOptions(style_layers=["block1_conv1"] * 2_000_000)),
+        ("options: takes", pb.StyleOptions(preset="p" * 1_000_000)),
+        ("options.scales: has 9 entries", pb.StyleOptions(scales=[0.5] * 8 + [1.0])),
+        ("options.style_layers: has 17", pb.StyleOptions(style_layers=["block1_conv1"] * 17)),
+        ("options.content_layers[0]: is 65", pb.StyleOptions(content_layers=["x" * 65])),
+        ("options.preset: is 65 characters", pb.StyleOptions(preset="p" * 65)),
+    ]
+    for i, (field, options) in enumerate(cases):
         job = request()
         job.options.CopyFrom(options)
         error, seconds = refused_in(srv, stub, job, f"long-{i}")
