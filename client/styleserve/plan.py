@@ -25,6 +25,7 @@ __all__ = [
     "Stage",
     "check_output_size",
     "fit_longest_side",
+    "iterations_of",
     "output_size",
     "plan",
     "plan_stages",
@@ -117,6 +118,11 @@ def plan(content_size: tuple[int, int], options: StyleOptions) -> list[Stage]:
 
 def total_iterations(content_size: tuple[int, int], options: StyleOptions) -> int:
     """Iterations over all stages; 0 for a feed-forward job, which runs none."""
+    return iterations_of(plan(content_size, options), options)
+
+
+def iterations_of(stages: Sequence[Stage], options: StyleOptions) -> int:
+    """Iterations over ``stages``, planned for ``options``; 0 for a feed-forward job."""
     if options.method == "feed_forward":
         return 0
-    return sum(stage.iterations for stage in plan(content_size, options))
+    return sum(stage.iterations for stage in stages)

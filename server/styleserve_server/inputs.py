@@ -34,7 +34,7 @@ from styleserve.options import (
     resolve,
     shown,
 )
-from styleserve.plan import check_output_size, total_iterations
+from styleserve.plan import Stage, check_output_size, iterations_of, plan
 from styleserve.v1 import style_transfer_pb2 as pb
 
 if TYPE_CHECKING:
@@ -102,11 +102,16 @@ class CheckedRequest:
     content: bytes
     styles: tuple[bytes, ...]
     init_image: bytes | None
-    # Iterations over all stages (styleserve.plan), from the content's header: Started
-    # reports it when the slot is granted, before any picture is decoded.
-    total_iterations: int
+    # The job's stages (styleserve.plan), planned once from the content's header: the job and
+    # the engine run them, and Started reports their iterations when the slot is granted,
+    # before any picture is decoded.
+    stages: tuple[Stage, ...]
     # A style the server holds, standing for ``styles`` (then empty).
     style: PreparedStyle | None = None
+
+    @property
+    def total_iterations(self) -> int:
+        return iterations_of(self.stages, self.options)
 
 
 def check(
@@ -142,7 +147,7 @@ def check(
         content=request.content.data,
         styles=tuple(s.image.data for s in request.styles),
         init_image=init_image,
-        total_iterations=total_iterations(content_size, options),
+        stages=tuple(plan(content_size, options)),
     )
 
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from PIL import Image
 from styleserve.options import Limits, StyleOptions
-from styleserve.plan import output_size, plan
 from styleserve_export.artifact import Backbone
 
 from styleserve_server import inputs, outputs
@@ -188,15 +187,13 @@ class Job:
         # The copied context carries the request id into the worker's log records.
         self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
 
-    def _may_run_out(
-        self, stop: StopAt, content_size: tuple[int, int], options: StyleOptions
-    ) -> bool:
+    def _may_run_out(self, stop: StopAt, options: StyleOptions) -> bool:
         """Whether ``stop`` may come before the job's first iteration ends: only then is the
         feed-forward picture made first, to stand in, so that a job with time to spare pays
         no feed-forward pass. Judged from the start-up measurement of an evaluation, with room
         to spare (_FALLBACK_MARGIN); without one (a requested precision), always."""
         choice = self._precision if options.precision == "auto" else None
-        first = plan(content_size, options)[0]
+        first = self._request.stages[0]
         evaluation = (
             None
             if choice is None
@@ -217,10 +214,11 @@ class Job:
             options = self._request.options
             stop = self._stop
             if stop is not None:
-                margin = outputs.delivery_seconds(output_size(content.size, options), options)
+                last = self._request.stages[-1]  # at the output's size
+                margin = outputs.delivery_seconds((last.width, last.height), options)
                 stop = dataclasses.replace(stop, at=stop.at - margin)
             fallback: Image.Image | None = None
-            short = stop is not None and self._may_run_out(stop, content.size, options)
+            short = stop is not None and self._may_run_out(stop, options)
             if self._feed_forward is not None and (
                 options.preview_every > 0 or options.init == "feed_forward" or short
             ):
@@ -254,6 +252,7 @@ class Job:
                 precision=self._precision,
                 stop=stop,
                 style=self._request.style,
+                stages=self._request.stages,
             )
             for record in records:
                 if isinstance(record, Iterate):

@@ -233,6 +233,7 @@ def run_job(
     precision: PrecisionChoice | None = None,
     stop: StopAt | None = None,
     style: PreparedStyle | None = None,
+    stages: Sequence[Stage] | None = None,
 ) -> Iterator[Iterate | Finished]:
     """Stylise ``content`` with ``styles``: yields one Iterate per iteration, then one Finished.
 
@@ -247,6 +248,9 @@ def run_job(
     ``style`` (a registered style) stands for ``styles``, which are then empty: the job takes
     the style targets it keeps, and it keeps the ones the job computes.
 
+    ``stages`` are the job's stages when its caller planned them already (the service plans
+    them once, from the content's header); None plans them from ``content``.
+
     Raises JobCancelled within one iteration (in fact one evaluation) of ``cancel`` being set,
     and OptionsError when the pictures do not fit the options.
     """
@@ -258,7 +262,8 @@ def run_job(
     choice = job_precision(options.precision, backbone, precision)
     net = FeatureNet(backbone, choice.precision)
     weights = Weights.from_options(options)
-    stages = plan(content.size, options)
+    if stages is None:
+        stages = plan(content.size, options)
     total = sum(stage.iterations for stage in stages)
     done = 0
     setup_seconds: float | None = None
