@@ -31,7 +31,8 @@ loop follows every stream, as a backend would) and psutil on the server's pid:
    own.
 
     python benchmarks/load.py [--streams 100] [--seconds 60] [--cancels 2000] [--jobs 2000]
-                              [--hostile-rounds 20]
+                              [--hostile-rounds 20] [--hostile-costly 4] [--hostile-streams 20]
+                              [--hostile-only]
 
 Prints the hardware, then one line per figure with its threshold and PASS or FAIL (or "-"
 for a figure that has none); exits 1 when any fails. ``tests/reliability/test_reliability.py``
@@ -533,8 +534,8 @@ TOKEN = "neighbourly"
 LEGITIMATE: dict[str, Any] = {**STREAMED, "size": 128, "iterations": 250}
 
 
-# What each of the four costly requests carries (_hostile_requests builds them): before the
-# cost model, each cost the server seconds of CPU or gigabytes before it was refused.
+# The four costly requests, in the order _hostile_request builds them: before the cost
+# model, each cost the server seconds of CPU or gigabytes before it was refused.
 HOSTILE_REQUESTS = (
     "a job with 7 million scales",
     "a job with 2 million layer names",
@@ -545,29 +546,25 @@ _STYLE_TRANSFER = "/styleserve.v1.StyleTransferService/StyleTransfer"
 _REGISTER_STYLE = "/styleserve.v1.StyleTransferService/RegisterStyle"
 
 
-def _hostile_requests() -> list[tuple[str, bytes]]:
-    """(method, serialised request) of each of HOSTILE_REQUESTS."""
+def _hostile_request(index: int) -> tuple[str, bytes]:
+    """(method, serialised request) of HOSTILE_REQUESTS[index]."""
     from styleserve.v1 import style_transfer_pb2 as pb
 
     content, style = _pictures()
     styles = [pb.StylePicture(image=pb.Image(data=style))]
-
-    def job(**fields: Any) -> bytes:
-        message = pb.StyleTransferRequest(content=pb.Image(data=content), styles=styles)
-        for name, value in fields.items():
-            getattr(message, name).CopyFrom(value)
-        return message.SerializeToString()
-
-    unknown = pb.Image(data=b"\xc5\xd0\xd3\xc6" + os.urandom(15_900_000))
-    registration = pb.RegisterStyleRequest(
-        styles=styles, options=pb.StyleOptions(size=2048, style_scale=2.0)
-    )
-    return [
-        (_STYLE_TRANSFER, job(options=pb.StyleOptions(scales=[0.5] * 7_000_000))),
-        (_STYLE_TRANSFER, job(options=pb.StyleOptions(style_layers=["block1_conv1"] * 2_000_000))),
-        (_STYLE_TRANSFER, job(content=unknown)),
-        (_REGISTER_STYLE, registration.SerializeToString()),
-    ]
+    if index == 3:
+        options = pb.StyleOptions(size=2048, style_scale=2.0)
+        return _REGISTER_STYLE, pb.RegisterStyleRequest(
+            styles=styles, options=options
+        ).SerializeToString()
+    job = pb.StyleTransferRequest(content=pb.Image(data=content), styles=styles)
+    if index == 0:
+        job.options.scales.extend([0.5] * 7_000_000)
+    elif index == 1:
+        job.options.style_layers.extend(["block1_conv1"] * 2_000_000)
+    else:
+        job.content.data = b"\xc5\xd0\xd3\xc6" + os.urandom(15_900_000)
+    return _STYLE_TRANSFER, job.SerializeToString()
 
 
 def _neighbour(target: str, request: int | None, go: Any, codes: Any) -> None:
@@ -582,7 +579,7 @@ def _neighbour(target: str, request: int | None, go: Any, codes: Any) -> None:
             call: Any = health_pb2_grpc.HealthStub(channel).Watch
             message: Any = health_pb2.HealthCheckRequest(service="s" * 15_000_000)
         else:
-            method, message = _hostile_requests()[request]
+            method, message = _hostile_request(request)
             call = channel.unary_stream(method, request_serializer=None)
             metadata = (("authorization", f"Bearer {TOKEN}"),)
         while go.get() is not None:
@@ -632,20 +629,24 @@ def hostile_neighbours(
     health_p99_ms: float = 50,
 ) -> list[Figure]:
     """Part 5, on a server of its own with a token: ``rounds`` legitimate jobs alone, then
-    ``rounds`` more, each started together with the four costly requests and 20 streams
-    without the token."""
+    ``rounds`` more, each started together with the first ``costly`` of HOSTILE_REQUESTS and
+    ``without_token`` streams without the token."""
     spawn = multiprocessing.get_context("spawn")
     codes: Any = spawn.Queue()
     requests: list[int | None] = [*range(costly), *[None] * without_token]
     gates = [spawn.Queue() for _ in requests]
     answered: list[str] = []
-    rounds_released = 0
+
+    released = 0
+
+    def collect() -> None:
+        answered.extend(codes.get(timeout=120) for _ in gates)
 
     def release() -> None:
-        nonlocal rounds_released
-        # The previous round's answers first: every round starts with none in flight.
-        answered.extend(codes.get(timeout=120) for _ in gates if rounds_released)
-        rounds_released += 1
+        nonlocal released
+        if released:  # every round starts with none of the last one's calls in flight
+            collect()
+        released += 1
         for gate in gates:
             gate.put(True)
 
@@ -661,7 +662,7 @@ def hostile_neighbours(
             idle, idle_health = _legitimate(server, rounds)
             rss_before = server.rss()
             busy, busy_health = _legitimate(server, rounds, release)
-            answered.extend(codes.get(timeout=120) for _ in gates)
+            collect()
             rss_after = server.rss()
         finally:
             for gate in gates:
@@ -677,8 +678,8 @@ def hostile_neighbours(
             f"{name} a legitimate job alone, median of {len(idle)}", statistics.median(idle), "s", 3
         ),
         Figure(
-            f"{name} the same job started with 4 costly requests and 20 streams without the token, "
-            f"median of {len(busy)}",
+            f"{name} the same job started with {costly} costly requests and {without_token} "
+            f"streams without the token, median of {len(busy)}",
             statistics.median(busy),
             "s",
             3,
@@ -712,6 +713,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hostile-rounds", type=int, default=20, help="legitimate jobs, alone and beside"
     )
+    parser.add_argument(
+        "--hostile-costly",
+        type=int,
+        default=len(HOSTILE_REQUESTS),
+        choices=range(len(HOSTILE_REQUESTS) + 1),
+        help="how many of the costly requests start with each job (the first N)",
+    )
+    parser.add_argument(
+        "--hostile-streams", type=int, default=20, help="streams without the token per job"
+    )
+    parser.add_argument(
+        "--hostile-only", action="store_true", help="run the hostile-neighbours part alone"
+    )
     args = parser.parse_args(argv)
     print(f"hardware: {machine()}; load average {os.getloadavg()[0]:.2f} at the start")
     parts: list[Callable[[Server], list[Figure]]] = [
@@ -721,12 +735,19 @@ def main(argv: list[str] | None = None) -> int:
         lambda server: sequential(server, args.jobs),
     ]
     failed = 0
-    with serve(args.slots, queue_size=max(args.streams, args.slots)) as server:
-        for part in parts:
-            for figure in part(server):
-                print(figure.line(hardware()), flush=True)
-                failed += not figure.passed
-    for figure in hostile_neighbours(args.slots, args.hostile_rounds):
+    if not args.hostile_only:
+        with serve(args.slots, queue_size=max(args.streams, args.slots)) as server:
+            for part in parts:
+                for figure in part(server):
+                    print(figure.line(hardware()), flush=True)
+                    failed += not figure.passed
+    hostile = hostile_neighbours(
+        args.slots,
+        args.hostile_rounds,
+        costly=args.hostile_costly,
+        without_token=args.hostile_streams,
+    )
+    for figure in hostile:
         print(figure.line(hardware()), flush=True)
         failed += not figure.passed
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

@@ -11,9 +11,11 @@ then does protobuf parse a message whose every part is bounded.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TypeVar
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 from styleserve.options import MAX_REQUEST_ID_LENGTH, Limits, OptionsError
 
@@ -68,9 +70,10 @@ def _sizes(data: bytes, most: int) -> list[tuple[int, int]]:
     return fields
 
 
-def _bounds(message: type[Message], limits: Limits) -> Mapping[int, tuple[str, int]]:
+@functools.cache
+def _bounds(message: Descriptor, limits: Limits) -> Mapping[int, tuple[str, int]]:
     """Field number -> (name, most payload bytes) for the fields of ``message`` that can be
-    large."""
+    large (once per message type: a server's limits do not change)."""
     picture = limits.max_image_bytes + _PICTURE_FRAMING
     by_name = {
         "content": picture,
@@ -82,14 +85,14 @@ def _bounds(message: type[Message], limits: Limits) -> Mapping[int, tuple[str, i
         "request_id": 4 * MAX_REQUEST_ID_LENGTH,
         "style_id": 256,
     }
-    fields = message.DESCRIPTOR.fields_by_name
+    fields = message.fields_by_name
     return {fields[n].number: (n, most) for n, most in by_name.items() if n in fields}
 
 
 def parse(message: type[M], data: bytes, limits: Limits) -> M:
     """``data`` parsed as ``message`` once its top level is within bounds. Raises OptionsError
     naming the field (or the request) otherwise, and for bytes that are no such message."""
-    bounds = _bounds(message, limits)
+    bounds = _bounds(message.DESCRIPTOR, limits)
     name = message.DESCRIPTOR.name
     try:
         fields = _sizes(data, limits.max_styles + _OTHER_FIELDS)
