@@ -10,7 +10,9 @@ whole check is one prepared command that fits in 8 minutes on one H200:
    device's peak memory for it (``torch.cuda.max_memory_allocated``);
 4. jobs per second through a real server (``create_server`` in-process, called with
    ``styleserve.Client``) at 1, 4 and 16 concurrent jobs, with as many ``--job-slots``;
-5. the instant tier's latency (``preset="instant"``), when the server has one.
+5. the instant tier's latency (``preset="instant"``), when the server has one;
+6. a bfloat16 job of 3. with two regions (each half of the picture its own style, as
+   ``regions``): seconds and peak memory beside the plain job's.
 
 The last line is a one-line summary. ``--reduced`` runs the same code on the CPU with the tiny
 test network at tiny sizes in seconds: the test suite runs it so that this script cannot rot.
@@ -33,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from styleserve import Client
@@ -118,16 +121,29 @@ class JobFigures:
     peak_bytes: int | None
 
 
-def direct_job(backbone: Backbone, precision: str, plan: Plan) -> JobFigures:
-    """A default job at the plan's size and iterations, run by the engine itself."""
+def _halves(size: tuple[int, int]) -> list[np.ndarray]:
+    """Two boolean masks of ``size`` (width, height): the left half and the right half."""
+    left = np.zeros(size[::-1], dtype=bool)
+    left[:, : size[0] // 2] = True
+    return [left, ~left]
+
+
+def direct_job(
+    backbone: Backbone, precision: str, plan: Plan, *, regions: bool = False
+) -> JobFigures:
+    """A default job at the plan's size and iterations, run by the engine itself; with
+    ``regions``, the content's left half in the style and its right half in the style turned
+    upside down (two styles, two regions)."""
     content, style = _pictures(plan.size)
     options = resolve("default", size=plan.size, iterations=plan.iterations, precision=precision)
+    styles = [style, style.rotate(180)] if regions else [style]
+    masks = _halves(content.size) if regions else None
     cuda = backbone.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(backbone.device)
     _sync(backbone.device)
     start = time.perf_counter()
-    finished = list(run_job(backbone, content, [style], options))[-1]
+    finished = list(run_job(backbone, content, styles, options, regions=masks))[-1]
     _sync(backbone.device)
     seconds = time.perf_counter() - start
     assert isinstance(finished, Finished)
@@ -271,6 +287,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
+    regions = direct_job(backbone, "bfloat16", plan, regions=True)
+    print(
+        f"job {plan.size} px / {plan.iterations} iterations, bfloat16, two regions:"
+        f" {regions.seconds:.1f} s ({regions.seconds / jobs['bfloat16'].seconds:.2f}x the plain"
+        f" job), peak memory {_mib(regions.peak_bytes)}",
+        flush=True,
+    )
+
     rates: dict[int, float] = {}
     latencies: list[float] | None = None
     for slots in plan.concurrency:
@@ -300,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         f" bfloat16 {bf16.seconds:.1f} s ({f32.seconds / bf16.seconds:.1f}x);"
         f" loss+grad {evaluation['float32'] * 1e3:.1f}/{evaluation['bfloat16'] * 1e3:.1f} ms;"
         f" peak {_mib(f32.peak_bytes)}/{_mib(bf16.peak_bytes)};"
+        f" two regions {regions.seconds / bf16.seconds:.2f}x;"
         f" jobs/s {' '.join(f'{n}:{r:.2f}' for n, r in rates.items())}; {instant}"
     )
     return 0

@@ -69,6 +69,7 @@ OBJECTIVE_FIELDS = (
     "style_scale",
     "resize",
     "loss_normalization",
+    "style_strength",
 )
 # CPU flags that decide how fast bf16 can be; printed for the record, never acted on.
 CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")

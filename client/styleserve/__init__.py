@@ -37,6 +37,7 @@ from styleserve.events import (
 )
 from styleserve.info import ServerInfo, ServerLimits
 from styleserve.options import PRESETS, JobOptions, OptionsError, StyleOptions
+from styleserve.regions import Regions
 
 try:
     __version__ = _metadata.version("styleserve")
@@ -65,6 +66,7 @@ __all__ = [
     "Progress",
     "Queued",
     "Receipt",
+    "Regions",
     "ResourceExhausted",
     "Result",
     "ServerInfo",

@@ -19,6 +19,7 @@ from styleserve.errors import NotFound
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture
+from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -44,12 +45,15 @@ class AsyncClient(Calls):
         *,
         style_id: str | None = None,
         init_image: Picture | None = None,
+        regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
         **options: Unpack[JobOptions],
     ) -> Result:
         """See ``Client.stylize``."""
-        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        request = self._job_request(
+            content, styles, init_image, request_id, style_id, options, regions
+        )
         async with contextlib.aclosing(self._events(request, timeout)) as events:
             # Read on past the Result to the stream's end (see Client.stylize).
             results = [event async for event in events if isinstance(event, Result)]
@@ -62,12 +66,15 @@ class AsyncClient(Calls):
         *,
         style_id: str | None = None,
         init_image: Picture | None = None,
+        regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
         **options: Unpack[JobOptions],
     ) -> AsyncGenerator[Event, None]:
         """See ``Client.stream``; leaving the ``async for`` early cancels the job."""
-        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        request = self._job_request(
+            content, styles, init_image, request_id, style_id, options, regions
+        )
         return self._events(request, timeout)
 
     async def register_style(

@@ -26,6 +26,7 @@ from styleserve.channel import Connection
 from styleserve.errors import NotFound, from_rpc_error
 from styleserve.events import Event, Result, event_from_proto, missing_result
 from styleserve.pictures import Picture
+from styleserve.regions import Regions
 from styleserve.request import Registration, Styles, build_registration, build_request
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -94,6 +95,7 @@ class Calls(Connection):
         request_id: str | None,
         style_id: str | None,
         options: Mapping[str, Any],
+        regions: Regions | None = None,
     ) -> pb.StyleTransferRequest:
         return build_request(
             content,
@@ -102,6 +104,7 @@ class Calls(Connection):
             request_id=request_id,
             style_id=style_id,
             options=options,
+            regions=regions,
         )
 
     def _remember(self, registration: Registration, style_id: str) -> str:

@@ -34,6 +34,7 @@ from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.plan import total_iterations
 from styleserve.progress import ProgressBar
+from styleserve.regions import Regions, parse_color
 
 __all__ = ["build_parser", "main"]
 
@@ -57,6 +58,13 @@ def _numbers(text: str) -> tuple[float, ...]:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _color(text: str) -> int:
+    try:
+        return parse_color(text)
+    except OptionsError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
 
 
 # How a field's type reads from the command line: its converter and placeholder.
@@ -110,6 +118,42 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
             metavar=None if choices else metavar,
             help=help_text,
         )
+
+
+def _add_regions(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "regions (each style paints its own part; pictures of the content's aspect ratio)"
+    )
+    # (flag, its type, placeholder, repeated once per style picture, help)
+    flags: tuple[tuple[str, Callable[[str], Any], str, bool, str], ...] = (
+        ("--style-mask", Path, "FILE", True, "grey mask of a style picture's region (white)"),
+        ("--keep-mask", Path, "FILE", False, "with --style-mask: a region to keep as it is"),
+        ("--label-map", Path, "FILE", False, "colour-coded regions (a lossless picture)"),
+        ("--style-color", _color, "RRGGBB", True, "with --label-map: a style picture's colour"),
+        ("--keep-color", _color, "RRGGBB", False, "with --label-map: a region to keep as it is"),
+    )
+    for flag, kind, metavar, each, text in flags:
+        dest = flag.removeprefix("--").replace("-", "_") + ("s" if each else "")
+        group.add_argument(
+            flag,
+            dest=dest,
+            type=kind,
+            action="append" if each else "store",
+            metavar=metavar,
+            help=f"{text}, once per style picture in their order" if each else text,
+        )
+
+
+def _regions(args: argparse.Namespace) -> Regions | None:
+    """The regions the command line names; None when it names none."""
+    given = Regions(
+        style_masks=tuple(args.style_masks or ()),
+        label_map=args.label_map,
+        style_colors=tuple(args.style_colors or ()),
+        keep_color=args.keep_color,
+        keep_mask=args.keep_mask,
+    )
+    return None if given == Regions() else given
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-image", type=Path, metavar="FILE", help="start from this picture (init image)"
     )
     stylize.add_argument("--previews", type=Path, metavar="DIR", help="save previews here")
+    _add_regions(stylize)
     stylize.add_argument(
         "--json", action="store_true", help="print one JSON object describing the result"
     )
@@ -277,6 +322,7 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             args.styles or None,
             style_id=args.style_id,
             init_image=args.init_image,
+            regions=_regions(args),
             request_id=args.request_id,
             **options,
         )
@@ -370,7 +416,8 @@ def _describe(info: ServerInfo, target: str) -> str:
             continue
         lines.append(
             f"preset     {name}: {size}, {o.iterations} x {o.optimizer}, {o.backbone},"
-            f" init {o.init}, weights {o.content_weight:g}/{o.style_weight:g}/{o.tv_weight:g}"
+            f" init {o.init}, style strength {o.style_strength:g}, {o.loss_normalization}"
+            f" weights {o.content_weight:g}/{o.style_weight:g}/{o.tv_weight:g}"
         )
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from styleserve.errors import NotFound
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture
+from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -40,16 +41,20 @@ class Client(Calls):
         *,
         style_id: str | None = None,
         init_image: Picture | None = None,
+        regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
         **options: Unpack[JobOptions],
     ) -> Result:
         """Stylise ``content`` in the style of ``styles`` (or of a ``style_id`` from
-        ``register_style``) and return the result.
+        ``register_style``) and return the result; with ``regions``, each style paints its
+        own part of the picture.
 
         ``options`` are ``StyleOptions`` fields (``preset``, ``size``, ``iterations``,
         ``style_blend``, ``output_format``, ...); those left out take the preset's value."""
-        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        request = self._job_request(
+            content, styles, init_image, request_id, style_id, options, regions
+        )
         with contextlib.closing(self._events(request, timeout)) as events:
             # Read on past the Result to the stream's end, so that the call ends OK on the
             # server instead of being cancelled in a race with its status.
@@ -63,6 +68,7 @@ class Client(Calls):
         *,
         style_id: str | None = None,
         init_image: Picture | None = None,
+        regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
         **options: Unpack[JobOptions],
@@ -70,7 +76,9 @@ class Client(Calls):
         """Start a job and yield its events: ``Queued``..., ``Started``, ``Progress`` and
         ``Preview``..., then ``Result``. Leaving the loop early (``break``, an exception,
         ``close()``) cancels the job on the server."""
-        request = self._job_request(content, styles, init_image, request_id, style_id, options)
+        request = self._job_request(
+            content, styles, init_image, request_id, style_id, options, regions
+        )
         return self._events(request, timeout)
 
     def register_style(

@@ -14,12 +14,15 @@ _GAP = 4
 _LABEL_HEIGHT = 14
 
 
-def contact_sheet(pictures: Sequence[tuple[str, Image.Image]]) -> Image.Image:
-    """The ``(label, picture)`` pairs on a near-square grid, each cell as large as the largest
-    picture, its label under it."""
+def contact_sheet(
+    pictures: Sequence[tuple[str, Image.Image]], columns: int | None = None
+) -> Image.Image:
+    """The ``(label, picture)`` pairs on a grid of ``columns`` (None: near-square), row by row,
+    each cell as large as the largest picture, its label under it."""
     if not pictures:
         raise ValueError("a contact sheet needs at least one picture")
-    columns = math.ceil(math.sqrt(len(pictures)))
+    if columns is None:
+        columns = math.ceil(math.sqrt(len(pictures)))
     rows = math.ceil(len(pictures) / columns)
     cell_w = max(p.width for _, p in pictures)
     cell_h = max(p.height for _, p in pictures) + _LABEL_HEIGHT

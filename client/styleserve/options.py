@@ -75,7 +75,7 @@ METHODS = ("optimization", "feed_forward")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 RESIZE_FILTERS = ("nearest", "antialias")
-LOSS_NORMALIZATIONS = ("tutorial", "size_independent")
+LOSS_NORMALIZATIONS = ("tutorial", "size_independent", "relative")
 # The options that decide a style's targets: a registered style fixes them for every job that
 # names its style_id (the job may leave them unset or repeat them, not change them).
 STYLE_FIELDS = (
@@ -134,9 +134,12 @@ class StyleOptions:
     learning_rate: float = _option(
         1.0, "Adam's step, or L-BFGS's first step, in pixel units (0-255)"
     )
+    # The default's weights are of the ``relative`` terms (each divided by its start value):
+    # calibrated by benchmarks/quality.py, they close about the same share of the style gap on
+    # every style of its grid; the strength, not these, is the knob for more or less style.
     content_weight: float = _option(1.0, "weight of the content loss")
-    style_weight: float = _option(1.0e-4, "weight of the style loss")
-    tv_weight: float = _option(5.0, "weight of the total-variation loss")
+    style_weight: float = _option(10.0, "weight of the style loss")
+    tv_weight: float = _option(0.3, "weight of the total-variation loss")
     tv_power: float = _option(1.25, "power of the total-variation loss")
     content_layers: tuple[str, ...] = _option(
         ("block4_conv2",), "layers compared for content, e.g. block4_conv2"
@@ -154,17 +157,26 @@ class StyleOptions:
     style_scale: float = _option(1.0, "style pictures are resized to this times the output size")
     preserve_color: bool = _option(False, "keep the content's colours (transfer luminance only)")
     style_strength: float = _option(
-        1.0, "feed-forward pictures: 0 keeps the content's own style, 1 takes the styles'"
+        0.75,
+        "how much of the style: 0 keeps the content's own, 1 takes the styles' (the "
+        "optimisation moves its style targets that far, a feed-forward picture its style vector)",
     )
     init: str = _option("content", "where the optimised picture starts", choices=INITS)
     seed: int | None = _option(None, "random seed (default: the server draws one)")
     precision: str = _option("auto", "arithmetic precision of the network", choices=PRECISIONS)
     resize: str = _option("antialias", "filter that resizes the inputs", choices=RESIZE_FILTERS)
     loss_normalization: str = _option(
-        "size_independent", "how the loss terms are scaled", choices=LOSS_NORMALIZATIONS
+        "relative", "how the loss terms are scaled", choices=LOSS_NORMALIZATIONS
     )
     scales: tuple[float, ...] = _option(
         (0.25, 1.0), "coarse-to-fine stages: increasing fractions of the output size ending in 1"
+    )
+    # Wide enough that the shallow style layers (receptive fields of a few pixels) need no
+    # erosion at all and that seams do not show; narrow against a region at 512 px.
+    region_border: float = _option(
+        8.0,
+        "with regions: output pixels a style may reach past its region's edge (the "
+        "optimisation's guides are eroded to it, the instant tier feathers over it)",
     )
     time_budget_seconds: float = _option(
         0.0,
@@ -222,6 +234,7 @@ class JobOptions(TypedDict, total=False):
     resize: str
     loss_normalization: str
     scales: Sequence[float]
+    region_border: float
     time_budget_seconds: float
     deadline_policy: str
     preview_every: int
@@ -250,11 +263,13 @@ _SEED = StyleOptions(
     resize="nearest",
     loss_normalization="tutorial",
     scales=(1.0,),
+    style_strength=1.0,
 )
 
 # The default preset's picture in a fraction of a second: one feed-forward pass, no optimisation
-# (its optimisation fields are kept so that a caller can switch ``method`` back alone).
-_INSTANT = StyleOptions(preset="instant", method="feed_forward")
+# (its optimisation fields are kept so that a caller can switch ``method`` back alone). Its
+# strength stays the style's whole vector, as the tier has always painted.
+_INSTANT = StyleOptions(preset="instant", method="feed_forward", style_strength=1.0)
 
 PRESETS: dict[str, StyleOptions] = {"default": StyleOptions(), "instant": _INSTANT, "seed": _SEED}
 
@@ -436,6 +451,9 @@ MAX_LEARNING_RATE = 1000.0
 MAX_TV_POWER = 4.0
 MAX_STYLE_SCALE = 4.0
 MAX_TIME_BUDGET_SECONDS = 86_400.0
+# A region's border is worked with filters this many pixels wide each way (erosion, feathering):
+# bounded so that their cost stays a fraction of one evaluation at the largest sizes.
+MAX_REGION_BORDER = 64.0
 
 
 def _number(
@@ -508,6 +526,7 @@ def _validate(o: StyleOptions) -> None:
         _number(name, getattr(o, name), MAX_WEIGHT)
     _number("tv_power", o.tv_power, MAX_TV_POWER, positive=True)
     _number("style_scale", o.style_scale, MAX_STYLE_SCALE, positive=True)
+    _number("region_border", o.region_border, MAX_REGION_BORDER)
     _number("style_strength", o.style_strength, 1.0)
     layers = VGG_LAYERS[BACKBONES[o.backbone]]
     for name in ("content_layers", "style_layers"):

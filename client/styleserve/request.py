@@ -24,6 +24,7 @@ from styleserve.options import (
     resolve,
 )
 from styleserve.pictures import PICTURE_TYPES, Picture, encode_picture
+from styleserve.regions import Regions, check_regions
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["Registration", "Styles", "build_registration", "build_request", "with_pictures"]
@@ -80,10 +81,11 @@ def build_request(
     request_id: str | None,
     options: Mapping[str, Any],
     style_id: str | None = None,
+    regions: Regions | None = None,
 ) -> pb.StyleTransferRequest:
     """The request for ``content`` in the style of ``styles`` (or of the registered
     ``style_id``) with the caller's ``options`` (StyleOptions fields; None or absent means the
-    preset's value)."""
+    preset's value), each style painting its own part of the picture with ``regions``."""
     style_list = _style_list(styles)
     if style_id and style_list:
         raise InvalidArgument("style_id: send a style_id or style pictures, not both")
@@ -97,6 +99,7 @@ def build_request(
     # A registered style's pictures are on the server: check the options as for one picture.
     count = len(style_list) if not style_id else 1
     style_options, delivery, resolved = _checked_options(options, count, init_image is not None)
+    regions_message = _regions(regions, None if style_id else count, resolved)
     return pb.StyleTransferRequest(
         content=pb.Image(data=encode_picture(content, what="content picture")),
         styles=_style_pictures(style_list, _blend(resolved, count)) if style_list else [],
@@ -107,7 +110,28 @@ def build_request(
         else None,
         request_id=request_id or "",
         style_id=style_id or "",
+        regions=regions_message,
     )
+
+
+def _regions(
+    regions: Regions | None, styles: int | None, resolved: StyleOptions
+) -> pb.Regions | None:
+    """The wire message of ``regions`` for ``styles`` style pictures (None: a registered
+    style's, counted by the server). Raises InvalidArgument naming the field."""
+    if regions is None:
+        return None
+    if resolved.style_blend:
+        raise InvalidArgument(
+            "style_blend: with regions each style paints its own region and none are "
+            "blended; leave style_blend unset"
+        )
+    try:
+        message = regions.to_proto()
+        check_regions(message, styles)
+    except OptionsError as err:
+        raise InvalidArgument(str(err)) from err
+    return message
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ being decoded (``check_registration`` does the same for RegisterStyle, whose sty
 stands in for the pictures of jobs that name it). ``decode`` runs later in the job's worker
 thread: it decodes (catching truncated or corrupt data), applies EXIF orientation and brings
 every mode (grayscale, 16-bit, palette, CMYK, alpha) to plain 8-bit RGB, the one thing the
-engine accepts.
+engine accepts. A request's regions (masks, a label map) are the exception: they are decoded
+in ``check``, one at a time and reduced at once to one byte per output pixel
+(``styleserve_server.regions``), so that an empty or overlapping region is refused before the
+job queues, as every other bad input is.
 Every refusal is a ``styleserve.options.OptionsError`` naming the request field at fault (the
 one error type both sides use; the servicer answers it with INVALID_ARGUMENT).
 """
@@ -21,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from styleserve.convert import from_proto
 from styleserve.options import (
@@ -34,8 +38,18 @@ from styleserve.options import (
     resolve,
     shown,
 )
-from styleserve.plan import Stage, check_output_size, iterations_of, plan
+from styleserve.plan import Stage, check_output_size, iterations_of, output_size, plan
+from styleserve.regions import check_regions
 from styleserve.v1 import style_transfer_pb2 as pb
+
+from styleserve_server.regions import (
+    RegionLabels,
+    check_aspect,
+    from_label_map,
+    from_masks,
+    label_pixels,
+    mask_pixels,
+)
 
 if TYPE_CHECKING:
     # A type only: checking a request needs no torch.
@@ -108,6 +122,8 @@ class CheckedRequest:
     stages: tuple[Stage, ...]
     # A style the server holds, standing for ``styles`` (then empty).
     style: PreparedStyle | None = None
+    # Where each style paints, at the output's size; None: every style paints everywhere.
+    regions: RegionLabels | None = None
 
     @property
     def total_iterations(self) -> int:
@@ -142,13 +158,55 @@ def check(
         _check_header(f"styles[{i}]", style.image.data, limits)
     if init_image is not None:
         _check_header("init_image", init_image, limits)
+    labels = None
+    if request.HasField("regions"):
+        labels = _regions(request, count, content_size, output_size(content_size, options), limits)
     return CheckedRequest(
         options=options,
         content=request.content.data,
         styles=tuple(s.image.data for s in request.styles),
         init_image=init_image,
         stages=tuple(plan(content_size, options)),
+        regions=labels,
     )
+
+
+def _regions(
+    request: pb.StyleTransferRequest,
+    styles: int,
+    content_size: tuple[int, int],
+    size: tuple[int, int],
+    limits: Limits,
+) -> RegionLabels:
+    """The labels of ``request``'s regions for ``styles`` style pictures at the output's
+    ``size``: every picture's header checked (bytes, pixels, the content's aspect ratio)
+    before any is decoded, then each decoded and reduced to ``size`` in turn."""
+    for i, style in enumerate(request.styles):
+        if style.blend_weight:
+            raise OptionsError(
+                f"styles[{i}].blend_weight",
+                "with regions each style paints its own region and none are blended: leave "
+                "every blend_weight 0",
+            )
+    message = request.regions
+    check_regions(message, styles)
+    masks = [f"regions.style_masks[{i}]" for i in range(len(message.style_masks))]
+    data = {field: m.data for field, m in zip(masks, message.style_masks, strict=True)}
+    for name in ("label_map", "keep_mask"):
+        if message.HasField(name):
+            data[f"regions.{name}"] = getattr(message, name).data
+    for field, picture in data.items():
+        check_aspect(field, _check_header(field, picture, limits), content_size)
+
+    def mask(field: str) -> np.ndarray:
+        return mask_pixels(decode(field, data[field], limits), size)
+
+    if message.HasField("label_map"):
+        label_map = decode("regions.label_map", data["regions.label_map"], limits)
+        keep = message.keep_color if message.HasField("keep_color") else None
+        return from_label_map(label_pixels(label_map, size), list(message.style_colors), keep)
+    keep_mask = mask("regions.keep_mask") if "regions.keep_mask" in data else None
+    return from_masks([mask(field) for field in masks], keep_mask)
 
 
 def _options(

@@ -92,7 +92,10 @@ def run_instant(
     started = time.perf_counter()
     content, styles, _ = inputs.decode_all(request, limits)
     decoded = time.perf_counter()
-    image = feed_forward.picture(content, styles, request.options, style=request.style)
+    masks = None if request.regions is None else request.regions.masks()
+    image = feed_forward.picture(
+        content, styles, request.options, style=request.style, regions=masks
+    )
     return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
 
 
@@ -212,6 +215,8 @@ class Job:
             content, styles, init_image = inputs.decode_all(self._request, self._limits)
             decoded = time.perf_counter()
             options = self._request.options
+            regions = self._request.regions
+            masks = None if regions is None else regions.masks()
             stop = self._stop
             if stop is not None:
                 last = self._request.stages[-1]  # at the output's size
@@ -223,7 +228,7 @@ class Job:
                 options.preview_every > 0 or options.init == "feed_forward" or short
             ):
                 picture = self._feed_forward.picture(
-                    content, styles, options, style=self._request.style
+                    content, styles, options, style=self._request.style, regions=masks
                 )
                 if options.preview_every > 0:
                     self.mailbox.put(FirstPicture(shrink(picture, options.preview_size)))
@@ -253,6 +258,7 @@ class Job:
                 stop=stop,
                 style=self._request.style,
                 stages=self._request.stages,
+                regions=masks,
             )
             for record in records:
                 if isinstance(record, Iterate):

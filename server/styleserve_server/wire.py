@@ -6,7 +6,8 @@ of the loop, when health checks wait), which no check after the parse gives back
 takes the bytes instead, and ``parse`` reads only their top level first: each field's size from
 its length prefix against what the largest valid field needs (the options at the limits'
 ceilings take a few KB; a picture at most ``max_image_bytes``), and how many there are; only
-then does protobuf parse a message whose every part is bounded.
+then does protobuf parse a message whose every part is bounded. The one nested message that
+can be large, a request's ``Regions`` (masks, a label map), is walked the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TypeVar
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 from styleserve.options import MAX_REQUEST_ID_LENGTH, Limits, OptionsError
+from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["MAX_OPTIONS_BYTES", "parse"]
 
@@ -30,6 +32,10 @@ MAX_OPTIONS_BYTES = 64 * 1024
 _PICTURE_FRAMING = 64
 # Top-level fields a valid request has besides its style pictures (unknown ones included).
 _OTHER_FIELDS = 16
+# Fields of a valid Regions besides its masks and colours (label_map, keep_mask, keep_color),
+# and the most bytes of one varint (a colour).
+_OTHER_REGION_FIELDS = 3
+_VARINT_BYTES = 10
 _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 
 
@@ -46,9 +52,10 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
     raise ValueError("a varint runs past the message")
 
 
-def _sizes(data: bytes, most: int) -> list[tuple[int, int]]:
-    """(field number, payload bytes) of the top-level fields of ``data``, at most ``most``."""
-    fields: list[tuple[int, int]] = []
+def _sizes(data: bytes, most: int) -> list[tuple[int, int, int]]:
+    """(field number, payload offset, payload bytes) of the top-level fields of ``data``, at
+    most ``most``."""
+    fields: list[tuple[int, int, int]] = []
     at = 0
     while at < len(data):
         if len(fields) == most:
@@ -63,10 +70,11 @@ def _sizes(data: bytes, most: int) -> list[tuple[int, int]]:
             size = 8 if kind == _FIXED64 else 4
         else:
             raise ValueError(f"wire type {kind} has no place in this contract")
+        start = at
         at += size
         if at > len(data):
             raise ValueError("a field runs past the message")
-        fields.append((number, size))
+        fields.append((number, start, size))
     return fields
 
 
@@ -84,9 +92,70 @@ def _bounds(message: Descriptor, limits: Limits) -> Mapping[int, tuple[str, int]
         # UTF-8 takes at most 4 bytes a character; the id's check then reads the characters.
         "request_id": 4 * MAX_REQUEST_ID_LENGTH,
         "style_id": 256,
+        # A mask per style, a label map and a keep mask, and their colours; walked itself
+        # (_check_regions) before anything parses it.
+        "regions": (limits.max_styles + 2) * picture + (limits.max_styles + 1) * _VARINT_BYTES,
     }
     fields = message.fields_by_name
     return {fields[n].number: (n, most) for n, most in by_name.items() if n in fields}
+
+
+@functools.cache
+def _region_bounds(limits: Limits) -> Mapping[int, tuple[str, int]]:
+    """Field number -> (name, most payload bytes) of the fields of a request's Regions."""
+    picture = limits.max_image_bytes + _PICTURE_FRAMING
+    by_name = {
+        "style_masks": picture,
+        "label_map": picture,
+        "keep_mask": picture,
+        # Packed, or one varint a field.
+        "style_colors": limits.max_styles * _VARINT_BYTES,
+        "keep_color": _VARINT_BYTES,
+    }
+    fields = pb.Regions.DESCRIPTOR.fields_by_name
+    return {fields[n].number: (f"regions.{n}", most) for n, most in by_name.items()}
+
+
+def _within(
+    fields: list[tuple[int, int, int]], bounds: Mapping[int, tuple[str, int]], repeated: str
+) -> int:
+    """Checks each of ``fields`` against its bound (unbounded ones pass); returns how many of
+    them are the field named ``repeated``."""
+    repeats = 0
+    for number, _, size in fields:
+        field, most = bounds.get(number, ("", -1))
+        repeats += field == repeated
+        if most >= 0 and size > most:
+            raise OptionsError(field, f"takes {size} bytes, more than any valid one ({most})")
+    return repeats
+
+
+def _fields(
+    field: str, name: str, data: bytes, most: int, limits: Limits
+) -> list[tuple[int, int, int]]:
+    """``_sizes`` of ``data``, a ``name`` message at ``field``; OptionsError naming ``field``
+    when they are more than ``most`` or no such message."""
+    try:
+        return _sizes(data, most)
+    except OverflowError:
+        raise OptionsError(
+            field, f"has more fields than a {name} can (at most {limits.max_styles} styles)"
+        ) from None
+    except ValueError as error:
+        raise OptionsError(field, f"is not a {name} ({error})") from None
+
+
+def _check_regions(data: bytes, limits: Limits) -> None:
+    """Bounds a request's Regions as ``parse`` bounds the request: each field's size, and at
+    most one mask (and one colour) per style."""
+    most = 2 * limits.max_styles + _OTHER_REGION_FIELDS
+    fields = _fields("regions", "Regions", data, most, limits)
+    masks = _within(fields, _region_bounds(limits), "regions.style_masks")
+    if masks > limits.max_styles:
+        raise OptionsError(
+            "regions.style_masks",
+            f"send one mask per style picture, at most {limits.max_styles}; got {masks}",
+        )
 
 
 def parse(message: type[M], data: bytes, limits: Limits) -> M:
@@ -94,22 +163,13 @@ def parse(message: type[M], data: bytes, limits: Limits) -> M:
     naming the field (or the request) otherwise, and for bytes that are no such message."""
     bounds = _bounds(message.DESCRIPTOR, limits)
     name = message.DESCRIPTOR.name
-    try:
-        fields = _sizes(data, limits.max_styles + _OTHER_FIELDS)
-    except OverflowError:
-        raise OptionsError(
-            "request", f"has more fields than a {name} can (at most {limits.max_styles} styles)"
-        ) from None
-    except ValueError as error:
-        raise OptionsError("request", f"is not a {name} ({error})") from None
-    styles = 0
-    for number, size in fields:
-        field, most = bounds.get(number, ("", -1))
-        styles += field == "styles"
-        if most >= 0 and size > most:
-            raise OptionsError(field, f"takes {size} bytes, more than any valid one ({most})")
+    fields = _fields("request", name, data, limits.max_styles + _OTHER_FIELDS, limits)
+    styles = _within(fields, bounds, "styles")
     if styles > limits.max_styles:
         raise OptionsError("styles", f"send 1 to {limits.max_styles} style pictures, got {styles}")
+    for number, start, size in fields:
+        if bounds.get(number, ("", -1))[0] == "regions":
+            _check_regions(data[start : start + size], limits)
     try:
         return message.FromString(data)
     except DecodeError as error:

@@ -70,3 +70,24 @@ def test_a_live_server_answers_garbage_with_invalid_argument(server):
             list(call(b"\xff\xff\xff", timeout=30))
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith("request: is not a StyleTransferRequest")
+
+
+def test_a_request_s_regions_are_bounded_before_parsing():
+    job = request()
+    job.regions.style_masks.add(data=encoded(picture((16, 16))))
+    # A million colours, one varint field each: the walk stops at the most a Regions has.
+    flood = b"\x18\x01" * 1_000_000
+    data = job.SerializeToString() + b"\x42" + _varint_bytes(len(flood)) + flood
+    with pytest.raises(OptionsError, match="regions: has more fields than a Regions can"):
+        parse(pb.StyleTransferRequest, data, LIMITS)
+    packed = pb.StyleTransferRequest(regions=pb.Regions(style_colors=range(1000)))
+    with pytest.raises(OptionsError, match=r"regions\.style_colors: takes \d+ bytes"):
+        parse(pb.StyleTransferRequest, packed.SerializeToString(), LIMITS)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])

@@ -40,6 +40,7 @@ class LossNormalization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOSS_NORMALIZATION_UNSPECIFIED: _ClassVar[LossNormalization]
     LOSS_NORMALIZATION_TUTORIAL: _ClassVar[LossNormalization]
     LOSS_NORMALIZATION_SIZE_INDEPENDENT: _ClassVar[LossNormalization]
+    LOSS_NORMALIZATION_RELATIVE: _ClassVar[LossNormalization]
 
 class DeadlinePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +86,7 @@ PRECISION_FLOAT16: Precision
 LOSS_NORMALIZATION_UNSPECIFIED: LossNormalization
 LOSS_NORMALIZATION_TUTORIAL: LossNormalization
 LOSS_NORMALIZATION_SIZE_INDEPENDENT: LossNormalization
+LOSS_NORMALIZATION_RELATIVE: LossNormalization
 DEADLINE_POLICY_UNSPECIFIED: DeadlinePolicy
 DEADLINE_POLICY_BEST_SO_FAR: DeadlinePolicy
 DEADLINE_POLICY_STRICT: DeadlinePolicy
@@ -115,7 +117,7 @@ class StylePicture(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., blend_weight: _Optional[float] = ...) -> None: ...
 
 class StyleOptions(_message.Message):
-    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength", "time_budget_seconds", "deadline_policy", "normalization")
+    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength", "time_budget_seconds", "deadline_policy", "normalization", "region_border")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,7 @@ class StyleOptions(_message.Message):
     TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_POLICY_FIELD_NUMBER: _ClassVar[int]
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    REGION_BORDER_FIELD_NUMBER: _ClassVar[int]
     preset: str
     backbone: str
     size: int
@@ -174,7 +177,8 @@ class StyleOptions(_message.Message):
     time_budget_seconds: float
     deadline_policy: DeadlinePolicy
     normalization: LossNormalization
-    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., deadline_policy: _Optional[_Union[DeadlinePolicy, str]] = ..., normalization: _Optional[_Union[LossNormalization, str]] = ...) -> None: ...
+    region_border: float
+    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., deadline_policy: _Optional[_Union[DeadlinePolicy, str]] = ..., normalization: _Optional[_Union[LossNormalization, str]] = ..., region_border: _Optional[float] = ...) -> None: ...
 
 class DeliveryOptions(_message.Message):
     __slots__ = ("preview_every", "preview_size", "output_format", "output_quality")
@@ -189,7 +193,7 @@ class DeliveryOptions(_message.Message):
     def __init__(self, preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., output_quality: _Optional[int] = ...) -> None: ...
 
 class StyleTransferRequest(_message.Message):
-    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id", "style_id")
+    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id", "style_id", "regions")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +201,7 @@ class StyleTransferRequest(_message.Message):
     INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STYLE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
     content: Image
     styles: _containers.RepeatedCompositeFieldContainer[StylePicture]
     options: StyleOptions
@@ -204,7 +209,22 @@ class StyleTransferRequest(_message.Message):
     init_image: Image
     request_id: str
     style_id: str
-    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ..., style_id: _Optional[str] = ...) -> None: ...
+    regions: Regions
+    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ..., style_id: _Optional[str] = ..., regions: _Optional[_Union[Regions, _Mapping]] = ...) -> None: ...
+
+class Regions(_message.Message):
+    __slots__ = ("style_masks", "label_map", "style_colors", "keep_color", "keep_mask")
+    STYLE_MASKS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_MAP_FIELD_NUMBER: _ClassVar[int]
+    STYLE_COLORS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_COLOR_FIELD_NUMBER: _ClassVar[int]
+    KEEP_MASK_FIELD_NUMBER: _ClassVar[int]
+    style_masks: _containers.RepeatedCompositeFieldContainer[Image]
+    label_map: Image
+    style_colors: _containers.RepeatedScalarFieldContainer[int]
+    keep_color: int
+    keep_mask: Image
+    def __init__(self, style_masks: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., label_map: _Optional[_Union[Image, _Mapping]] = ..., style_colors: _Optional[_Iterable[int]] = ..., keep_color: _Optional[int] = ..., keep_mask: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
 
 class RegisterStyleRequest(_message.Message):
     __slots__ = ("styles", "options")

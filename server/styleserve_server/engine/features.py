@@ -57,6 +57,8 @@ class FeatureNet:
     def __init__(self, backbone: Backbone, precision: str) -> None:
         norm = backbone.normalization
         self.device = backbone.device
+        # "vgg16" or "vgg19": the layers' strides and receptive fields follow from it.
+        self.arch = backbone.arch
         self.dtype = _DTYPES[precision]
         self.channels_last = _channels_last(self.dtype)
         self._net = _network(backbone.net, self.dtype, self.channels_last)

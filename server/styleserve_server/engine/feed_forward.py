@@ -24,6 +24,8 @@ from styleserve_export.artifact import FeedForwardArtifact
 
 from styleserve_server.engine.imaging import resize
 from styleserve_server.engine.prepared import PreparedStyle
+from styleserve_server.engine.regions import blend as blend_regions
+from styleserve_server.engine.regions import keep_content, keep_weight
 
 __all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "FeedForward"]
 
@@ -46,6 +48,14 @@ def _session_options(threads: int) -> ort.SessionOptions:
 def _nhwc(image: Image.Image) -> np.ndarray:
     """An RGB picture as the networks' float32 (1, H, W, 3) input in 0..1."""
     return np.asarray(image.convert("RGB"), dtype=np.float32)[np.newaxis] / 255.0
+
+
+def _toward(vector: np.ndarray, own: np.ndarray | None, strength: float) -> np.ndarray:
+    """The style ``vector`` moved ``strength`` of the way from the content's ``own`` (None at
+    full strength)."""
+    if own is None:
+        return vector
+    return strength * vector + (1.0 - strength) * own
 
 
 class FeedForward:
@@ -106,19 +116,43 @@ class FeedForward:
         options: StyleOptions,
         *,
         style: PreparedStyle | None = None,
+        regions: Sequence[np.ndarray] | None = None,
     ) -> Image.Image:
         """``content`` in the blended style of ``styles`` (or of the prepared ``style``
         standing for them, which keeps its vector) at the options' output size, with their
-        blend, style strength and colour preservation."""
-        if style is None:
-            vector = self.styles_vector(styles, options.style_blend)
-        else:
-            vector = style.vector(functools.partial(self.styles_vector, blend=options.style_blend))
-        if options.style_strength < 1.0:
-            own = self.style_vector(content)
-            vector = options.style_strength * vector + (1.0 - options.style_strength) * own
+        blend, style strength and colour preservation. With ``regions`` (one boolean mask per
+        style at the output's size), each style's own picture paints its region instead, and
+        the pixels in none keep the content (``engine.regions``): one pass per style."""
         width, height = output_size(content.size, options)
         working = resize(content, (width, height), options.resize)
+        own = self.style_vector(content) if options.style_strength < 1.0 else None
+        if regions is None:
+            if style is None:
+                vector = self.styles_vector(styles, options.style_blend)
+            else:
+                blend = options.style_blend
+                vector = style.vector(functools.partial(self.styles_vector, blend=blend))
+            result = self._paint(working, _toward(vector, own, options.style_strength))
+        else:
+            pictures = styles if style is None else style.pictures()
+            painted = [
+                self._paint(working, _toward(self.style_vector(p), own, options.style_strength))
+                for p in pictures
+            ]
+            result = blend_regions(painted, regions, options.region_border)
+        if options.preserve_color:
+            # The network's luminance with the content's chroma, as the optimisation does.
+            y = result.convert("YCbCr").getchannel("Y")
+            _, cb, cr = working.convert("YCbCr").split()
+            result = Image.merge("YCbCr", (y, cb, cr)).convert("RGB")
+        if regions is not None:
+            keep = keep_weight(regions, options.region_border, torch.device("cpu"))
+            result = keep_content(result, working, keep)
+        return result
+
+    def _paint(self, working: Image.Image, vector: np.ndarray) -> Image.Image:
+        """``working`` (at the output's size) through the transform network with ``vector``."""
+        width, height = working.size
         pixels = _nhwc(working)
         pad_h, pad_w = (-height) % self._multiple, (-width) % self._multiple
         if pad_h or pad_w:
@@ -127,13 +161,7 @@ class FeedForward:
             None, {self._content_input: pixels, self._vector_input: vector}
         )
         rgb = np.clip(out[0, :height, :width] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        result = Image.fromarray(rgb, "RGB")
-        if options.preserve_color:
-            # The network's luminance with the content's chroma, as the optimisation does.
-            y = result.convert("YCbCr").getchannel("Y")
-            _, cb, cr = working.convert("YCbCr").split()
-            result = Image.merge("YCbCr", (y, cb, cr)).convert("RGB")
-        return result
+        return Image.fromarray(rgb, "RGB")
 
     def warm_up(self) -> None:
         """One small picture through both networks, so that the first real one pays for no

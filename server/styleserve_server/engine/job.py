@@ -3,6 +3,8 @@
 It owns the job's life: checking what the options cannot check alone, planning the stages,
 building each stage's objective, stepping the optimiser, and rendering previews and the result.
 Everything it allocates is local to the generator, so closing it (or cancelling) frees it.
+With regions (``engine.regions``), each stage's objective has one part per style, and the
+delivered picture keeps the content in the keep region.
 
 Given a stop time, it stops in time: before each iteration (and each stage's set-up) it asks
 whether that step, as long as the steps it just measured, would end past the stop, and if so
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from styleserve.options import StyleOptions, check_pictures
@@ -37,12 +40,19 @@ from styleserve_server.engine.imaging import (
     to_image,
     to_tensor,
 )
-from styleserve_server.engine.objective import Objective, Weights
+from styleserve_server.engine.objective import Objective, StylePart, Weights
 from styleserve_server.engine.optimize import Box, Evaluator, Optimizer
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
 from styleserve_server.engine.prepared import PreparedStyle
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
-from styleserve_server.engine.style import stage_targets
+from styleserve_server.engine.regions import (
+    check_masks,
+    keep_content,
+    keep_weight,
+    shares,
+    stage_guides,
+)
+from styleserve_server.engine.style import region_targets, stage_targets
 
 __all__ = ["run_job"]
 
@@ -71,16 +81,34 @@ def _prepare(
     net: FeatureNet,
     weights: Weights,
     style: PreparedStyle | None,
+    regions: Sequence[np.ndarray] | None,
 ) -> tuple[Colour, Box | None, Tensor, Tensor, Evaluator]:
     """One stage's colour handling, its bounds, its content picture (RGB and as the picture
     variable) and the evaluator of its objective (its style targets from ``styles``, or from
-    the prepared ``style`` standing for them)."""
+    the prepared ``style`` standing for them; with ``regions``, one part per style)."""
     content_px = to_tensor(resize(content, (stage.width, stage.height), options.resize), net.device)
     colour = Colour(content_px, preserve=options.preserve_color)
     box = _box(content_px, options)
-    targets = stage_targets(stage, options, net, colour, styles, style)
     content_var = colour.variable(content_px)
-    objective = Objective(net, weights, colour.render(content_var), targets=targets)
+    if regions is None:
+        targets = stage_targets(stage, options, net, colour, styles, style)
+        objective = Objective(net, weights, colour.render(content_var), targets=targets)
+    else:
+        size = (stage.width, stage.height)
+        parts = [
+            StylePart(targets, guide, share)
+            for targets, guide, share in zip(
+                region_targets(
+                    stage, options, net, colour, styles if style is None else style.pictures()
+                ),
+                stage_guides(
+                    regions, size, options.region_border, net.arch, options.style_layers, net.device
+                ),
+                shares(regions),
+                strict=True,
+            )
+        ]
+        objective = Objective(net, weights, colour.render(content_var), parts=parts)
     evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
     return colour, box, content_px, content_var, evaluator
 
@@ -234,6 +262,7 @@ def run_job(
     stop: StopAt | None = None,
     style: PreparedStyle | None = None,
     stages: Sequence[Stage] | None = None,
+    regions: Sequence[np.ndarray] | None = None,
 ) -> Iterator[Iterate | Finished]:
     """Stylise ``content`` with ``styles``: yields one Iterate per iteration, then one Finished.
 
@@ -251,6 +280,9 @@ def run_job(
     ``stages`` are the job's stages when its caller planned them already (the service plans
     them once, from the content's header); None plans them from ``content``.
 
+    ``regions`` (None: none) holds one boolean mask per style at the output's size: each style
+    paints its own region and the pixels in none keep the content (``engine.regions``).
+
     Raises JobCancelled within one iteration (in fact one evaluation) of ``cancel`` being set,
     and OptionsError when the pictures do not fit the options.
     """
@@ -264,6 +296,8 @@ def run_job(
     weights = Weights.from_options(options)
     if stages is None:
         stages = plan(content.size, options)
+    if regions is not None:
+        check_masks(regions, count, (stages[-1].width, stages[-1].height))
     total = sum(stage.iterations for stage in stages)
     done = 0
     setup_seconds: float | None = None
@@ -278,7 +312,7 @@ def run_job(
             break
         begun = time.perf_counter()
         colour, box, content_px, here, evaluator = _prepare(
-            stage, content, styles, options, net, weights, style
+            stage, content, styles, options, net, weights, style, regions
         )
         if x is None:
             x = colour.variable(_start(options, content_px, init_image, net, seed))
@@ -343,6 +377,9 @@ def run_job(
         losses, reason = best.losses, stop.reason
     else:
         image, losses, reason = to_image(colour.output(x)), _losses(evaluator.terms), "completed"
+    if regions is not None:
+        kept = resize(content, image.size, options.resize)
+        image = keep_content(image, kept, keep_weight(regions, options.region_border, device))
     yield Finished(
         image=image,
         losses=losses,

@@ -5,6 +5,11 @@ squares, and style layers divided by ``4 * 3**2 * (H*W)**2`` with the *image's* 
 example's quirk). ``size_independent`` uses means and Gram matrices divided by ``C*h*w``, so that a
 weight means the same at any picture size. Gram matrices and losses are always float32, whatever
 precision the network ran in: bfloat16 sums of this size lose enough to mislead L-BFGS.
+
+``guided_gram`` is a region's Gram matrix (Gatys et al. 2017, "Controlling perceptual factors
+in neural style transfer"): each position weighted by the square of the region's guide there,
+and divided by the guide's own weight rather than the picture's size, so that a region's Gram
+matrix compares with a whole style picture's whatever the region's area.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["content_loss", "gram", "style_loss", "total_variation", "tutorial_style_divisor"]
+__all__ = [
+    "content_loss",
+    "gram",
+    "guided_gram",
+    "style_loss",
+    "total_variation",
+    "tutorial_style_divisor",
+]
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -48,6 +60,28 @@ class _Gram(torch.autograd.Function):
         return result
 
 
+class _GuidedGram(torch.autograd.Function):
+    """``F diag(w) F^T`` for (1, C, h, w) ``features`` and (h*w,) float32 ``weights``, as
+    ``_Gram`` computes ``F F^T`` (float32 product, the gradient in the features' precision and
+    layout). Only the features and the weights are kept for the backward pass, never the
+    weighted features: a region costs its guide's memory, not another copy of the layer.
+    Weights of exactly 1 give exactly ``_Gram``'s result."""
+
+    @staticmethod
+    def forward(ctx: Any, features: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(features, weights)
+        wide = _wide(_flat(features))
+        return wide @ (wide * weights).T
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        features, weights = ctx.saved_tensors
+        flat = _flat(features)
+        result = torch.empty_like(features, memory_format=_layout(features))
+        torch.mm((grad + grad.T).to(flat.dtype), flat * weights.to(flat.dtype), out=_flat(result))
+        return result, None
+
+
 def _flat(features: Tensor) -> Tensor:
     """The (C, h*w) view of (1, C, h, w) ``features``: free in NCHW and channels-last alike."""
     return features.flatten(2)[0]
@@ -64,6 +98,18 @@ def gram(features: Tensor, *, normalize: bool) -> Tensor:
     channels x positions; divided by ``C*h*w`` when ``normalize``."""
     g = _Gram.apply(features)
     return g / features.numel() if normalize else g
+
+
+def guided_gram(features: Tensor, weights: Tensor, area: float, *, normalize: bool) -> Tensor:
+    """(C, C) Gram matrix ``F diag(weights) F^T`` of (1, C, h, w) ``features`` whose
+    positions are weighted by ``weights`` (h*w,), the squares of a region's guide, whose sum is
+    ``area``: divided by ``C*area`` when ``normalize`` (``gram``'s mean over the region's
+    positions), else scaled by ``h*w/area`` (``gram``'s sum, as if the region filled the
+    picture). Weights of 1 everywhere give exactly ``gram``."""
+    g = _GuidedGram.apply(features, weights)
+    if normalize:
+        return g / (features.shape[1] * area)
+    return g * (features.shape[-2] * features.shape[-1] / area)
 
 
 def content_loss(features: Tensor, target: Tensor, *, mean: bool) -> Tensor:

@@ -33,6 +33,7 @@ from styleserve_server.engine.records import JobCancelled
 
 __all__ = [
     "prepare",
+    "region_targets",
     "registration_stages",
     "resized_style",
     "stage_targets",
@@ -107,6 +108,19 @@ def stage_targets(
         # The pictures' luminance is matched to this content's: the targets serve one job.
         return compute(prepared.pictures())
     return prepared.grams(key, compute)
+
+
+def region_targets(
+    stage: Stage,
+    options: StyleOptions,
+    net: FeatureNet,
+    colour: Colour,
+    pictures: Sequence[Image.Image],
+) -> list[Grams]:
+    """``stage``'s style targets of each of ``pictures`` alone, for regions (which do not
+    blend them; a registered style keeps its blend's targets only, so these serve one job)."""
+    key = style_key(stage, options, net.dtype)
+    return [_targets([p], key=key, blend=(), net=net, colour=colour) for p in pictures]
 
 
 def registration_stages(options: StyleOptions) -> list[Stage]:
