@@ -34,6 +34,7 @@ from styleserve_server import backbones, logs
 from styleserve_server.access import MAX_HEALTH_REQUEST_BYTES, BoundedHealth, TokenGate
 from styleserve_server.engine import FeedForward, auto_precision
 from styleserve_server.metrics import Metrics
+from styleserve_server.priority import background_thread
 from styleserve_server.server_info import version
 from styleserve_server.service import StyleTransferService, add_to_server
 from styleserve_server.settings import Settings
@@ -96,8 +97,11 @@ class StyleServer:
             "weights loaded",
             extra={"backbone": backbone.name, "sha256": backbone.sha256, "device": backbone.device},
         )
-        feed_forward = await asyncio.to_thread(self._load_feed_forward, backbone)
         loop = asyncio.get_running_loop()
+        # Made in the instant tier's own (background) thread: onnxruntime's pools inherit it.
+        feed_forward = await loop.run_in_executor(
+            self._instant_executor, self._load_feed_forward, backbone
+        )
         # What "auto" precision means here is measured either way: receipts and GetServerInfo
         # report it, and no job should pay for the measurement.
         prepare = backbones.warm_up if self.settings.warmup else auto_precision
@@ -256,6 +260,11 @@ def _listen(
         ) from error
 
 
+def _background_pool(threads: int, name: str) -> ThreadPoolExecutor:
+    """A pool whose threads run below the event loop's priority (``priority``)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=background_thread)
+
+
 def create_server(
     settings: Settings, *, backbone: Backbone | None = None
 ) -> tuple[StyleServer, int]:
@@ -267,8 +276,8 @@ def create_server(
     """
     metrics = Metrics()
     executors = (
-        ThreadPoolExecutor(settings.job_slots, thread_name_prefix="styleserve-job"),
-        ThreadPoolExecutor(settings.feed_forward_slots, thread_name_prefix="styleserve-instant"),
+        _background_pool(settings.job_slots, "styleserve-job"),
+        _background_pool(settings.feed_forward_slots, "styleserve-instant"),
     )
     service = StyleTransferService(settings, metrics, *executors)
     server = grpc.aio.server(
