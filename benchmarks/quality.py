@@ -55,7 +55,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from instant import free_port, start_server
 from PIL import Image
+from seed_vs_default import machine
 from styleserve import Client, Regions
 from styleserve.contact_sheet import contact_sheet
 from styleserve.plan import fit_longest_side
@@ -65,9 +67,6 @@ from styleserve_server.engine.imaging import resize, to_tensor
 from styleserve_server.engine.losses import gram
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "scripts"))
-from instant import free_port, start_server  # noqa: E402
-from seed_vs_default import machine  # noqa: E402
 
 EXAMPLES = ROOT.parent / "examples"
 PICTURES = ROOT / "pictures"

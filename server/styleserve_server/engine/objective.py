@@ -119,7 +119,9 @@ def _energy(features: Tensor) -> float:
 def _gap(own: Tensor, style: Tensor) -> float:
     """The squared distance between the content's ``own`` Gram matrix and the ``style``'s."""
     energy = float(style.square().sum())
-    return max(float((own - style).square().sum()), _LEAST_GAP * energy, torch.finfo().tiny)
+    return max(
+        float((own - style).square().sum()), _LEAST_GAP * energy, torch.finfo(torch.float32).tiny
+    )
 
 
 # The total variation of a picture whose neighbouring pixels differ by about 6 levels per
