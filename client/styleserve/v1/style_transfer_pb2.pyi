@@ -103,10 +103,12 @@ RESIZE_FILTER_NEAREST: ResizeFilter
 RESIZE_FILTER_ANTIALIAS: ResizeFilter
 
 class Image(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "upload_id")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    upload_id: str
+    def __init__(self, data: _Optional[bytes] = ..., upload_id: _Optional[str] = ...) -> None: ...
 
 class StylePicture(_message.Message):
     __slots__ = ("image", "blend_weight")
@@ -181,16 +183,18 @@ class StyleOptions(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., deadline_policy: _Optional[_Union[DeadlinePolicy, str]] = ..., normalization: _Optional[_Union[LossNormalization, str]] = ..., region_border: _Optional[float] = ...) -> None: ...
 
 class DeliveryOptions(_message.Message):
-    __slots__ = ("preview_every", "preview_size", "output_format", "output_quality")
+    __slots__ = ("preview_every", "preview_size", "output_format", "output_quality", "max_message_bytes")
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     preview_every: int
     preview_size: int
     output_format: OutputFormat
     output_quality: int
-    def __init__(self, preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., output_quality: _Optional[int] = ...) -> None: ...
+    max_message_bytes: int
+    def __init__(self, preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., output_quality: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class StyleTransferRequest(_message.Message):
     __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id", "style_id", "regions")
@@ -365,7 +369,7 @@ class Timings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., setup_seconds: _Optional[float] = ..., optimize_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("image", "width", "height", "losses", "timings", "effective_options", "receipt", "iterations", "partial", "stop_reason")
+    __slots__ = ("image", "width", "height", "losses", "timings", "effective_options", "receipt", "iterations", "partial", "stop_reason", "image_sha256", "image_size_bytes")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +380,8 @@ class Result(_message.Message):
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     image: Image
     width: int
     height: int
@@ -386,28 +392,40 @@ class Result(_message.Message):
     iterations: int
     partial: bool
     stop_reason: StopReason
-    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., effective_options: _Optional[_Union[StyleOptions, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., iterations: _Optional[int] = ..., partial: _Optional[bool] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ...) -> None: ...
+    image_sha256: str
+    image_size_bytes: int
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., effective_options: _Optional[_Union[StyleOptions, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., iterations: _Optional[int] = ..., partial: _Optional[bool] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ..., image_sha256: _Optional[str] = ..., image_size_bytes: _Optional[int] = ...) -> None: ...
+
+class ImageChunk(_message.Message):
+    __slots__ = ("offset", "data")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StyleTransferResponse(_message.Message):
-    __slots__ = ("queued", "started", "progress", "preview", "result")
+    __slots__ = ("queued", "started", "progress", "preview", "result", "result_chunk")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     queued: Queued
     started: Started
     progress: Progress
     preview: Preview
     result: Result
-    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+    result_chunk: ImageChunk
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., result_chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length")
+    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length", "memory_budget_bytes")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +440,7 @@ class Limits(_message.Message):
     MAX_SCALES_FIELD_NUMBER: _ClassVar[int]
     MAX_LAYERS_FIELD_NUMBER: _ClassVar[int]
     MAX_NAME_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_image_bytes: int
     max_input_pixels: int
@@ -436,7 +455,8 @@ class Limits(_message.Message):
     max_scales: int
     max_layers: int
     max_name_length: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ...) -> None: ...
+    memory_budget_bytes: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class Preset(_message.Message):
     __slots__ = ("name", "options")
@@ -447,7 +467,7 @@ class Preset(_message.Message):
     def __init__(self, name: _Optional[str] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice", "style_cache")
+    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice", "style_cache", "uploads")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
@@ -458,6 +478,7 @@ class GetServerInfoResponse(_message.Message):
     FEED_FORWARD_FIELD_NUMBER: _ClassVar[int]
     PRECISION_CHOICE_FIELD_NUMBER: _ClassVar[int]
     STYLE_CACHE_FIELD_NUMBER: _ClassVar[int]
+    UPLOADS_FIELD_NUMBER: _ClassVar[int]
     version: str
     backbones: _containers.RepeatedScalarFieldContainer[str]
     presets: _containers.RepeatedCompositeFieldContainer[Preset]
@@ -468,7 +489,8 @@ class GetServerInfoResponse(_message.Message):
     feed_forward: FeedForwardInfo
     precision_choice: PrecisionChoice
     style_cache: StyleCacheInfo
-    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ..., style_cache: _Optional[_Union[StyleCacheInfo, _Mapping]] = ...) -> None: ...
+    uploads: UploadStoreInfo
+    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ..., style_cache: _Optional[_Union[StyleCacheInfo, _Mapping]] = ..., uploads: _Optional[_Union[UploadStoreInfo, _Mapping]] = ...) -> None: ...
 
 class StyleCacheInfo(_message.Message):
     __slots__ = ("max_bytes", "used_bytes", "entries")
@@ -479,3 +501,41 @@ class StyleCacheInfo(_message.Message):
     used_bytes: int
     entries: int
     def __init__(self, max_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...
+
+class UploadPictureRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadHeader(_message.Message):
+    __slots__ = ("sha256", "size_bytes")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class UploadPictureResponse(_message.Message):
+    __slots__ = ("upload_id", "size_bytes", "expire_seconds")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    size_bytes: int
+    expire_seconds: int
+    def __init__(self, upload_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., expire_seconds: _Optional[int] = ...) -> None: ...
+
+class UploadStoreInfo(_message.Message):
+    __slots__ = ("max_bytes", "used_bytes", "expire_seconds", "max_upload_bytes")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    used_bytes: int
+    expire_seconds: int
+    max_upload_bytes: int
+    def __init__(self, max_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., expire_seconds: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ...) -> None: ...

@@ -50,6 +50,11 @@ class StyleTransferServiceStub:
                 request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleRequest.SerializeToString,
                 response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleResponse.FromString,
                 _registered_method=True)
+        self.UploadPicture = channel.stream_unary(
+                '/styleserve.v1.StyleTransferService/UploadPicture',
+                request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureRequest.SerializeToString,
+                response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureResponse.FromString,
+                _registered_method=True)
 
 
 class StyleTransferServiceServicer:
@@ -82,6 +87,17 @@ class StyleTransferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadPicture(self, request_iterator, context):
+        """Stores one picture sent in chunks, for a picture larger than a request may carry:
+        Image.upload_id then names it wherever a picture goes (content, style, init, masks). The
+        store is content-addressed (the same bytes get the same id on every replica), bounded in
+        bytes and expiring; a cut-off upload or one whose bytes do not match its digest stores
+        nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StyleTransferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +115,11 @@ def add_StyleTransferServiceServicer_to_server(servicer, server):
                     servicer.RegisterStyle,
                     request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleRequest.FromString,
                     response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleResponse.SerializeToString,
+            ),
+            'UploadPicture': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadPicture,
+                    request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureRequest.FromString,
+                    response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +204,33 @@ class StyleTransferService:
             '/styleserve.v1.StyleTransferService/RegisterStyle',
             styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleRequest.SerializeToString,
             styleserve_dot_v1_dot_style__transfer__pb2.RegisterStyleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadPicture(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/styleserve.v1.StyleTransferService/UploadPicture',
+            styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureRequest.SerializeToString,
+            styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureResponse.FromString,
             options,
             channel_credentials,
             insecure,
