@@ -12,7 +12,9 @@ whole check is one prepared command that fits in 8 minutes on one H200:
    ``styleserve.Client``) at 1, 4 and 16 concurrent jobs, with as many ``--job-slots``;
 5. the instant tier's latency (``preset="instant"``), when the server has one;
 6. a bfloat16 job of 3. with two regions (each half of the picture its own style, as
-   ``regions``): seconds and peak memory beside the plain job's.
+   ``regions``): seconds and peak memory beside the plain job's;
+7. a default-preset job at 12 MP (4000x3000: it settles small and climbs, its last stages
+   evaluated in tiles of the server's default ``tile_pixels``): seconds and peak memory.
 
 The last line is a one-line summary. ``--reduced`` runs the same code on the CPU with the tiny
 test network at tiny sizes in seconds: the test suite runs it so that this script cannot rot.
@@ -73,10 +75,21 @@ class Plan:
     jobs_per_slot: int
     instant_calls: int
     feed_forward: str
+    # The big job (7.): its output size, iterations (where it settles) and tile budget.
+    big_size: tuple[int, int]
+    big_iterations: int
+    big_tile_pixels: int
 
 
-FULL = Plan("cuda", "keras-vgg16", 512, 500, 10, (1, 4, 16), 256, 100, 3, 20, "magenta-arbitrary")
-REDUCED = Plan("cpu", "tiny-vgg16", 32, 2, 2, (1, 4, 16), 32, 1, 1, 2, "tiny-arbitrary")
+_TILE_PIXELS = Settings.model_fields["tile_pixels"].default
+FULL = Plan(
+    "cuda", "keras-vgg16", 512, 500, 10, (1, 4, 16), 256, 100, 3, 20, "magenta-arbitrary",
+    (4000, 3000), 200, _TILE_PIXELS,
+)  # fmt: skip
+REDUCED = Plan(
+    "cpu", "tiny-vgg16", 32, 2, 2, (1, 4, 16), 32, 1, 1, 2, "tiny-arbitrary",
+    (400, 300), 2, 2**16,
+)  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -147,6 +160,28 @@ def direct_job(
     _sync(backbone.device)
     seconds = time.perf_counter() - start
     assert isinstance(finished, Finished)
+    peak = torch.cuda.max_memory_allocated(backbone.device) if cuda else None
+    return JobFigures(seconds, finished.losses.total, peak)
+
+
+def big_job(backbone: Backbone, plan: Plan) -> JobFigures:
+    """A default-preset bfloat16 job at the plan's big size, in tiles of its budget."""
+    width, height = plan.big_size
+    content, style = _pictures(max(plan.big_size))
+    content = content.resize(plan.big_size)
+    options = resolve(
+        "default", width=width, height=height, iterations=plan.big_iterations, precision="bfloat16"
+    )
+    cuda = backbone.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(backbone.device)
+    _sync(backbone.device)
+    start = time.perf_counter()
+    records = run_job(backbone, content, [style], options, tile_pixels=plan.big_tile_pixels)
+    finished = list(records)[-1]
+    _sync(backbone.device)
+    seconds = time.perf_counter() - start
+    assert isinstance(finished, Finished) and finished.image.size == plan.big_size
     peak = torch.cuda.max_memory_allocated(backbone.device) if cuda else None
     return JobFigures(seconds, finished.losses.total, peak)
 
@@ -295,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    big = big_job(backbone, plan)
+    width, height = plan.big_size
+    print(
+        f"job {width}x{height} ({width * height / 1e6:.0f} MP), default preset, tiles of"
+        f" {plan.big_tile_pixels} px: {big.seconds:.1f} s, peak memory {_mib(big.peak_bytes)}",
+        flush=True,
+    )
+
     rates: dict[int, float] = {}
     latencies: list[float] | None = None
     for slots in plan.concurrency:
@@ -325,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         f" loss+grad {evaluation['float32'] * 1e3:.1f}/{evaluation['bfloat16'] * 1e3:.1f} ms;"
         f" peak {_mib(f32.peak_bytes)}/{_mib(bf16.peak_bytes)};"
         f" two regions {regions.seconds / bf16.seconds:.2f}x;"
+        f" {width}x{height} {big.seconds:.0f} s, peak {_mib(big.peak_bytes)};"
         f" jobs/s {' '.join(f'{n}:{r:.2f}' for n, r in rates.items())}; {instant}"
     )
     return 0

@@ -94,9 +94,10 @@ def reference() -> str:
     ]
     lines += ["| RPC | Request | Response | Description |", "| --- | --- | --- | --- |"]
     for method in service.methods:
+        requests = "stream " if method.client_streaming else ""
         stream = "stream " if method.server_streaming else ""
         lines.append(
-            f"| `{method.name}` | `{method.input_type.name}` |"
+            f"| `{method.name}` | {requests}`{method.input_type.name}` |"
             f" {stream}`{method.output_type.name}` | {comments[method.full_name]} |"
         )
     for message in _request_messages(pb.StyleTransferRequest.DESCRIPTOR):

@@ -10,6 +10,7 @@ from styleserve.aio import AsyncClient
 from styleserve.client import Client
 from styleserve.errors import (
     Cancelled,
+    DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
     Internal,
@@ -37,6 +38,7 @@ from styleserve.events import (
 )
 from styleserve.info import ServerInfo, ServerLimits
 from styleserve.options import PRESETS, JobOptions, OptionsError, StyleOptions
+from styleserve.pictures import UploadedPicture
 from styleserve.regions import Regions
 
 try:
@@ -49,6 +51,7 @@ __all__ = [
     "AsyncClient",
     "Cancelled",
     "Client",
+    "DataLoss",
     "DeadlineExceeded",
     "Event",
     "FailedPrecondition",
@@ -77,5 +80,6 @@ __all__ = [
     "Timings",
     "Unauthenticated",
     "Unavailable",
+    "UploadedPicture",
     "__version__",
 ]

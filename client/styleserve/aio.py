@@ -18,9 +18,10 @@ from styleserve.calls import Calls, JobEvents, final_result, translated
 from styleserve.errors import NotFound
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
-from styleserve.pictures import Picture
+from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
+from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
 
 if TYPE_CHECKING:
@@ -33,8 +34,9 @@ __all__ = ["AsyncClient"]
 
 class AsyncClient(Calls):
     """Like ``Client``, with ``await client.stylize(...)``, ``async for event in
-    client.stream(...)``, ``await client.register_style(...)``, ``await client.info()`` and
-    ``async with`` / ``await close()``. Create it inside the event loop that uses it."""
+    client.stream(...)``, ``await client.register_style(...)``,
+    ``await client.upload_picture(...)``, ``await client.info()`` and ``async with`` /
+    ``await close()``. Create it inside the event loop that uses it."""
 
     _grpc = grpc.aio
 
@@ -84,6 +86,10 @@ class AsyncClient(Calls):
         registration = self._registration(styles, options)
         return self._remember(registration, await self._register(registration.request, timeout))
 
+    async def upload_picture(self, picture: Picture, *, timeout: float | None = None) -> str:
+        """See ``Client.upload_picture``."""
+        return await self._upload(encode_picture(picture), timeout)
+
     async def info(self, *, timeout: float | None = None) -> ServerInfo:
         """See ``Client.info``."""
         with translated():
@@ -115,14 +121,32 @@ class AsyncClient(Calls):
         await self.close()
 
     async def _register(self, registration: pb.RegisterStyleRequest, timeout: float | None) -> str:
+        registration = await self._uploaded(registration, timeout)
         with translated():
             response = await self._stub.RegisterStyle(registration, **self._call_options(timeout))
         return str(response.style_id)
+
+    async def _upload(self, data: bytes, timeout: float | None) -> str:
+        stream = upload_requests(data, chunk_bytes(self._server))
+        with translated():
+            response = await self._stub.UploadPicture(stream, **self._call_options(timeout))
+        return str(response.upload_id)
+
+    async def _uploaded(self, message: Request, timeout: float | None) -> Request:
+        """See ``Client._uploaded``."""
+        if self._needs_server(message):
+            self._server = await self.info(timeout=timeout)
+        message, pictures = self._to_upload(message)
+        for picture in pictures:
+            picture.upload_id = await self._upload(picture.data, timeout)
+            picture.ClearField("data")
+        return message
 
     async def _events(
         self, request: pb.StyleTransferRequest, timeout: float | None
     ) -> AsyncGenerator[Event, None]:
         for attempt in JobEvents.ATTEMPTS:
+            request = await self._uploaded(request, timeout)
             events = JobEvents()
             call = self._stub.StyleTransfer(request, **self._call_options(timeout))
             try:

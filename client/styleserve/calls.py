@@ -10,6 +10,10 @@ those pictures and the style's options. A balancer may send either call to any r
 the job carries the pictures rather than the id: it runs wherever it lands, and a replica that
 holds the style takes its targets from its cache all the same. A multi-replica deployment so
 needs no sticky sessions. A failure after the stream started is never retried.
+
+Pictures too large for a request go first by UploadPicture (``styleserve.uploads`` picks them,
+from the server's limits, asked once per client), and a result larger than the client's
+largest message comes in chunks that ``JobEvents`` puts back together and checks.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from styleserve.channel import Connection
 from styleserve.errors import NotFound, from_rpc_error
 from styleserve.events import Event, Result, event_from_proto, missing_result
+from styleserve.info import ServerInfo
 from styleserve.pictures import Picture
 from styleserve.regions import Regions
 from styleserve.request import Registration, Styles, build_registration, build_request
+from styleserve.uploads import PLAIN_REQUEST_BYTES, Request, ResultAssembly, to_upload
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["Calls", "JobEvents", "final_result", "translated"]
@@ -59,15 +65,28 @@ class JobEvents:
 
     def __init__(self) -> None:
         self.started = False
+        self._result = ResultAssembly()
 
     def event(self, response: pb.StyleTransferResponse) -> Event | None:
-        """The event of one response; None for a kind newer than this client (skipped)."""
+        """The event of one response; None for a piece of the result (kept until the Result
+        comes) or a kind newer than this client (skipped). Raises DataLoss when the result
+        does not match its digest."""
         self.started = True
-        return event_from_proto(response)
+        if response.WhichOneof("event") == "result_chunk":
+            self._result.add(response.result_chunk)
+            return None
+        event = event_from_proto(response)
+        if isinstance(event, Result):
+            return self._result.result(event, response.result)
+        return event
 
 
 class Calls(Connection):
     """The base of ``Client`` and ``AsyncClient``: their messages and registered styles."""
+
+    # The server's description, asked for the first request too large to send without knowing
+    # its limits, and kept: a server's limits do not change while it runs.
+    _server: ServerInfo | None = None
 
     @functools.cached_property
     def _health(self) -> Any:
@@ -97,7 +116,7 @@ class Calls(Connection):
         options: Mapping[str, Any],
         regions: Regions | None = None,
     ) -> pb.StyleTransferRequest:
-        return build_request(
+        request = build_request(
             content,
             styles,
             init_image=init_image,
@@ -106,6 +125,18 @@ class Calls(Connection):
             options=options,
             regions=regions,
         )
+        request.delivery.max_message_bytes = self._response_message_bytes
+        return request
+
+    def _needs_server(self, message: Request) -> bool:
+        """Whether ``message`` is too large to send before the server's limits are known."""
+        return self._server is None and message.ByteSize() > PLAIN_REQUEST_BYTES
+
+    def _to_upload(self, message: Request) -> tuple[Request, list[pb.Image]]:
+        """``message`` and the pictures of it to upload first (``styleserve.uploads``)."""
+        if self._server is None or message.ByteSize() <= PLAIN_REQUEST_BYTES:
+            return message, []
+        return to_upload(message, self._server)
 
     def _remember(self, registration: Registration, style_id: str) -> str:
         self._registrations[style_id] = registration

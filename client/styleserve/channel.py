@@ -27,8 +27,12 @@ PemSource = bytes | str | os.PathLike[str]
 LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
 
 # A result at the largest output side is a few tens of MB as PNG; gRPC's default receive limit
-# (4 MiB) would refuse it.
+# (4 MiB) would refuse it from a server too old to send it in chunks.
 _MAX_RECEIVE_BYTES = 4 * LIMITS.max_request_bytes
+# The largest response the client asks a server for (DeliveryOptions.max_message_bytes), a
+# larger result coming in chunks: gRPC's default receive limit, which a proxy on the way takes
+# too, and a modest bound on what one message makes either side hold.
+_RESPONSE_MESSAGE_BYTES = 4 * 2**20
 
 
 # Channel arguments by which a caller picks the load balancing policy itself.
@@ -76,10 +80,16 @@ def _channel_arguments(
 ) -> list[ChannelArgument]:
     if not 0 <= retries <= MAX_RETRIES:
         raise ValueError(f"retries must be in [0, {MAX_RETRIES}], got {retries!r}")
+    given = {name for name, _ in channel_options}
+    # gRPC takes the first of two values of an argument: the caller's replaces the client's.
     arguments: list[ChannelArgument] = [
-        ("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
-        ("grpc.per_rpc_retry_buffer_size", _RETRY_BUFFER_BYTES),
-        ("grpc.retry_buffer_size", 4 * _RETRY_BUFFER_BYTES),
+        (name, value)
+        for name, value in (
+            ("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
+            ("grpc.per_rpc_retry_buffer_size", _RETRY_BUFFER_BYTES),
+            ("grpc.retry_buffer_size", 4 * _RETRY_BUFFER_BYTES),
+        )
+        if name not in given
     ]
     if load_balancing is None:
         load_balancing = _default_balancing(target, channel_options)
@@ -93,9 +103,17 @@ def _channel_arguments(
                 f" got {load_balancing!r}"
             )
         config["loadBalancingConfig"] = [{load_balancing: {}}]
-    if config and not any(name == "grpc.service_config" for name, _ in channel_options):
+    if config and "grpc.service_config" not in given:
         arguments.append(("grpc.service_config", json.dumps(config)))
     return [*arguments, *channel_options]
+
+
+def _response_message_bytes(channel_options: Sequence[ChannelArgument]) -> int:
+    """The largest response to ask for: a smaller receive limit the caller set keeps it."""
+    asked = dict(channel_options).get("grpc.max_receive_message_length")
+    if isinstance(asked, int) and 0 < asked < _RESPONSE_MESSAGE_BYTES:
+        return asked
+    return _RESPONSE_MESSAGE_BYTES
 
 
 def _pem(source: PemSource | None) -> bytes | None:
@@ -159,6 +177,7 @@ class Connection:
         arguments = _channel_arguments(target, load_balancing, retries, channel_options)
         self.target = target
         self.timeout = timeout
+        self._response_message_bytes = _response_message_bytes(channel_options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = (
             self._grpc.secure_channel(target, credentials, arguments)

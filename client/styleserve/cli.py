@@ -354,6 +354,7 @@ def _describe_result(result: Result, output: Path) -> dict[str, Any]:
         "iterations": result.iterations,
         "partial": result.partial,
         "stop_reason": result.stop_reason,
+        "sha256": result.sha256,
         "timings": dataclasses.asdict(result.timings),
         "losses": dataclasses.asdict(result.losses),
         "receipt": dataclasses.asdict(result.receipt),
@@ -391,7 +392,8 @@ def _describe(info: ServerInfo, target: str) -> str:
         f"version    {info.version} (torch {info.torch_version})",
         f"device     {info.device}",
         f"backbones  {', '.join(info.backbones)}",
-        f"capacity   {limits.job_slots} running, {limits.queue_size} queued",
+        f"capacity   {limits.job_slots} running, {limits.queue_size} queued,"
+        f" {limits.memory_budget_bytes / 2**30:.1f} GiB of memory for jobs",
         f"limits     output side {limits.min_output_side}-{limits.max_output_side} px,"
         f" <= {limits.max_iterations} iterations, <= {limits.max_styles} styles, pictures"
         f" <= {_mib(limits.max_image_bytes)} and {limits.max_input_pixels / 1e6:g} Mpx",
@@ -406,6 +408,12 @@ def _describe(info: ServerInfo, target: str) -> str:
         lines.append(
             f"styles     {cache.entries} registered, {_mib(cache.used_bytes)} of"
             f" {_mib(cache.max_bytes)} cached"
+        )
+    if info.uploads is not None and info.uploads.max_bytes:
+        uploads = info.uploads
+        lines.append(
+            f"uploads    pictures <= {_mib(uploads.max_upload_bytes)}, {_mib(uploads.used_bytes)}"
+            f" of {_mib(uploads.max_bytes)} held, kept {uploads.expire_seconds} s after use"
         )
     for name, o in info.presets.items():
         size = f"{o.width}x{o.height}" if o.width and o.height else f"{o.size} px"

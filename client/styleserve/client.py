@@ -1,9 +1,10 @@
 """The blocking client: stylise pictures on a styleserve server and follow the job as it runs.
 
 This is what backend code and the CLI call. It hides the protocol: pictures go in as paths,
-bytes or PIL images, typed events and a ``Result`` come out, and failures are
-``styleserve.errors`` exceptions. Everything but the loops is shared with the asyncio client
-(``styleserve.calls``).
+bytes or PIL images (uploaded first when a request cannot carry them), typed events and a
+``Result`` come out (assembled from chunks when it is larger than a message, its digest
+checked), and failures are ``styleserve.errors`` exceptions. Everything but the loops is shared
+with the asyncio client (``styleserve.calls``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from styleserve.calls import Calls, JobEvents, final_result, translated
 from styleserve.errors import NotFound
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
-from styleserve.pictures import Picture
+from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
+from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
 
 if TYPE_CHECKING:
@@ -51,7 +53,10 @@ class Client(Calls):
         own part of the picture.
 
         ``options`` are ``StyleOptions`` fields (``preset``, ``size``, ``iterations``,
-        ``style_blend``, ``output_format``, ...); those left out take the preset's value."""
+        ``style_blend``, ``output_format``, ...); those left out take the preset's value.
+        Pictures larger than the server takes in a request are uploaded first
+        (``upload_picture``), and a result larger than a message comes in chunks; either
+        way its digest is checked (``DataLoss`` when it does not match)."""
         request = self._job_request(
             content, styles, init_image, request_id, style_id, options, regions
         )
@@ -92,8 +97,19 @@ class Client(Calls):
         registration = self._registration(styles, options)
         return self._remember(registration, self._register(registration.request, timeout))
 
+    def upload_picture(self, picture: Picture, *, timeout: float | None = None) -> str:
+        """Store ``picture`` (a path, encoded bytes or a PIL image) on the server, sent in
+        chunks whatever its size up to ``info().uploads.max_upload_bytes``, and return its
+        upload id: ``UploadedPicture(upload_id)`` then stands for it wherever a picture goes,
+        without sending it again, until the server lets it expire
+        (``info().uploads.expire_seconds`` after its last use) or evicts it for newer uploads
+        (``NotFound``: upload it again; the same bytes get the same id). ``stylize`` does this
+        by itself for pictures too large for a request."""
+        return self._upload(encode_picture(picture), timeout)
+
     def info(self, *, timeout: float | None = None) -> ServerInfo:
-        """The server's version, backbones, presets, device, limits and style cache."""
+        """The server's version, backbones, presets, device, limits, style cache and upload
+        store."""
         with translated():
             response = self._stub.GetServerInfo(
                 pb.GetServerInfoRequest(), **self._call_options(timeout)
@@ -124,14 +140,32 @@ class Client(Calls):
         self.close()
 
     def _register(self, registration: pb.RegisterStyleRequest, timeout: float | None) -> str:
+        registration = self._uploaded(registration, timeout)
         with translated():
             response = self._stub.RegisterStyle(registration, **self._call_options(timeout))
         return str(response.style_id)
+
+    def _upload(self, data: bytes, timeout: float | None) -> str:
+        stream = upload_requests(data, chunk_bytes(self._server))
+        with translated():
+            response = self._stub.UploadPicture(stream, **self._call_options(timeout))
+        return str(response.upload_id)
+
+    def _uploaded(self, message: Request, timeout: float | None) -> Request:
+        """``message``, naming uploads instead of the pictures too large for it (uploaded now)."""
+        if self._needs_server(message):
+            self._server = self.info(timeout=timeout)
+        message, pictures = self._to_upload(message)
+        for picture in pictures:
+            picture.upload_id = self._upload(picture.data, timeout)
+            picture.ClearField("data")
+        return message
 
     def _events(
         self, request: pb.StyleTransferRequest, timeout: float | None
     ) -> Generator[Event, None, None]:
         for attempt in JobEvents.ATTEMPTS:
+            request = self._uploaded(request, timeout)
             events = JobEvents()
             call = self._stub.StyleTransfer(request, **self._call_options(timeout))
             try:

@@ -45,6 +45,9 @@ _DEPRECATED_STRING = "loss_normalization"
 # Options that no options message carries: each style picture's ``blend_weight`` holds its
 # share, and the preset is StyleOptions' plain string ``preset``.
 OFF_WIRE_OPTIONS = frozenset({"style_blend"})
+# Wire fields that are no option of the job: how its messages travel, which the SDK sets from
+# its channel (a picture looks the same however it arrives).
+_TRANSPORT_FIELDS = frozenset({"max_message_bytes"})
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _fields(message_type: type[Message], message: str) -> dict[str, _Field]:
             _RENAMED.get(f.name, f.name), cast(FieldDescriptor, f), message
         )
         for f in message_type.DESCRIPTOR.fields
-        if f.name != "preset" and not f.GetOptions().deprecated
+        if f.name != "preset" and f.name not in _TRANSPORT_FIELDS and not f.GetOptions().deprecated
     }
 
 

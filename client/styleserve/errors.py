@@ -16,6 +16,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "RETRY_AFTER_KEY",
     "Cancelled",
+    "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
     "Internal",
@@ -117,6 +118,13 @@ class FailedPrecondition(StyleserveError):
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class DataLoss(StyleserveError):
+    """Bytes do not match their digest: an upload the server received (it stored nothing), or
+    a result this client assembled. Sending again is the remedy."""
+
+    default_code = grpc.StatusCode.DATA_LOSS
+
+
 class Internal(StyleserveError):
     """The server failed; the details say where."""
 
@@ -135,6 +143,7 @@ _BY_CODE: dict[grpc.StatusCode, type[StyleserveError]] = {
         PermissionDenied,
         NotFound,
         FailedPrecondition,
+        DataLoss,
         Internal,
     )
 }

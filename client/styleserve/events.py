@@ -200,7 +200,9 @@ class Timings:
 class Result(_EncodedPicture):
     """The stylised picture (encoded as requested) and how it was made. ``partial``: the job
     ran out of time (``stop_reason`` "time_budget" or "deadline"; otherwise "completed", or ""
-    from a server that does not say) and this is its best picture so far."""
+    from a server that does not say) and this is its best picture so far. ``sha256`` is the
+    SHA-256 digest of ``data`` the server sent, which the client checked ("" from a server
+    too old to send one)."""
 
     data: bytes
     width: int
@@ -212,6 +214,7 @@ class Result(_EncodedPicture):
     receipt: Receipt
     partial: bool = False
     stop_reason: str = ""
+    sha256: str = ""
 
 
 Event = Queued | Started | Progress | Preview | Result
@@ -256,6 +259,7 @@ def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
             receipt=Receipt.from_proto(r.receipt),
             partial=r.partial,
             stop_reason=_stop_reason(r.stop_reason),
+            sha256=r.image_sha256,
         )
     return None
 

@@ -15,7 +15,7 @@ from styleserve.events import FeedForwardInfo, PrecisionChoice, provenance
 from styleserve.options import Limits, StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
-__all__ = ["ServerInfo", "ServerLimits", "StyleCacheInfo"]
+__all__ = ["ServerInfo", "ServerLimits", "StyleCacheInfo", "UploadStoreInfo"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,23 @@ class StyleCacheInfo:
 
 
 @dataclass(frozen=True)
+class UploadStoreInfo:
+    """The server's store of uploaded pictures (UploadPicture), which lets a request name a
+    picture larger than it may carry."""
+
+    # Most bytes it may hold; 0: uploads are off.
+    max_bytes: int
+    used_bytes: int
+    # Seconds an upload is kept after it was last stored or used.
+    expire_seconds: int
+    max_upload_bytes: int
+
+    @classmethod
+    def from_proto(cls, message: pb.UploadStoreInfo) -> UploadStoreInfo:
+        return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """A server's version, weights, presets, device, limits and delivery defaults."""
 
@@ -60,6 +77,8 @@ class ServerInfo:
     precision_choice: PrecisionChoice | None
     # Its registered styles; None: a server too old to register styles.
     style_cache: StyleCacheInfo | None
+    # Its uploaded pictures; None: a server too old to take uploads.
+    uploads: UploadStoreInfo | None
 
     @classmethod
     def from_proto(cls, message: pb.GetServerInfoResponse) -> ServerInfo:
@@ -76,6 +95,9 @@ class ServerInfo:
             **provenance(message),
             style_cache=StyleCacheInfo.from_proto(message.style_cache)
             if message.HasField("style_cache")
+            else None,
+            uploads=UploadStoreInfo.from_proto(message.uploads)
+            if message.HasField("uploads")
             else None,
         )
 

@@ -283,7 +283,9 @@ class Limits:
     max_request_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 16 * 1024 * 1024
     max_input_pixels: int = 40_000_000
-    max_output_side: int = 2048
+    # Print sizes (40 MP is 7300 x 5475): a job's memory is bounded by tiles and admitted by
+    # the server's memory budget, so the side alone need not keep it small.
+    max_output_side: int = 8192
     max_iterations: int = 5000
     max_evals_per_iteration: int = 100
     max_styles: int = 8
@@ -295,6 +297,9 @@ class Limits:
     max_layers: int = 16
     # Characters of every string option (preset, backbone, a layer name, ...).
     max_name_length: int = 64
+    # Bytes of memory the server's running jobs may hold at once (their predicted peaks); 0 in
+    # a server's settings: measured at start-up from the memory the device has.
+    memory_budget_bytes: int = 0
 
 
 LIMITS = Limits()
@@ -315,6 +320,7 @@ CEILINGS = Limits(
     max_scales=64,
     max_layers=64,
     max_name_length=256,
+    memory_budget_bytes=2**50,
 )
 
 

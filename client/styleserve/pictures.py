@@ -1,8 +1,9 @@
 """Pictures in and out of the client: what callers may pass, and how results reach disk.
 
-The service takes encoded bytes; callers have paths, bytes or PIL images. Encoded input is sent
-as it is (the server checks it, so a bad file fails with the server's message), and results are
-written atomically so that a crash or Ctrl-C never leaves a half-written picture behind.
+The service takes encoded bytes, or the id of bytes uploaded before; callers have paths, bytes,
+PIL images or such an upload (``UploadedPicture``). Encoded input is sent as it is (the server
+checks it, so a bad file fails with the server's message), and results are written atomically
+so that a crash or Ctrl-C never leaves a half-written picture behind.
 """
 
 from __future__ import annotations
@@ -11,16 +12,37 @@ import io
 import os
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["PICTURE_TYPES", "Picture", "encode_picture", "write_atomically"]
+from styleserve.v1 import style_transfer_pb2 as pb
 
-Picture = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image
-"""A picture argument: a file path, encoded bytes (PNG, JPEG or WebP) or a PIL image."""
+__all__ = [
+    "PICTURE_TYPES",
+    "Picture",
+    "UploadedPicture",
+    "encode_picture",
+    "picture_message",
+    "write_atomically",
+]
+
+
+@dataclass(frozen=True)
+class UploadedPicture:
+    """A picture the server holds, by the id ``upload_picture`` returned: it stands wherever a
+    picture goes (content, styles, init_image, regions) without its bytes being sent again,
+    until the server lets it expire or evicts it (NOT_FOUND: upload it again)."""
+
+    upload_id: str
+
+
+Picture = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | UploadedPicture
+"""A picture argument: a file path, encoded bytes (PNG, JPEG or WebP), a PIL image, or an
+upload on the server."""
 # The classes of ``Picture`` for isinstance checks, e.g. one picture versus a list of them.
-PICTURE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
+PICTURE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, UploadedPicture)
 
 
 def encode_picture(picture: Picture, *, what: str = "picture") -> bytes:
@@ -40,6 +62,13 @@ def encode_picture(picture: Picture, *, what: str = "picture") -> bytes:
     raise TypeError(
         f"the {what} must be a path, encoded bytes or a PIL image, not {type(picture).__name__}"
     )
+
+
+def picture_message(picture: Picture, *, what: str = "picture") -> pb.Image:
+    """The wire message of ``picture``: the upload it names, or its encoded bytes."""
+    if isinstance(picture, UploadedPicture):
+        return pb.Image(upload_id=picture.upload_id)
+    return pb.Image(data=encode_picture(picture, what=what))
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:

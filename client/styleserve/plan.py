@@ -10,6 +10,14 @@ stage starts from a stylised picture rather than from the bare content. How many
 which sizes and with how many iterations was measured (benchmarks/README.md): the default
 preset's one quarter-size stage of a twentieth of the iterations reaches every loss level
 in about 10% fewer evaluations than the former quarter and half stages of a tenth each.
+
+A big output (more than ``SETTLE_PIXELS``) is settled at that many pixels by the preset's own
+stages, then climbs to its size in steps that double the side, each with a few iterations: a
+full-size iteration of a 12 MP picture costs as much as two hundred at a quarter megapixel, and
+the climb only has to add the detail the larger canvas can hold, since the style's structure
+was settled below (the style pictures are worked at the stage's size at every stage, so a brush
+stroke keeps its share of the canvas). How many iterations each climbing stage gets was
+measured as time to a loss (``benchmarks/big.py --tune``).
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from styleserve.options import Limits, OptionsError, StyleOptions
 
 __all__ = [
     "MIN_SIDE",
+    "SETTLE_PIXELS",
     "Stage",
     "check_output_size",
     "fit_longest_side",
     "iterations_of",
     "output_size",
     "plan",
+    "plan_climb",
     "plan_stages",
     "total_iterations",
 ]
@@ -35,6 +45,10 @@ __all__ = [
 # VGG pools four times before block5: a side under 16 pixels would vanish.
 MIN_SIDE = 16
 _COARSE_SHARE = 0.05
+# Outputs up to this many pixels (1024 x 512, or 724 x 724) run the preset's stages as they are.
+SETTLE_PIXELS = 2**19
+# Each climbing stage doubles the side; its iterations are this share of the preset's.
+_CLIMB_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -111,9 +125,29 @@ def plan_stages(size: tuple[int, int], scales: Sequence[float], iterations: int)
     return stages
 
 
+def plan_climb(size: tuple[int, int], scales: Sequence[float], iterations: int) -> list[Stage]:
+    """``plan_stages`` for an output of ``size`` up to ``SETTLE_PIXELS``; above, the same
+    stages at that many pixels, then stages twice as large in side up to ``size``."""
+    width, height = size
+    if width * height <= SETTLE_PIXELS:
+        return plan_stages(size, scales, iterations)
+    shrink = math.sqrt(SETTLE_PIXELS / (width * height))
+    stages = plan_stages((round(width * shrink), round(height * shrink)), scales, iterations)
+    climbs = max(1, iterations and round(iterations * _CLIMB_SHARE))
+    while (stages[-1].width, stages[-1].height) != size:
+        last = stages[-1]
+        w, h = min(2 * last.width, width), min(2 * last.height, height)
+        if width - w < w // 4 and height - h < h // 4:
+            # A last step of under a quarter more side costs nearly a full-size stage for
+            # next to no new detail: take the output's size now instead.
+            w, h = width, height
+        stages.append(Stage(len(stages), w, h, climbs))
+    return stages
+
+
 def plan(content_size: tuple[int, int], options: StyleOptions) -> list[Stage]:
     """The stages a job on a content picture of ``content_size`` with ``options`` runs."""
-    return plan_stages(output_size(content_size, options), options.scales, options.iterations)
+    return plan_climb(output_size(content_size, options), options.scales, options.iterations)
 
 
 def total_iterations(content_size: tuple[int, int], options: StyleOptions) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from styleserve.options import OptionsError, shown
-from styleserve.pictures import PICTURE_TYPES, Picture, encode_picture
+from styleserve.pictures import PICTURE_TYPES, Picture, picture_message
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = ["MAX_COLOR", "Regions", "check_regions", "parse_color"]
@@ -60,16 +60,16 @@ class Regions:
             [self.style_masks] if isinstance(self.style_masks, PICTURE_TYPES) else self.style_masks
         )
         message = pb.Regions(
-            style_masks=[pb.Image(data=encode_picture(m, what="style mask")) for m in masks],
+            style_masks=[picture_message(m, what="style mask") for m in masks],
             style_colors=[
                 parse_color(c, f"regions.style_colors[{i}]")
                 for i, c in enumerate(self.style_colors)
             ],
         )
         if self.label_map is not None:
-            message.label_map.data = encode_picture(self.label_map, what="label map")
+            message.label_map.CopyFrom(picture_message(self.label_map, what="label map"))
         if self.keep_mask is not None:
-            message.keep_mask.data = encode_picture(self.keep_mask, what="keep mask")
+            message.keep_mask.CopyFrom(picture_message(self.keep_mask, what="keep mask"))
         if self.keep_color is not None:
             message.keep_color = parse_color(self.keep_color, "regions.keep_color")
         return message

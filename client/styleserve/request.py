@@ -23,7 +23,7 @@ from styleserve.options import (
     check_request_id,
     resolve,
 )
-from styleserve.pictures import PICTURE_TYPES, Picture, encode_picture
+from styleserve.pictures import PICTURE_TYPES, Picture, picture_message
 from styleserve.regions import Regions, check_regions
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -66,9 +66,7 @@ def _blend(resolved: StyleOptions, styles: int) -> tuple[float, ...]:
 
 def _style_pictures(styles: list[Picture], blend: Sequence[float]) -> list[pb.StylePicture]:
     return [
-        pb.StylePicture(
-            image=pb.Image(data=encode_picture(style, what="style picture")), blend_weight=weight
-        )
+        pb.StylePicture(image=picture_message(style, what="style picture"), blend_weight=weight)
         for style, weight in zip(styles, blend, strict=True)
     ]
 
@@ -101,11 +99,11 @@ def build_request(
     style_options, delivery, resolved = _checked_options(options, count, init_image is not None)
     regions_message = _regions(regions, None if style_id else count, resolved)
     return pb.StyleTransferRequest(
-        content=pb.Image(data=encode_picture(content, what="content picture")),
+        content=picture_message(content, what="content picture"),
         styles=_style_pictures(style_list, _blend(resolved, count)) if style_list else [],
         options=style_options,
         delivery=delivery,
-        init_image=pb.Image(data=encode_picture(init_image, what="initial picture"))
+        init_image=picture_message(init_image, what="initial picture")
         if init_image is not None
         else None,
         request_id=request_id or "",

@@ -1,9 +1,14 @@
-"""Admission control: a fixed number of job slots and a bounded, ordered queue in front.
+"""Admission control: a fixed number of job slots, a memory budget, and a bounded, ordered
+queue in front.
 
 gRPC's ``maximum_concurrent_rpcs`` would refuse health checks and cannot tell a waiting
 caller where it stands, so the service admits jobs itself: a caller either gets a slot, waits
 in the queue (learning its position each time it moves), or is turned away at once with an
-estimate of when to come back. Everything here runs on the event loop, so no locks.
+estimate of when to come back. A slot also holds the job's predicted peak memory in a
+``MemoryPool`` that both tiers share: the head of a queue waits until its memory is free as
+well as a slot, so that jobs that fit the budget alone never run out of memory together (and
+a big job is not overtaken forever by small ones). Everything here runs on the event loop, so
+no locks.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import collections
 import math
 from collections.abc import AsyncGenerator, Callable
 
-__all__ = ["Admission", "QueueFull", "ShuttingDown"]
+__all__ = ["Admission", "MemoryPool", "QueueFull", "ShuttingDown"]
 
 
 class QueueFull(Exception):
@@ -34,17 +39,45 @@ class ShuttingDown(Exception):
         super().__init__("server is shutting down; retry on another replica")
 
 
-class _Waiter:
-    __slots__ = ("changed", "granted", "rejected")
+class MemoryPool:
+    """Bytes of memory the running jobs of every tier hold, out of ``budget``. A job must fit
+    the budget alone (the service refuses one that cannot before it queues); a job that does
+    not fit beside the running ones waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._freed: list[Callable[[], None]] = []
+
+    def fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.budget
+
+    def take(self, nbytes: int) -> None:
+        self.used += nbytes
+
+    def give_back(self, nbytes: int) -> None:
+        self.used -= nbytes
+        for waiting in self._freed:
+            waiting()
+
+    def on_free(self, grant: Callable[[], None]) -> None:
+        """``grant`` runs whenever memory is given back (an Admission grants its waiters)."""
+        self._freed.append(grant)
+
+
+class _Waiter:
+    __slots__ = ("changed", "granted", "nbytes", "rejected")
+
+    def __init__(self, nbytes: int) -> None:
         self.changed = asyncio.Event()
         self.granted = False
         self.rejected = False
+        self.nbytes = nbytes
 
 
 class Admission:
-    """``slots`` jobs run at once; up to ``queue_size`` more wait in arrival order.
+    """``slots`` jobs run at once, their predicted peaks within ``memory`` (None: memory is not
+    counted); up to ``queue_size`` more wait in arrival order.
 
     ``on_change(queued, running)`` is called whenever either number changes (metrics).
     """
@@ -54,10 +87,14 @@ class Admission:
         slots: int,
         queue_size: int,
         on_change: Callable[[int, int], None] = lambda queued, running: None,
+        memory: MemoryPool | None = None,
     ) -> None:
         self.slots = slots
         self.queue_size = queue_size
         self.running = 0
+        self._memory = memory
+        if memory is not None:
+            memory.on_free(self._grant_waiting)
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._on_change = on_change
         self._closed = False
@@ -72,18 +109,19 @@ class Admission:
     def queued(self) -> int:
         return len(self._waiters)
 
-    async def wait(self) -> AsyncGenerator[int, None]:
+    async def wait(self, nbytes: int = 0) -> AsyncGenerator[int, None]:
         """Yields this caller's queue position (0: next), again each time it changes, and
-        returns once a slot is held; the caller must then ``release`` it exactly once.
+        returns once a slot and ``nbytes`` of the memory pool are held; the caller must then
+        ``release`` them exactly once, with the same ``nbytes``.
 
         Raises QueueFull or ShuttingDown instead of queueing. Use with
         ``contextlib.aclosing`` so that a caller cancelled while waiting leaves the queue.
         """
         if self._closed:
             raise ShuttingDown
-        waiter = _Waiter()
-        if self.running < self.slots and not self._waiters:
-            self._take()
+        waiter = _Waiter(nbytes)
+        if self._room(waiter) and not self._waiters:
+            self._take(waiter)
             waiter.granted = True
         elif len(self._waiters) >= self.queue_size:
             raise QueueFull(self.retry_after(), self.slots, self.queue_size)
@@ -108,32 +146,51 @@ class Admission:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+                # The head leaving may let the next one in (it may need less memory).
+                self._grant_waiting()
                 self._notify_waiters()
                 self._changed()
             elif waiter.granted and not handed_over:
                 # Cancelled while holding a slot it never used: pass the slot on.
-                self.release()
+                self.release(nbytes=nbytes)
 
     def expect(self, job_seconds: float) -> None:
         """Seeds the retry hint with a measured estimate of a job's length (the warm-up's),
         until real jobs have finished."""
         self._job_seconds = job_seconds
 
-    def release(self, job_seconds: float | None = None) -> None:
-        """Frees a slot (handing it straight to the longest waiter); ``job_seconds`` is how
-        long the job ran, which tunes the retry hint."""
+    def release(self, job_seconds: float | None = None, *, nbytes: int = 0) -> None:
+        """Frees a slot and the ``nbytes`` its job held (handing them straight to the
+        longest waiters that fit); ``job_seconds`` is how long the job ran, which tunes the
+        retry hint."""
         if job_seconds is not None:
             blended = 0.8 * self._job_seconds + 0.2 * job_seconds
             self._job_seconds = blended if self._measured else job_seconds
             self._measured = True
         self.running -= 1
-        if self._waiters and not self._closed:
+        if self._memory is not None and nbytes:
+            self._memory.give_back(nbytes)  # grants this admission's waiters too
+        else:
+            self._grant_waiting()
+        self._changed()
+
+    def _room(self, waiter: _Waiter) -> bool:
+        memory = self._memory
+        return self.running < self.slots and (memory is None or memory.fits(waiter.nbytes))
+
+    def _grant_waiting(self) -> None:
+        """Grants slots to the longest waiters while the first of them fits: in arrival
+        order, so that a job waiting for memory is not overtaken by smaller ones."""
+        granted = False
+        while self._waiters and not self._closed and self._room(self._waiters[0]):
             waiter = self._waiters.popleft()
             waiter.granted = True
-            self._take()
-            self._notify_waiters()
+            self._take(waiter)
             waiter.changed.set()
-        self._changed()
+            granted = True
+        if granted:
+            self._notify_waiters()
+            self._changed()
 
     def retry_after(self) -> float:
         """Seconds until a queue place is likely free: the queue's share of recent job time."""
@@ -150,8 +207,10 @@ class Admission:
         """Returns when no job holds a slot."""
         await self._idle.wait()
 
-    def _take(self) -> None:
+    def _take(self, waiter: _Waiter) -> None:
         self.running += 1
+        if self._memory is not None:
+            self._memory.take(waiter.nbytes)
         self._idle.clear()
 
     def _notify_waiters(self) -> None:

@@ -32,7 +32,7 @@ from styleserve_export.loader import load_feed_forward
 
 from styleserve_server import backbones, logs
 from styleserve_server.access import MAX_HEALTH_REQUEST_BYTES, BoundedHealth, TokenGate
-from styleserve_server.engine import FeedForward, auto_precision
+from styleserve_server.engine import INSTANT_TILE_PIXELS, FeedForward, auto_precision
 from styleserve_server.metrics import Metrics
 from styleserve_server.priority import background_thread
 from styleserve_server.server_info import version
@@ -125,7 +125,11 @@ class StyleServer:
             return None
         artifact = load_feed_forward(self.settings.feed_forward, cache_dir=self.settings.cache_dir)
         feed_forward = FeedForward(
-            artifact, backbone.device, self.settings.feed_forward_thread_count()
+            artifact,
+            backbone.device,
+            self.settings.feed_forward_thread_count(),
+            # Always in tiles: they bound the memory and, above about 3 MP, are faster too.
+            tile_pixels=INSTANT_TILE_PIXELS,
         )
         log.info(
             "feed-forward networks loaded",

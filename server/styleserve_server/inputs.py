@@ -10,7 +10,10 @@ every mode (grayscale, 16-bit, palette, CMYK, alpha) to plain 8-bit RGB, the one
 engine accepts. A request's regions (masks, a label map) are the exception: they are decoded
 in ``check``, one at a time and reduced at once to one byte per output pixel
 (``styleserve_server.regions``), so that an empty or overlapping region is refused before the
-job queues, as every other bad input is.
+job queues, as every other bad input is. A picture comes in the request's bytes or as the
+id of an upload (``styleserve_server.uploads``), read from the store here, once, so that the
+job holds its bytes whatever the store does with them later (an id the store does not hold is
+the store's NOT_FOUND, not a refusal of the request).
 Every refusal is a ``styleserve.options.OptionsError`` naming the request field at fault (the
 one error type both sides use; the servicer answers it with INVALID_ARGUMENT).
 """
@@ -21,6 +24,7 @@ import io
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +54,7 @@ from styleserve_server.regions import (
     label_pixels,
     mask_pixels,
 )
+from styleserve_server.uploads import no_uploads
 
 if TYPE_CHECKING:
     # A type only: checking a request needs no torch.
@@ -96,6 +101,8 @@ _ORIENTATION = 0x0112
 _REGISTRATION_FIELDS = frozenset((*STYLE_FIELDS, "style_blend", "size"))
 # The ids styleserve_server.style_cache makes.
 _STYLE_ID = re.compile(r"sty_[0-9a-f]{64}")
+# The bytes of the upload a request names at a field (``UploadStore.get``).
+Uploads = Callable[[str, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,8 @@ class CheckedRequest:
     style: PreparedStyle | None = None
     # Where each style paints, at the output's size; None: every style paints everywhere.
     regions: RegionLabels | None = None
+    # The job's predicted peak memory (bytes), which its slot holds of the server's budget.
+    memory_bytes: int = 0
 
     @property
     def total_iterations(self) -> int:
@@ -138,33 +147,41 @@ def check(
     preview_size: int,
     output_quality: int,
     registered: CheckedStyle | None = None,
+    uploads: Uploads = no_uploads,
 ) -> CheckedRequest:
     """Validates ``request`` for a server serving ``backbone`` (its delivery defaults
     ``preview_size`` and ``output_quality``), ``registered`` being the registration of the
-    style it names (``style_id``), whose style options it takes. Raises OptionsError naming
-    the field."""
+    style it names (``style_id``), whose style options it takes, and ``uploads`` reading the
+    pictures it names by upload id. Raises OptionsError naming the field."""
     if registered is None:
         _check_style_count(len(request.styles), limits)
     options = _options(request, limits, backbone, preview_size, output_quality, registered)
     count = len(request.styles) if registered is None else len(registered.pictures)
     check_pictures(options, count, request.HasField("init_image"))
-    init_image = request.init_image.data if options.init == "image" else None
-    content_size = _check_header("content", request.content.data, limits)
+    content = _picture("content", request.content, limits, uploads)
+    init_image = None
+    if options.init == "image":
+        init_image = _picture("init_image", request.init_image, limits, uploads)
+    styles = tuple(
+        _picture(f"styles[{i}]", s.image, limits, uploads) for i, s in enumerate(request.styles)
+    )
+    content_size = _check_header("content", content, limits)
     try:
         check_output_size(content_size, options, limits)
     except OptionsError as error:
         raise OptionsError(f"options.{error.field}", error.message) from None
-    for i, style in enumerate(request.styles):
-        _check_header(f"styles[{i}]", style.image.data, limits)
+    for i, style in enumerate(styles):
+        _check_header(f"styles[{i}]", style, limits)
     if init_image is not None:
         _check_header("init_image", init_image, limits)
     labels = None
     if request.HasField("regions"):
-        labels = _regions(request, count, content_size, output_size(content_size, options), limits)
+        size = output_size(content_size, options)
+        labels = _regions(request, count, content_size, size, limits, uploads)
     return CheckedRequest(
         options=options,
-        content=request.content.data,
-        styles=tuple(s.image.data for s in request.styles),
+        content=content,
+        styles=styles,
         init_image=init_image,
         stages=tuple(plan(content_size, options)),
         regions=labels,
@@ -177,6 +194,7 @@ def _regions(
     content_size: tuple[int, int],
     size: tuple[int, int],
     limits: Limits,
+    uploads: Uploads,
 ) -> RegionLabels:
     """The labels of ``request``'s regions for ``styles`` style pictures at the output's
     ``size``: every picture's header checked (bytes, pixels, the content's aspect ratio)
@@ -191,10 +209,14 @@ def _regions(
     message = request.regions
     check_regions(message, styles)
     masks = [f"regions.style_masks[{i}]" for i in range(len(message.style_masks))]
-    data = {field: m.data for field, m in zip(masks, message.style_masks, strict=True)}
+    data = {
+        field: _picture(field, m, limits, uploads)
+        for field, m in zip(masks, message.style_masks, strict=True)
+    }
     for name in ("label_map", "keep_mask"):
         if message.HasField(name):
-            data[f"regions.{name}"] = getattr(message, name).data
+            field = f"regions.{name}"
+            data[field] = _picture(field, getattr(message, name), limits, uploads)
     for field, picture in data.items():
         check_aspect(field, _check_header(field, picture, limits), content_size)
 
@@ -283,11 +305,16 @@ def style_id(request: pb.StyleTransferRequest) -> str:
 
 
 def check_registration(
-    request: pb.RegisterStyleRequest, limits: Limits, *, backbone: str
+    request: pb.RegisterStyleRequest,
+    limits: Limits,
+    *,
+    backbone: str,
+    uploads: Uploads = no_uploads,
 ) -> CheckedStyle:
     """Validates a RegisterStyle ``request`` for a server serving ``backbone`` as ``check``
-    does a job's style pictures and options (only the options it reads: ``STYLE_FIELDS``,
-    the preset, the blend and the size). Raises OptionsError naming the field."""
+    does a job's style pictures (``uploads`` reading those it names by upload id) and options
+    (only the options it reads: ``STYLE_FIELDS``, the preset, the blend and the size). Raises
+    OptionsError naming the field."""
     _check_style_count(len(request.styles), limits)
     try:
         check_lengths(request.options, limits)
@@ -302,22 +329,43 @@ def check_registration(
     except OptionsError as error:
         raise OptionsError(f"options.{error.field}", error.message) from None
     check_pictures(options, len(request.styles), init_image=False)
-    for i, style in enumerate(request.styles):
-        _check_header(f"styles[{i}]", style.image.data, limits)
-    return CheckedStyle(pictures=tuple(s.image.data for s in request.styles), options=options)
+    pictures = tuple(
+        _picture(f"styles[{i}]", s.image, limits, uploads) for i, s in enumerate(request.styles)
+    )
+    for i, picture in enumerate(pictures):
+        _check_header(f"styles[{i}]", picture, limits)
+    return CheckedStyle(pictures=pictures, options=options)
+
+
+def _picture(field: str, image: pb.Image, limits: Limits, uploads: Uploads) -> bytes:
+    """The encoded bytes ``image`` carries, or those of the upload it names: exactly one of
+    the two. Bytes in the request obey ``max_image_bytes``; an upload was held to
+    ``max_upload_bytes`` as it arrived."""
+    if image.upload_id:
+        if image.data:
+            raise OptionsError(
+                field, "sets both data and upload_id: send the picture's bytes or the id of "
+                "their upload, not both",
+            )  # fmt: skip
+        return uploads(field, image.upload_id)
+    data = image.data
+    if not data:
+        raise OptionsError(
+            field, "is empty: send the encoded bytes of a PNG, JPEG or WebP file, or the "
+            "upload_id of one (UploadPicture)",
+        )  # fmt: skip
+    if len(data) > limits.max_image_bytes:
+        raise OptionsError(
+            field,
+            f"is {len(data)} bytes, more than the {limits.max_image_bytes} this server accepts "
+            "in a request; upload it first (UploadPicture, which the SDK does by itself) or "
+            f"send a smaller file (the output is at most {limits.max_output_side} px anyway)",
+        )
+    return data
 
 
 def _check_header(field: str, data: bytes, limits: Limits) -> tuple[int, int]:
     """The picture's upright (width, height), read from its header."""
-    if not data:
-        raise OptionsError(field, "is empty: send the encoded bytes of a PNG, JPEG or WebP file")
-    if len(data) > limits.max_image_bytes:
-        raise OptionsError(
-            field,
-            f"is {len(data)} bytes, more than the {limits.max_image_bytes} this server accepts; "
-            "send a smaller file (the output is at most "
-            f"{limits.max_output_side} px anyway)",
-        )
     with _open(field, data, limits) as image:
         width, height = image.size
         turned = _orientation(image) in _QUARTER_TURNS

@@ -176,7 +176,9 @@ class Job:
         feed_forward: FeedForward | None = None,
         precision: PrecisionChoice | None = None,
         stop: StopAt | None = None,
+        tile_pixels: int | None = None,
     ) -> None:
+        """``tile_pixels``: the most pixels the network sees at once (``run_job``'s)."""
         loop = asyncio.get_running_loop()
         self.cancel = threading.Event()
         self.mailbox = Mailbox(loop)
@@ -187,6 +189,7 @@ class Job:
         self._feed_forward = feed_forward
         self._precision = precision
         self._stop = stop
+        self._tile_pixels = tile_pixels
         # The copied context carries the request id into the worker's log records.
         self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
 
@@ -259,6 +262,7 @@ class Job:
                 style=self._request.style,
                 stages=self._request.stages,
                 regions=masks,
+                tile_pixels=self._tile_pixels,
             )
             for record in records:
                 if isinstance(record, Iterate):

@@ -120,6 +120,22 @@ class Metrics:
         self.style_cache_entries = Gauge(
             "styleserve_style_cache_entries", "Registered styles held.", registry=self.registry
         )
+        # Uploaded pictures (uploads), counted with the uploads in progress: the bytes the
+        # store's bound covers.
+        self.upload_store_bytes = Gauge(
+            "styleserve_upload_store_bytes",
+            "Bytes the uploaded pictures hold, uploads in progress included.",
+            registry=self.registry,
+        )
+        self.upload_store_entries = Gauge(
+            "styleserve_upload_store_entries", "Uploaded pictures held.", registry=self.registry
+        )
+        self.upload_evictions = Counter(
+            "styleserve_upload_store_evictions",
+            "Uploaded pictures dropped, by reason: expired, or room for newer uploads.",
+            ["reason"],
+            registry=self.registry,
+        )
         self._http: WSGIServer | None = None
 
     def describe(self, **build: str) -> None:
@@ -143,6 +159,10 @@ class Metrics:
     def style_cache_changed(self, used_bytes: int, entries: int) -> None:
         self.style_cache_bytes.set(used_bytes)
         self.style_cache_entries.set(entries)
+
+    def uploads_changed(self, used_bytes: int, entries: int) -> None:
+        self.upload_store_bytes.set(used_bytes)
+        self.upload_store_entries.set(entries)
 
     def serve(self, host: str, port: int) -> None:
         """Serves /metrics on ``host:port`` from a daemon thread."""

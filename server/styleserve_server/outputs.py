@@ -2,19 +2,23 @@
 
 The engine speaks Python values and PIL pictures; this is the one place that knows how those
 become StyleTransferResponse events, how pictures are encoded for the wire, how long that
-takes (a job with a deadline must leave it the time), and what a receipt must hold for someone
-to reproduce a result.
+takes (a job with a deadline must leave it the time), what a receipt must hold for someone
+to reproduce a result, and how a result larger than the caller's largest message travels (in
+chunks, the Result's digest checking what they assemble).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 from styleserve.convert import options_to_proto
-from styleserve.options import StyleOptions
+from styleserve.options import OptionsError, StyleOptions
 from styleserve.plan import fit_longest_side
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -23,9 +27,11 @@ from styleserve_server.engine import FeedForward, Finished, Iterate, Losses, Pre
 __all__ = [
     "Provenance",
     "delivery_seconds",
+    "delivered",
     "encode",
     "feed_forward_info",
     "instant_result",
+    "message_bytes",
     "precision_choice",
     "preview",
     "progress",
@@ -44,6 +50,14 @@ _ENCODE_SECONDS_PER_MEGAPIXEL = {"png": 0.9, "webp": 0.45, "jpeg": 0.07}
 # and the wire, the wire itself, and the caller's clock, which started the deadline before the
 # request reached the server.
 _DELIVERY_SECONDS = 0.25
+# The largest response a caller that names no size accepts: gRPC's default receive limit.
+_DEFAULT_MESSAGE_BYTES = 4 * 2**20
+# The smallest DeliveryOptions.max_message_bytes asked for that a Result fits in once its picture
+# travels apart (its options and receipt take a few KB).
+_MIN_MESSAGE_BYTES = 64 * 1024
+# What a result_chunk event takes beside its bytes (tags, lengths, the offset: about 30 bytes),
+# with room to spare for whatever framing a proxy on the way counts.
+_CHUNK_FRAMING = 1024
 # The engine's stop reasons on the wire.
 _STOP_REASONS = {
     "completed": pb.STOP_REASON_COMPLETED,
@@ -74,6 +88,47 @@ def encode(image: Image.Image, options: StyleOptions) -> bytes:
     else:
         image.save(buffer, fmt, quality=options.output_quality)
     return buffer.getvalue()
+
+
+def message_bytes(asked: int) -> int:
+    """The largest response a caller whose DeliveryOptions.max_message_bytes is ``asked``
+    accepts. Raises OptionsError when it is too small for a Result."""
+    if not asked:
+        return _DEFAULT_MESSAGE_BYTES
+    if asked < _MIN_MESSAGE_BYTES:
+        raise OptionsError(
+            "delivery.max_message_bytes",
+            f"is {asked}: a Result needs at least {_MIN_MESSAGE_BYTES} bytes (0 takes gRPC's "
+            f"default of {_DEFAULT_MESSAGE_BYTES})",
+        )
+    return asked
+
+
+def delivered(
+    response: pb.StyleTransferResponse, max_bytes: int
+) -> Iterator[pb.StyleTransferResponse]:
+    """The messages that carry the Result ``response`` within ``max_bytes`` each: itself when
+    it fits, else its picture in result_chunk events, in order, and then the Result without
+    it (whose image_sha256 and image_size_bytes check what they assemble)."""
+    if response.ByteSize() <= max_bytes:
+        yield response
+        return
+    data = response.result.image.data
+    response.result.image.ClearField("data")
+    step = max_bytes - _CHUNK_FRAMING
+    for offset in range(0, len(data), step):
+        chunk = pb.ImageChunk(offset=offset, data=data[offset : offset + step])
+        yield pb.StyleTransferResponse(result_chunk=chunk)
+    yield response
+
+
+def _image(data: bytes) -> dict[str, Any]:
+    """The Result's fields of its encoded picture ``data``."""
+    return {
+        "image": pb.Image(data=data),
+        "image_sha256": hashlib.sha256(data).hexdigest(),
+        "image_size_bytes": len(data),
+    }
 
 
 def delivery_seconds(size: tuple[int, int], options: StyleOptions) -> float:
@@ -192,7 +247,7 @@ def result(
     width, height = finished.image.size
     return pb.StyleTransferResponse(
         result=pb.Result(
-            image=pb.Image(data=encode(finished.image, options)),
+            **_image(encode(finished.image, options)),
             width=width,
             height=height,
             losses=_losses(finished.losses),
@@ -232,7 +287,7 @@ def instant_result(
     width, height = image.size
     return pb.StyleTransferResponse(
         result=pb.Result(
-            image=pb.Image(data=encode(image, options)),
+            **_image(encode(image, options)),
             width=width,
             height=height,
             losses=pb.Losses(),

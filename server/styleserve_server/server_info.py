@@ -1,7 +1,8 @@
 """What GetServerInfo answers: the server's version, weights, presets, device, limits, delivery
-defaults, instant tier, precision choice and style cache, assembled in one place from the
-settings and what the server has loaded (every limit travels: tests/client/test_sdk_contract.py
-keeps ``pb.Limits`` equal to ``styleserve.options.Limits`` plus the capacity)."""
+defaults, instant tier, precision choice, style cache and upload store, assembled in one place
+from the settings and what the server has loaded (every limit travels:
+tests/client/test_sdk_contract.py keeps ``pb.Limits`` equal to ``styleserve.options.Limits``
+plus the capacity)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from styleserve_export.artifact import Backbone
 from styleserve_server import outputs
 from styleserve_server.engine import FeedForward, PrecisionChoice
 from styleserve_server.settings import Settings
+from styleserve_server.uploads import StoreInfo
 
 __all__ = ["server_info", "version"]
 
@@ -35,10 +37,11 @@ def server_info(
     feed_forward: FeedForward | None,
     precision: PrecisionChoice | None,
     style_cache: tuple[int, int, int],
+    uploads: StoreInfo,
 ) -> pb.GetServerInfoResponse:
     """What GetServerInfo answers for a server serving ``backbone`` (on its device) with the
-    instant tier ``feed_forward`` (None: none), "auto" measured as ``precision``, and a style
-    cache of (max bytes, used bytes, entries)."""
+    instant tier ``feed_forward`` (None: none), "auto" measured as ``precision``, a style
+    cache of (max bytes, used bytes, entries) and the store of ``uploads``."""
     max_bytes, used_bytes, entries = style_cache
     defaults = PRESETS["default"].replace(
         preview_size=settings.preview_size, output_quality=settings.output_quality
@@ -61,4 +64,5 @@ def server_info(
         feed_forward=None if feed_forward is None else outputs.feed_forward_info(feed_forward),
         precision_choice=None if precision is None else outputs.precision_choice(precision),
         style_cache=pb.StyleCacheInfo(max_bytes=max_bytes, used_bytes=used_bytes, entries=entries),
+        uploads=pb.UploadStoreInfo(**dataclasses.asdict(uploads)),
     )

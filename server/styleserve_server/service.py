@@ -11,7 +11,9 @@ jobs that name its id or send its pictures again, in a job slot like a job: it q
 or the end of a drain's grace stops it, and a refused or stopped registration stores nothing.
 Unless the caller asks for the strict policy, a job stops in time for its time budget (counted
 from its slot) and for its call's deadline (counted by the caller, queue included), whichever
-comes first, and ends with its best picture so far.
+comes first, and ends with its best picture so far. UploadPicture streams a picture larger than
+a request into the store of uploads (``uploads``), whose ids requests name instead of bytes; a
+result larger than the caller's largest message leaves in chunks (``outputs.delivered``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -33,12 +35,13 @@ import grpc
 import torch
 from google.protobuf.message import Message
 from styleserve.options import PRESETS, OptionsError, StyleOptions, check_request_id
+from styleserve.plan import Stage
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.artifact import Backbone
 
 from styleserve_server import inputs, logs, outputs, wire
-from styleserve_server.admission import Admission, ShuttingDown
+from styleserve_server.admission import Admission, MemoryPool, ShuttingDown
 from styleserve_server.engine import (
     FeedForward,
     Finished,
@@ -46,15 +49,18 @@ from styleserve_server.engine import (
     PrecisionChoice,
     StopAt,
     expected_job_seconds,
+    predicted_peak_bytes,
     prepare_style,
     targets_nbytes,
 )
 from styleserve_server.jobs import FirstPicture, Job, OutOfTime, run_instant
+from styleserve_server.memory import check_fits, measured_budget
 from styleserve_server.metrics import Metrics
 from styleserve_server.server_info import server_info, version
 from styleserve_server.settings import Settings
 from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ended_by_caller, status
 from styleserve_server.style_cache import StyleCache
+from styleserve_server.uploads import UploadStore
 
 __all__ = ["StyleTransferService", "add_to_server"]
 
@@ -84,8 +90,8 @@ async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> N
 
 
 class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
-    """Serves StyleTransfer, RegisterStyle and GetServerInfo once ``serve`` has handed it a
-    backbone."""
+    """Serves StyleTransfer, RegisterStyle, UploadPicture and GetServerInfo once ``serve`` has
+    handed it a backbone."""
 
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, instant_executor: Executor
@@ -95,15 +101,24 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self._metrics = metrics
         self._executor = executor
         self._instant_executor = instant_executor
+        # Both tiers' jobs count against one budget, measured when the weights are in (serve).
+        self._memory = MemoryPool(settings.memory_budget_bytes)
         self._admission = Admission(
-            settings.job_slots, settings.queue_size, metrics.admission_changed
+            settings.job_slots, settings.queue_size, metrics.admission_changed, self._memory
         )
         self._instant = Admission(
             settings.feed_forward_slots,
             settings.feed_forward_queue_size,
             metrics.instant_admission_changed,
+            self._memory,
         )
         self._styles = StyleCache(settings.style_cache_bytes, self._limits, metrics)
+        self._uploads = UploadStore(
+            settings.upload_store_bytes,
+            settings.max_upload_bytes,
+            settings.upload_expire_seconds,
+            metrics,
+        )
         self._backbone: Backbone | None = None
         self._feed_forward: FeedForward | None = None
         self._precision: PrecisionChoice | None = None
@@ -120,6 +135,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         none), loaded and warmed up; ``precision`` is what "auto" was measured to mean."""
         # The loader names CUDA devices with their index ("cuda:0"), as receipts should.
         self._device = str(backbone.device)
+        budget = self._settings.memory_budget_bytes or measured_budget(backbone.device)
+        self._memory.budget = budget
+        self._limits = dataclasses.replace(self._limits, memory_budget_bytes=budget)
         self._feed_forward = feed_forward
         self._precision = precision
         # The first retry hint comes from a measured job time, before any job has finished.
@@ -148,6 +166,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self, request: pb.StyleTransferRequest, context: grpc.aio.ServicerContext, request_id: str
     ) -> None:
         backbone = self._serving()
+        message_bytes = outputs.message_bytes(request.delivery.max_message_bytes)
         checked = await asyncio.to_thread(self._check, request, backbone)
         options = checked.options
         instant = options.method == "feed_forward"
@@ -155,7 +174,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             raise NoFeedForward("options.method" if instant else "options.init")
         admission = self._instant if instant else self._admission
         enqueued = time.monotonic()
-        async with contextlib.aclosing(admission.wait()) as positions:
+        async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
             # A full queue or a drain refuses the call before its first position.
             first = await anext(positions)
             await _send_headers(context, request_id)
@@ -173,7 +192,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             feed_forward=self._feed_forward,
         )
         if instant:
-            await self._run_instant(checked, provenance, queue_seconds, context)
+            await self._run_instant(checked, provenance, queue_seconds, message_bytes, context)
             return
         stop = _stop_at(options, context.time_remaining())
         job = self._start(checked, backbone, queue_seconds, stop)
@@ -182,13 +201,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             # before its first iteration.
             total = checked.total_iterations
             await context.write(outputs.started(queue_seconds, self._device, total))
-            await self._relay(job, checked, provenance, queue_seconds, context)
+            await self._relay(job, checked, provenance, queue_seconds, message_bytes, context)
         finally:
             job.cancel.set()
 
     def _check(self, request: pb.StyleTransferRequest, backbone: Backbone) -> inputs.CheckedRequest:
-        """``request`` checked, with the registered style that stands for its pictures: the
-        one it names, or the one its pictures are."""
+        """``request`` checked, with the registered style that stands for its pictures (the
+        one it names, or the one its pictures are) and its predicted peak memory, which must
+        fit the budget (else TooBig, naming the size that would)."""
         style_id = inputs.style_id(request)
         entry = self._styles.get(style_id) if style_id else None
         checked = inputs.check(
@@ -198,10 +218,39 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             preview_size=self._settings.preview_size,
             output_quality=self._settings.output_quality,
             registered=None if entry is None else entry.registration,
+            uploads=self._uploads.get,
         )
         if entry is None:
             entry = self._styles.find(checked.styles, checked.options, backbone.sha256)
-        return checked if entry is None else dataclasses.replace(checked, styles=(), style=entry)
+        if entry is not None:
+            checked = dataclasses.replace(checked, styles=(), style=entry)
+        peak = functools.partial(self._peak, checked)
+        smallest = self._limits.min_output_side
+        budget = self._memory.budget
+        memory = check_fits(checked.stages, checked.options, smallest, peak, budget)
+        return dataclasses.replace(checked, memory_bytes=memory)
+
+    def _peak(self, checked: inputs.CheckedRequest, stages: Sequence[Stage]) -> int:
+        """The predicted peak memory of ``checked``'s job, were it planned as ``stages``: its
+        optimisation's, or the instant tier's picture at the output's size (which a job may
+        make too, as a preview, a start or a stand-in)."""
+        options = checked.options
+        painted = 0 if checked.regions is None else checked.regions.count
+        output = stages[-1]
+        instant = (
+            0
+            if self._feed_forward is None
+            else self._feed_forward.peak_bytes(output.width, output.height, max(1, painted))
+        )
+        if options.method == "feed_forward":
+            return instant
+        assert self._precision is not None, "serve() measured it"
+        precision = self._precision.precision if options.precision == "auto" else options.precision
+        sizes = [(stage.width, stage.height) for stage in stages]
+        optimisation = predicted_peak_bytes(
+            sizes, options, precision, self._settings.tile_pixels, regions=painted
+        )
+        return max(instant, optimisation)
 
     async def _register_style(
         self, request: pb.RegisterStyleRequest, context: grpc.aio.ServicerContext, request_id: str
@@ -209,7 +258,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         backbone = self._serving()
         self._styles.check_on()
         checked = await asyncio.to_thread(
-            inputs.check_registration, request, self._limits, backbone=backbone.name
+            inputs.check_registration,
+            request,
+            self._limits,
+            backbone=backbone.name,
+            uploads=self._uploads.get,
         )
         # The targets' bytes follow from the options: refused before any is computed.
         self._styles.check_room(checked, targets_nbytes(backbone, checked.options))
@@ -242,6 +295,25 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         await _send_headers(context, request_id)
         return response
 
+    async def _upload_picture(
+        self,
+        messages: AsyncIterator[pb.UploadPictureRequest],
+        context: grpc.aio.ServicerContext,
+        request_id: str,
+    ) -> pb.UploadPictureResponse:
+        self._serving()
+        stored = await self._uploads.receive(messages)
+        log.info(
+            "picture uploaded",
+            extra={"upload_id": stored.upload_id, "size_bytes": stored.size_bytes},
+        )
+        await _send_headers(context, request_id)
+        return pb.UploadPictureResponse(
+            upload_id=stored.upload_id,
+            size_bytes=stored.size_bytes,
+            expire_seconds=stored.expire_seconds,
+        )
+
     def _in_slot(self, work: Callable[[], T], cancel: threading.Event) -> asyncio.Future[T]:
         """Runs ``work`` in a worker thread on the job slot the caller holds; the slot frees
         when the thread is done. Until then ``stop_jobs`` can stop it through ``cancel``."""
@@ -266,9 +338,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         checked: inputs.CheckedRequest,
         provenance: outputs.Provenance,
         queue_seconds: float,
+        message_bytes: int,
         context: grpc.aio.ServicerContext,
     ) -> None:
-        """A feed-forward job: Started, then the Result, from a slot of the instant tier."""
+        """A feed-forward job: Started, then the Result (in messages of at most
+        ``message_bytes``), from a slot of the instant tier."""
         feed_forward = self._feed_forward
         assert feed_forward is not None
         started = time.monotonic()
@@ -283,21 +357,22 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         def finished(_: asyncio.Future[pb.StyleTransferResponse]) -> None:
             seconds = time.monotonic() - started
             self._metrics.instant_duration.observe(seconds)
-            self._instant.release(seconds)
+            self._instant.release(seconds, nbytes=checked.memory_bytes)
 
         try:
             future = asyncio.get_running_loop().run_in_executor(
                 self._instant_executor, contextvars.copy_context().run, work
             )
         except BaseException:
-            self._instant.release()
+            self._instant.release(nbytes=checked.memory_bytes)
             raise
         future.add_done_callback(finished)
         await context.write(outputs.started(queue_seconds, self._device, 0))
         # Shielded: a cancelled call must not mark the work done (and its slot free) while
         # the worker thread is still running it; it ends within the network's one pass.
         response = await asyncio.shield(future)
-        await context.write(response)
+        for message in outputs.delivered(response, message_bytes):
+            await context.write(message)
         log.info("instant job finished", extra={"seconds": round(time.monotonic() - started, 3)})
 
     def _start(
@@ -331,9 +406,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 self._feed_forward,
                 self._precision,
                 stop=stop,
+                tile_pixels=self._settings.tile_pixels,
             )
         except BaseException:
-            self._admission.release()
+            self._admission.release(nbytes=checked.memory_bytes)
             raise
 
         def finished(future: asyncio.Future[str]) -> None:
@@ -341,7 +417,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             outcome = "cancelled" if future.cancelled() else future.result()
             self._metrics.job_duration.labels(outcome).observe(seconds)
             self._running.discard(job.cancel)
-            self._admission.release(seconds)
+            self._admission.release(seconds, nbytes=checked.memory_bytes)
 
         self._running.add(job.cancel)
         job.future.add_done_callback(finished)
@@ -353,9 +429,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         checked: inputs.CheckedRequest,
         provenance: outputs.Provenance,
         queue_seconds: float,
+        message_bytes: int,
         context: grpc.aio.ServicerContext,
     ) -> None:
-        """Writes the job's records to the stream until its result (or raises its error)."""
+        """Writes the job's records to the stream until its result, in messages of at most
+        ``message_bytes`` (or raises its error)."""
         options = checked.options
         first: Iterate | None = None
         while True:
@@ -372,7 +450,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     response = await asyncio.to_thread(
                         self._result, record, options, provenance, queue_seconds
                     )
-                    await context.write(response)
+                    for message in outputs.delivered(response, message_bytes):
+                        await context.write(message)
                     result = response.result
                     log.info(
                         "job finished",
@@ -418,6 +497,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             self._feed_forward,
             self._precision,
             self._styles.info(),
+            self._uploads.info(),
         )
         await _send_headers(context, request_id)
         return info
@@ -434,11 +514,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         method: str,
         request_type: type[Message],
         body: Callable[[Any, Any, grpc.aio.ServicerContext, str], Awaitable[T]],
-        data: bytes,
+        data: bytes | AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> T:
         """One call's frame: its request parsed from ``data`` as ``request_type`` within bounds
-        (``wire``), request id, status mapping, logging and metrics around
+        (``wire``; a streamed request's messages each as the body reads them), request id,
+        status mapping, logging and metrics around
         ``body(self, request, context, request_id)``, whose result it returns (one translation
         for every error of the servicer). gRPC calls it directly (the methods below are it,
         bound to their bodies), so that it is the only frame of the call's own that holds the
@@ -450,10 +531,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
         refused: OptionsError | None = None
         request: Any = None
-        try:
-            request = wire.parse(request_type, data, self._limits)
-        except OptionsError as error:
-            refused = error
+        if isinstance(data, bytes):
+            try:
+                request = wire.parse(request_type, data, self._limits)
+            except OptionsError as error:
+                refused = error
+        else:
+            request = (wire.parse(request_type, message, self._limits) async for message in data)
         del data
         asked = getattr(request, "request_id", "") or str(metadata.get("x-request-id", ""))
         try:
@@ -519,20 +603,25 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     GetServerInfo = functools.partialmethod(
         _call, "GetServerInfo", pb.GetServerInfoRequest, _server_info
     )
+    UploadPicture = functools.partialmethod(
+        _call, "UploadPicture", pb.UploadPictureRequest, _upload_picture
+    )
 
 
 def add_to_server(service: StyleTransferService, server: grpc.aio.Server) -> None:
     """Serves ``service``'s methods on ``server`` as the contract declares them, except that
-    each receives its request as bytes, which ``wire`` bounds before protobuf parses them."""
+    each receives its request (each message of a streamed one) as bytes, which ``wire``
+    bounds before protobuf parses them."""
     descriptor = pb.DESCRIPTOR.services_by_name["StyleTransferService"]
+    kinds: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+    }
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for name, method in descriptor.methods_by_name.items():
         response = getattr(pb, method.output_type.name)
-        kind = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
+        kind = kinds[method.client_streaming, method.server_streaming]
         handlers[name] = kind(
             getattr(service, name),
             request_deserializer=None,

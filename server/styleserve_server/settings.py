@@ -111,6 +111,20 @@ class Settings(BaseSettings):
         LIMITS.max_name_length, ge=16, le=CEILINGS.max_name_length,
         description="Most characters of a string option (preset, backbone, a layer name).",
     )  # fmt: skip
+    memory_budget_bytes: int = Field(
+        LIMITS.memory_budget_bytes, ge=0, le=CEILINGS.memory_budget_bytes,
+        description="Bytes of memory the running jobs may hold at once: each job's predicted "
+        "peak counts against it, a job that waits for room queues, and one that could never "
+        "fit is refused (RESOURCE_EXHAUSTED) with the largest size that would. 0: measured at "
+        "start-up, 80% of the device's memory (a container's limit on CPU) less what the "
+        "server holds by then.",
+    )  # fmt: skip
+    tile_pixels: int = Field(
+        2**20, ge=2**16, le=CEILINGS.max_input_pixels,
+        description="Most pixels of a picture the network sees at once: a larger stage's loss "
+        "and gradient are computed in tiles of about this many pixels (halos included), equal "
+        "to the whole picture's, so a job's memory stays flat as its picture grows.",
+    )  # fmt: skip
     preview_size: int = Field(
         _DEFAULTS.preview_size, ge=LIMITS.min_output_side, le=CEILINGS.max_preview_size,
         description="Longest side of previews when a request leaves it 0.",
@@ -207,6 +221,22 @@ class Settings(BaseSettings):
         "recently used evicted first; a VGG16 style takes about 2.4 MB per resolution plus its "
         "encoded pictures. 0: registration is off (RegisterStyle and style_id requests get "
         "FAILED_PRECONDITION).",
+    )  # fmt: skip
+    upload_store_bytes: int = Field(
+        2**30, ge=0,
+        description="Bytes the uploaded pictures (UploadPicture) may hold in memory, uploads in "
+        "progress included; the least recently used make room for new ones. 0: uploads are off "
+        "(UploadPicture and upload_id requests get FAILED_PRECONDITION).",
+    )  # fmt: skip
+    max_upload_bytes: int = Field(
+        256 * 2**20, ge=1024,
+        description="Largest single upload (an encoded picture); a smaller upload_store_bytes "
+        "lowers it to that.",
+    )  # fmt: skip
+    upload_expire_seconds: int = Field(
+        3600, ge=1, le=2**32 - 1,
+        description="How long an upload is kept after it was last stored or used (a job holds "
+        "its pictures from the moment it is accepted).",
     )  # fmt: skip
 
     @field_validator("backbone")

@@ -17,7 +17,9 @@ from styleserve.options import OptionsError
 from styleserve_server import logs
 from styleserve_server.admission import QueueFull, ShuttingDown
 from styleserve_server.engine import JobCancelled
+from styleserve_server.memory import TooBig
 from styleserve_server.style_cache import StyleCacheOff, StyleTooLarge, UnknownStyle
+from styleserve_server.uploads import UnknownUpload, UploadCorrupt, UploadsOff, UploadTooLarge
 
 __all__ = [
     "GraceOver",
@@ -33,6 +35,8 @@ Metadata = tuple[tuple[str, str], ...]
 
 # The longest status message sent (messages quote callers' values only shortened, anyway).
 MAX_MESSAGE_CHARACTERS = 1000
+# The trailer of a refusal no retry can change (gRPC's retry design, A6: a negative pushback).
+_NEVER_RETRY: Metadata = (("grpc-retry-pushback-ms", "-1"),)
 # How close to its deadline a cancelled call counts as DEADLINE_EXCEEDED (ended_by_caller).
 _DEADLINE_SLACK_SECONDS = 0.5
 
@@ -86,12 +90,16 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         error = GraceOver()
     if isinstance(error, ShuttingDown | NotReady | GraceOver):
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
-    if isinstance(error, NoFeedForward | StyleCacheOff):
+    if isinstance(error, NoFeedForward | StyleCacheOff | UploadsOff):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
-    if isinstance(error, UnknownStyle):
+    if isinstance(error, UnknownStyle | UnknownUpload):
         return grpc.StatusCode.NOT_FOUND, str(error), ()
-    if isinstance(error, StyleTooLarge):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
+    if isinstance(error, StyleTooLarge | UploadTooLarge | TooBig):
+        # Too large for this server whenever it is sent: a negative pushback tells gRPC retry
+        # policies (the SDK's retries RESOURCE_EXHAUSTED, for a full queue) not to send it again.
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), _NEVER_RETRY
+    if isinstance(error, UploadCorrupt):
+        return grpc.StatusCode.DATA_LOSS, str(error), ()
     if isinstance(error, torch.OutOfMemoryError):
         message = "out of device memory for this job: ask for a smaller size or retry later"
         return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ()

@@ -36,6 +36,17 @@ _OTHER_FIELDS = 16
 # and the most bytes of one varint (a colour).
 _OTHER_REGION_FIELDS = 3
 _VARINT_BYTES = 10
+# The fields that hold pictures, whose refusal says how to send a larger one.
+_PICTURE_FIELDS = frozenset(
+    {
+        "content",
+        "init_image",
+        "styles",
+        "regions.style_masks",
+        "regions.label_map",
+        "regions.keep_mask",
+    }
+)
 _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 
 
@@ -92,6 +103,9 @@ def _bounds(message: Descriptor, limits: Limits) -> Mapping[int, tuple[str, int]
         # UTF-8 takes at most 4 bytes a character; the id's check then reads the characters.
         "request_id": 4 * MAX_REQUEST_ID_LENGTH,
         "style_id": 256,
+        # An UploadPicture stream's header: a digest and a size. Its chunks are bounded by the
+        # gRPC message limit, and counted against the declared size as they arrive (uploads).
+        "header": 256,
         # A mask per style, a label map and a keep mask, and their colours; walked itself
         # (_check_regions) before anything parses it.
         "regions": (limits.max_styles + 2) * picture + (limits.max_styles + 1) * _VARINT_BYTES,
@@ -126,7 +140,13 @@ def _within(
         field, most = bounds.get(number, ("", -1))
         repeats += field == repeated
         if most >= 0 and size > most:
-            raise OptionsError(field, f"takes {size} bytes, more than any valid one ({most})")
+            hint = ""
+            if field in _PICTURE_FIELDS:
+                hint = (
+                    "; a picture larger than limits.max_image_bytes goes by UploadPicture, "
+                    "named by its upload_id (the SDK does so by itself)"
+                )
+            raise OptionsError(field, f"takes {size} bytes, more than any valid one ({most}){hint}")
     return repeats
 
 

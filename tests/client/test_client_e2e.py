@@ -95,7 +95,12 @@ def test_leaving_the_stream_early_cancels_the_job_and_frees_its_slot(start_serve
 
 
 def test_a_full_queue_is_resource_exhausted_with_a_retry_hint(start_server, content, style):
-    with start_server(job_slots=1, queue_size=0) as srv, Client(srv.target, timeout=120) as client:
+    # No retries: the SDK would re-send after the server's hint (a measured job's length, which
+    # on a loaded machine is long enough to outlast the call's timeout).
+    with (
+        start_server(job_slots=1, queue_size=0) as srv,
+        Client(srv.target, timeout=120, retries=0) as client,
+    ):
         with contextlib.closing(client.stream(content, style, **LONG_JOB)) as running:
             _advance_to(running, Progress)
             with pytest.raises(ResourceExhausted) as err:

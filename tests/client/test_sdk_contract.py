@@ -11,42 +11,47 @@ from pathlib import Path
 
 import pytest
 from client_helpers import cli_command
+from PIL import Image
 from styleserve import Client, InvalidArgument
 from styleserve.cli import build_parser, option_flags
 from styleserve.events import Started
 from styleserve.info import ServerLimits
-from styleserve.options import Limits, StyleOptions
+from styleserve.options import Limits, StyleOptions, resolve
+from styleserve.plan import total_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
 
-RAISED = {"max_output_side": 4096, "max_iterations": 10000}
+RAISED = {"max_output_side": 10_000, "max_iterations": 10000}
 
 
 def test_a_server_with_raised_limits_judges_sizes_the_client_defaults_would_refuse(
     start_server, content, style
 ):
     with start_server(**RAISED) as srv, Client(srv.target) as client:
-        assert client.info().limits.max_output_side == 4096
+        assert client.info().limits.max_output_side == 10_000
         # Accepted by the client and by the server: the job starts (then the test leaves).
-        events = client.stream(content, style, size=3000, iterations=9000, scales=[1.0])
+        events = client.stream(content, style, size=9000, iterations=9000, scales=[1.0])
         started = next(e for e in events if isinstance(e, Started))
-        assert started.total_iterations == 9000
+        # 9000 where the picture settles, and the climbing stages' few above it.
+        options = resolve(size=9000, iterations=9000, scales=[1.0], limits=None)
+        assert started.total_iterations == total_iterations(Image.open(content).size, options)
+        assert 9000 < started.total_iterations < 11_000
         events.close()
         # Judged by the server, against its own limit.
-        with pytest.raises(InvalidArgument, match=r"options\.size: .*\[16, 4096\]"):
-            client.stylize(content, style, size=5000)
+        with pytest.raises(InvalidArgument, match=r"options\.size: .*\[16, 10000\]"):
+            client.stylize(content, style, size=12_000)
 
 
 def test_the_cli_leaves_the_range_to_the_server(start_server, content, style, tmp_path):
     with start_server(**RAISED) as srv:
         args = ["--server", srv.target, "-o", str(tmp_path / "out.png"), "--quiet"]
         done = subprocess.run(
-            cli_command("stylize", str(content), str(style), "--size", "5000", *args),
+            cli_command("stylize", str(content), str(style), "--size", "12000", *args),
             capture_output=True,
             text=True,
             timeout=120,
         )
     assert done.returncode == 1
-    assert "INVALID_ARGUMENT: options.size" in done.stderr and "4096" in done.stderr
+    assert "INVALID_ARGUMENT: options.size" in done.stderr and "10000" in done.stderr
     assert "(request id " in done.stderr
 
 

@@ -1,4 +1,5 @@
-"""The admission controller on its own: slots, order, positions, refusal, hand-over, drain."""
+"""The admission controller on its own: slots, memory, order, positions, refusal, hand-over,
+drain."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import asyncio
 import contextlib
 
 import pytest
-from styleserve_server.admission import Admission, QueueFull, ShuttingDown
+from styleserve_server.admission import Admission, MemoryPool, QueueFull, ShuttingDown
 
 
-async def hold(admission: Admission, positions: list[int]) -> None:
-    """Waits for a slot, recording every position heard on the way."""
-    async with contextlib.aclosing(admission.wait()) as waiting:
+async def hold(admission: Admission, positions: list[int], nbytes: int = 0) -> None:
+    """Waits for a slot (and ``nbytes`` of memory), recording every position heard on the way."""
+    async with contextlib.aclosing(admission.wait(nbytes)) as waiting:
         async for position in waiting:
             positions.append(position)
 
@@ -99,3 +100,44 @@ async def test_closing_turns_waiters_and_newcomers_away_and_idle_follows_the_las
     assert not idle.done()
     admission.release()
     await asyncio.wait_for(idle, 5)
+
+
+async def test_a_job_waits_for_memory_with_a_slot_free_and_is_not_overtaken():
+    memory = MemoryPool(budget=100)
+    admission = Admission(slots=3, queue_size=3, memory=memory)
+    await hold(admission, [], nbytes=60)
+    big = asyncio.create_task(hold(admission, [], nbytes=50))
+    small = asyncio.create_task(hold(admission, [], nbytes=10))
+    await settle()
+    # 40 bytes are free and a slot too, but the big job came first: the small one waits behind.
+    assert not big.done() and not small.done() and memory.used == 60
+    admission.release(nbytes=60)
+    await asyncio.gather(big, small)
+    assert memory.used == 60 and admission.running == 2
+
+
+async def test_the_tiers_share_one_memory_budget():
+    memory = MemoryPool(budget=100)
+    jobs = Admission(slots=1, queue_size=1, memory=memory)
+    instant = Admission(slots=1, queue_size=1, memory=memory)
+    await hold(instant, [], nbytes=80)
+    job = asyncio.create_task(hold(jobs, [], nbytes=30))
+    await settle()
+    assert not job.done()
+    instant.release(nbytes=80)  # the other tier's memory frees: this tier's waiter goes
+    await job
+    assert memory.used == 30
+
+
+async def test_a_cancelled_holder_gives_its_memory_back():
+    memory = MemoryPool(budget=100)
+    admission = Admission(slots=2, queue_size=2, memory=memory)
+    await hold(admission, [], nbytes=70)
+    waiter = asyncio.create_task(hold(admission, [], nbytes=70))
+    await settle()
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    assert memory.used == 70 and admission.queued == 0
+    admission.release(nbytes=70)
+    assert memory.used == 0 and admission.running == 0

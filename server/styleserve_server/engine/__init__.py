@@ -6,9 +6,10 @@ The service runs ``run_job`` in a worker thread and translates each record it yi
 service uses of the engine is what this package exports.
 """
 
-from styleserve_server.engine.feed_forward import FeedForward
+from styleserve_server.engine.feed_forward import INSTANT_TILE_PIXELS, FeedForward
 from styleserve_server.engine.imaging import shrink
 from styleserve_server.engine.job import run_job
+from styleserve_server.engine.memory import predicted_peak_bytes, return_freed_memory
 from styleserve_server.engine.precision import (
     PrecisionChoice,
     PrecisionTrial,
@@ -21,8 +22,11 @@ from styleserve_server.engine.prepared import Grams, PreparedStyle, StyleKey
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
 from styleserve_server.engine.style import prepare as prepare_style
 from styleserve_server.engine.style import targets_nbytes
+from styleserve_server.engine.tiles import DEFAULT_TILE_PIXELS
 
 __all__ = [
+    "DEFAULT_TILE_PIXELS",
+    "INSTANT_TILE_PIXELS",
     "FeedForward",
     "Finished",
     "Grams",
@@ -38,7 +42,9 @@ __all__ = [
     "expected_evaluation_seconds",
     "expected_job_seconds",
     "measure_precision",
+    "predicted_peak_bytes",
     "prepare_style",
+    "return_freed_memory",
     "run_job",
     "shrink",
     "targets_nbytes",

@@ -15,10 +15,11 @@ the iterates of the latest stage that ran one: losses at different sizes do not 
 from __future__ import annotations
 
 import collections
+import functools
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +74,23 @@ def _box(content: Tensor, options: StyleOptions) -> Box | None:
     return Box(lo, torch.maximum(lo, hi))
 
 
+def _stage_content(
+    content: Image.Image, stage: Stage, options: StyleOptions, device: torch.device
+) -> tuple[Tensor, Colour]:
+    """The content at ``stage``'s size (RGB) and its colour handling there."""
+    content_px = to_tensor(resize(content, (stage.width, stage.height), options.resize), device)
+    return content_px, Colour(content_px, preserve=options.preserve_color)
+
+
+def _content_variable(
+    content: Image.Image, stage: Stage, options: StyleOptions, device: torch.device
+) -> Tensor:
+    """The content as ``stage``'s picture variable: made again when needed rather than kept,
+    since at print sizes whole pictures are what a job's memory grows with."""
+    content_px, colour = _stage_content(content, stage, options, device)
+    return colour.variable(content_px)
+
+
 def _prepare(
     stage: Stage,
     content: Image.Image,
@@ -82,24 +100,39 @@ def _prepare(
     weights: Weights,
     style: PreparedStyle | None,
     regions: Sequence[np.ndarray] | None,
+    tile_pixels: int | None,
+    poll: Callable[[], None],
 ) -> tuple[Colour, Box | None, Tensor, Tensor, Evaluator]:
     """One stage's colour handling, its bounds, its content picture (RGB and as the picture
     variable) and the evaluator of its objective (its style targets from ``styles``, or from
-    the prepared ``style`` standing for them; with ``regions``, one part per style)."""
-    content_px = to_tensor(resize(content, (stage.width, stage.height), options.resize), net.device)
-    colour = Colour(content_px, preserve=options.preserve_color)
+    the prepared ``style`` standing for them; with ``regions``, one part per style), its
+    pictures computed in tiles of ``tile_pixels`` and ``poll`` called before each."""
+    content_px, colour = _stage_content(content, stage, options, net.device)
     box = _box(content_px, options)
     content_var = colour.variable(content_px)
     if regions is None:
-        targets = stage_targets(stage, options, net, colour, styles, style)
-        objective = Objective(net, weights, colour.render(content_var), targets=targets)
+        targets = stage_targets(stage, options, net, colour, styles, style, tile_pixels, poll)
+        objective = Objective(
+            net,
+            weights,
+            colour.render(content_var),
+            targets=targets,
+            tile_pixels=tile_pixels,
+            poll=poll,
+        )
     else:
         size = (stage.width, stage.height)
         parts = [
             StylePart(targets, guide, share)
             for targets, guide, share in zip(
                 region_targets(
-                    stage, options, net, colour, styles if style is None else style.pictures()
+                    stage,
+                    options,
+                    net,
+                    colour,
+                    styles if style is None else style.pictures(),
+                    tile_pixels,
+                    poll,
                 ),
                 stage_guides(
                     regions, size, options.region_border, net.arch, options.style_layers, net.device
@@ -108,9 +141,21 @@ def _prepare(
                 strict=True,
             )
         ]
-        objective = Objective(net, weights, colour.render(content_var), parts=parts)
+        objective = Objective(
+            net,
+            weights,
+            colour.render(content_var),
+            parts=parts,
+            tile_pixels=tile_pixels,
+            poll=poll,
+        )
     evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
     return colour, box, content_px, content_var, evaluator
+
+
+def _stop_if_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise JobCancelled("the job was cancelled")
 
 
 def _start(
@@ -161,24 +206,23 @@ def _preview(colour: Colour, x: Tensor, longest: int) -> Image.Image:
 
 class _Best:
     """What a job that stops early delivers: the lowest-loss iterate of the latest stage that
-    ran one (a copy, with its stage's content variable and its losses), else its start."""
+    ran one (a copy, with its stage and its losses), else its start."""
 
     def __init__(self) -> None:
         self.stage = -1
         self.x: Tensor | None = None
-        self.content: Tensor | None = None
         self.losses: Losses | None = None
         self._iterate = False
 
-    def start(self, stage: int, x: Tensor, content: Tensor, losses: Losses) -> None:
+    def start(self, stage: int, x: Tensor, losses: Losses) -> None:
         """The starting picture: what a job with no time for any iteration delivers."""
-        self.stage, self.x, self.content, self.losses = stage, x.detach().clone(), content, losses
+        self.stage, self.x, self.losses = stage, x.detach().clone(), losses
 
-    def offer(self, stage: int, x: Tensor, content: Tensor, losses: Losses) -> None:
+    def offer(self, stage: int, x: Tensor, losses: Losses) -> None:
         """An iterate: kept when it is the first of its stage or lower than the best."""
         best = self.losses
         if not self._iterate or stage != self.stage or best is None or losses.total < best.total:
-            self.start(stage, x, content, losses)
+            self.start(stage, x, losses)
             self._iterate = True
 
 
@@ -229,21 +273,22 @@ class _Pace:
 
 def _delivered(
     best: _Best,
-    last: Stage,
+    stages: Sequence[Stage],
     colour: Colour,
     content: Image.Image,
     options: StyleOptions,
     device: torch.device,
 ) -> Image.Image:
-    """The best picture at the output size (``last`` is the last stage, ``colour`` the running
+    """The best picture at the output size (``stages`` are the job's, ``colour`` the running
     stage's): as it is when it is the last stage's, else carried up as the next stage would
     have started from it (the picture needs the output's bounds and colours, not an objective)."""
-    assert best.x is not None and best.content is not None
+    assert best.x is not None
+    last = stages[-1]
     if best.stage == last.index:
         return to_image(colour.output(best.x))
-    content_px = to_tensor(resize(content, (last.width, last.height), options.resize), device)
-    output = Colour(content_px, preserve=options.preserve_color)
-    grown = _carry(best.x, best.content, output.variable(content_px), options)
+    coarse = _content_variable(content, stages[best.stage], options, device)
+    content_px, output = _stage_content(content, last, options, device)
+    grown = _carry(best.x, coarse, output.variable(content_px), options)
     box = _box(content_px, options)
     if box is not None:
         box.project_(grown)
@@ -263,6 +308,7 @@ def run_job(
     style: PreparedStyle | None = None,
     stages: Sequence[Stage] | None = None,
     regions: Sequence[np.ndarray] | None = None,
+    tile_pixels: int | None = None,
 ) -> Iterator[Iterate | Finished]:
     """Stylise ``content`` with ``styles``: yields one Iterate per iteration, then one Finished.
 
@@ -283,8 +329,13 @@ def run_job(
     ``regions`` (None: none) holds one boolean mask per style at the output's size: each style
     paints its own region and the pixels in none keep the content (``engine.regions``).
 
-    Raises JobCancelled within one iteration (in fact one evaluation) of ``cancel`` being set,
-    and OptionsError when the pictures do not fit the options.
+    ``tile_pixels`` (None: no limit) bounds the pixels the network sees at once: a stage's
+    pictures (the content, the styles at their scale and the picture optimised) with more
+    are computed in tiles of at most that many pixels, halos included, to the same losses and
+    gradients (``engine.tiles``); ``tiles.predicted_peak_bytes`` says what memory that takes.
+
+    Raises JobCancelled within one iteration (in fact one evaluation, or one tile's pass) of
+    ``cancel`` being set, and OptionsError when the pictures do not fit the options.
     """
     started = time.perf_counter()
     count = len(styles) if style is None else style.count
@@ -302,8 +353,9 @@ def run_job(
     done = 0
     setup_seconds: float | None = None
     x: Tensor | None = None
-    previous: Tensor | None = None
+    previous: Stage | None = None
     pace = _Pace(stop, options.evals_per_iteration)
+    poll = functools.partial(_stop_if_cancelled, cancel)
     best = _Best()
     stopped = False
     for stage in stages:
@@ -312,16 +364,19 @@ def run_job(
             break
         begun = time.perf_counter()
         colour, box, content_px, here, evaluator = _prepare(
-            stage, content, styles, options, net, weights, style, regions
+            stage, content, styles, options, net, weights, style, regions, tile_pixels, poll
         )
         if x is None:
             x = colour.variable(_start(options, content_px, init_image, net, seed))
         else:
             assert previous is not None
-            x = _carry(x, previous, here, options)
+            x = _carry(x, _content_variable(content, previous, options, device), here, options)
+        # Whole pictures that the stage needs no more: at print sizes, whole pictures are
+        # what a job's memory grows with (``memory.predicted_peak_bytes``).
+        del content_px, here
         if box is not None:
             box.project_(x)  # noise, bicubic overshoot and the added detail leave the box
-        previous = here
+        previous = stage
         x.requires_grad_(True)
         evaluator.bind(x, cancel)
         optimizer = Optimizer(
@@ -340,10 +395,9 @@ def run_job(
         evaluator()
         pace.begin(stage, prepared - begun, time.perf_counter() - prepared)
         if stop is not None and best.x is None:
-            best.start(stage.index, x, here, _losses(evaluator.terms))
+            best.start(stage.index, x, _losses(evaluator.terms))
         for _ in range(stage.iterations):
-            if cancel is not None and cancel.is_set():
-                raise JobCancelled("the job was cancelled")
+            poll()
             if not pace.iteration_fits():
                 stopped = True
                 break
@@ -366,14 +420,16 @@ def run_job(
             )
             pace.iterated(time.perf_counter() - begun)
             if stop is not None:
-                best.offer(stage.index, x, here, record.losses)
+                best.offer(stage.index, x, record.losses)
             yield record
+        # Its state (L-BFGS's history) must not outlive the stage into the next one's set-up.
+        del optimizer
         if stopped:
             break
     assert x is not None and setup_seconds is not None
     if stopped:
         assert stop is not None and best.losses is not None
-        image = _delivered(best, stages[-1], colour, content, options, device)
+        image = _delivered(best, stages, colour, content, options, device)
         losses, reason = best.losses, stop.reason
     else:
         image, losses, reason = to_image(colour.output(x)), _losses(evaluator.terms), "completed"

@@ -22,9 +22,13 @@ from torch import Tensor
 __all__ = [
     "content_loss",
     "gram",
+    "gram_divisor",
+    "gram_sum",
     "guided_gram",
+    "squared_error",
     "style_loss",
     "total_variation",
+    "tv_terms",
     "tutorial_style_divisor",
 ]
 
@@ -93,11 +97,30 @@ def _layout(features: Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def gram_sum(features: Tensor, weights: Tensor | None = None) -> Tensor:
+    """(C, C) ``F diag(weights) F^T`` (float32 at least) of (1, C, h, w) ``features``, F being
+    channels x positions and ``weights`` (h*w,) float32 (None: all 1): a Gram matrix before
+    its division, which sums over positions, so that pictures evaluated in tiles add theirs
+    up (``engine.tiles``)."""
+    if weights is None:
+        return _Gram.apply(features)
+    return _GuidedGram.apply(features, weights)
+
+
+def gram_divisor(channels: int, positions: int, area: float | None, *, normalize: bool) -> float:
+    """What ``gram_sum`` over ``positions`` cells of ``channels`` channels is divided by:
+    ``gram``'s ``C*h*w`` (1 unnormalised), or with a guide whose squares sum to ``area``,
+    ``guided_gram``'s ``C*area`` (``area/(h*w)`` unnormalised)."""
+    if area is None:
+        return float(channels * positions) if normalize else 1.0
+    return channels * area if normalize else area / positions
+
+
 def gram(features: Tensor, *, normalize: bool) -> Tensor:
     """(C, C) Gram matrix F F^T (float32 at least) of (1, C, h, w) ``features``, F being
     channels x positions; divided by ``C*h*w`` when ``normalize``."""
-    g = _Gram.apply(features)
-    return g / features.numel() if normalize else g
+    c, h, w = features.shape[1:]
+    return gram_sum(features) / gram_divisor(c, h * w, None, normalize=normalize)
 
 
 def guided_gram(features: Tensor, weights: Tensor, area: float, *, normalize: bool) -> Tensor:
@@ -106,16 +129,19 @@ def guided_gram(features: Tensor, weights: Tensor, area: float, *, normalize: bo
     ``area``: divided by ``C*area`` when ``normalize`` (``gram``'s mean over the region's
     positions), else scaled by ``h*w/area`` (``gram``'s sum, as if the region filled the
     picture). Weights of 1 everywhere give exactly ``gram``."""
-    g = _GuidedGram.apply(features, weights)
-    if normalize:
-        return g / (features.shape[1] * area)
-    return g * (features.shape[-2] * features.shape[-1] / area)
+    c, h, w = features.shape[1:]
+    return gram_sum(features, weights) / gram_divisor(c, h * w, area, normalize=normalize)
+
+
+def squared_error(features: Tensor, target: Tensor | float) -> Tensor:
+    """Squared error between ``features`` and ``target``, summed (float32 at least)."""
+    return (_wide(features) - target).square().sum()
 
 
 def content_loss(features: Tensor, target: Tensor, *, mean: bool) -> Tensor:
     """Squared error between ``features`` and ``target``: summed (tutorial) or averaged."""
-    squared = (_wide(features) - target).square()
-    return squared.mean() if mean else squared.sum()
+    total = squared_error(features, target)
+    return total / features.numel() if mean else total
 
 
 def tutorial_style_divisor(height: int, width: int) -> float:
@@ -128,14 +154,20 @@ def style_loss(g: Tensor, target: Tensor, *, divisor: float = 1.0) -> Tensor:
     return (g - target).square().sum() / divisor
 
 
-def total_variation(pixels: Tensor, *, power: float, mean: bool) -> Tensor:
-    """``sum((a + b) ** power)`` (or its mean) over the picture cropped by one row and column,
-    ``a``/``b`` the squared differences to the pixel below/right (the Keras example's form)."""
+def tv_terms(pixels: Tensor, *, power: float) -> Tensor:
+    """``(a + b) ** power`` per channel and pixel of the picture cropped by one row and
+    column, ``a``/``b`` the squared differences to the pixel below/right (the Keras example's
+    form): (1, C, H-1, W-1), float32 at least."""
     x = _wide(pixels)
     corner = x[..., :-1, :-1]
     base = (corner - x[..., 1:, :-1]).square() + (corner - x[..., :-1, 1:]).square()
     if power < 1:
         # t**p has an infinite slope at t=0 for p < 1; flat patches would give NaN gradients.
         base = base.clamp_min(1e-8)
-    terms = base.pow(power)
+    return base.pow(power)
+
+
+def total_variation(pixels: Tensor, *, power: float, mean: bool) -> Tensor:
+    """The sum (or the mean) of ``tv_terms``."""
+    terms = tv_terms(pixels, power=power)
     return terms.mean() if mean else terms.sum()

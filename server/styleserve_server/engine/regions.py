@@ -48,7 +48,15 @@ from torch.nn import functional as F
 
 from styleserve_server.engine.imaging import to_image, to_tensor
 
-__all__ = ["blend", "check_masks", "keep_content", "keep_weight", "shares", "stage_guides"]
+__all__ = [
+    "blend",
+    "check_masks",
+    "footprints",
+    "keep_content",
+    "keep_weight",
+    "shares",
+    "stage_guides",
+]
 
 
 def check_masks(masks: Sequence[np.ndarray], styles: int, size: tuple[int, int]) -> None:
@@ -108,18 +116,19 @@ def shares(masks: Sequence[np.ndarray]) -> list[float]:
     return [float(np.count_nonzero(m)) / m.size for m in masks]
 
 
-def _footprints(arch: str) -> dict[str, tuple[int, int]]:
+def footprints(arch: str) -> dict[str, tuple[int, int]]:
     """Each convolution layer of ``arch``: its stride in input pixels, and how far its
     receptive field reaches past the pixels of its cell (3x3 convolutions widen it by one cell
-    each side, 2x2 pools by half a cell)."""
-    footprints: dict[str, tuple[int, int]] = {}
+    each side, 2x2 pools by half a cell). The guides and the tiles (``engine.tiles``) both
+    follow from it."""
+    reach: dict[str, tuple[int, int]] = {}
     field, stride, block = 1, 1, "block1"
     for layer in VGG_LAYERS[arch]:
         if not layer.startswith(block + "_"):
             field, stride, block = field + stride, stride * 2, layer.split("_")[0]
         field += 2 * stride
-        footprints[layer] = (stride, (field - stride) // 2)
-    return footprints
+        reach[layer] = (stride, (field - stride) // 2)
+    return reach
 
 
 def stage_guides(
@@ -139,7 +148,7 @@ def stage_guides(
     the region remains, and where no cell lies wholly in the region (thinner than a cell),
     the guide is the share of each cell the region covers: a guide never vanishes."""
     width, height = size
-    reach = _footprints(arch)
+    reach = footprints(arch)
     guides = []
     for mask in masks:
         stage = F.interpolate(_tensor(mask, device), size=(height, width), mode="area")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -71,15 +71,35 @@ def _targets(
     blend: Sequence[float],
     net: FeatureNet,
     colour: Colour | None,
-    cancel: threading.Event | None = None,
+    tile_pixels: int | None,
+    poll: Callable[[], None],
 ) -> Grams:
     """The targets of ``pictures`` for ``key``, as ``colour`` (None: none) has the network
-    see them; JobCancelled once ``cancel`` is set, between pictures."""
+    see them, in tiles of ``tile_pixels``; ``poll`` runs before each picture's (or tile's)
+    forward pass and may raise to stop them."""
     pixels = [to_tensor(resized_style(p, key), net.device) for p in pictures]
     if colour is not None:
         pixels = [colour.style(p) for p in pixels]
-    return style_targets(
-        net, key.layers, key.normalization, pixels, blend, functools.partial(_stop_if_set, cancel)
+    return style_targets(net, key.layers, key.normalization, pixels, blend, poll, tile_pixels)
+
+
+def _blended(
+    key: StyleKey,
+    options: StyleOptions,
+    net: FeatureNet,
+    colour: Colour | None,
+    tile_pixels: int | None,
+    poll: Callable[[], None],
+) -> Callable[[Sequence[Image.Image]], Grams]:
+    """``_targets`` of pictures blended as ``options`` blend them, for ``key``."""
+    return functools.partial(
+        _targets,
+        key=key,
+        blend=options.style_blend,
+        net=net,
+        colour=colour,
+        tile_pixels=tile_pixels,
+        poll=poll,
     )
 
 
@@ -95,13 +115,13 @@ def stage_targets(
     colour: Colour,
     styles: Sequence[Image.Image],
     prepared: PreparedStyle | None,
+    tile_pixels: int | None = None,
+    poll: Callable[[], None] = lambda: None,
 ) -> Grams:
     """``stage``'s style targets: of ``styles``, or of ``prepared`` (which stands for them)
-    and kept there."""
+    and kept there; computed in tiles of ``tile_pixels``, ``poll`` called before each."""
     key = style_key(stage, options, net.dtype)
-    compute = functools.partial(
-        _targets, key=key, blend=options.style_blend, net=net, colour=colour
-    )
+    compute = _blended(key, options, net, colour, tile_pixels, poll)
     if prepared is None:
         return compute(styles)
     if colour.preserve:
@@ -116,11 +136,17 @@ def region_targets(
     net: FeatureNet,
     colour: Colour,
     pictures: Sequence[Image.Image],
+    tile_pixels: int | None = None,
+    poll: Callable[[], None] = lambda: None,
 ) -> list[Grams]:
     """``stage``'s style targets of each of ``pictures`` alone, for regions (which do not
-    blend them; a registered style keeps its blend's targets only, so these serve one job)."""
+    blend them; a registered style keeps its blend's targets only, so these serve one job),
+    computed as ``stage_targets`` computes them."""
     key = style_key(stage, options, net.dtype)
-    return [_targets([p], key=key, blend=(), net=net, colour=colour) for p in pictures]
+    return [
+        _targets([p], key=key, blend=(), net=net, colour=colour, tile_pixels=tile_pixels, poll=poll)
+        for p in pictures
+    ]
 
 
 def registration_stages(options: StyleOptions) -> list[Stage]:
@@ -148,20 +174,18 @@ def prepare(
     precision: PrecisionChoice | None,
     style_vector: StyleVector | None,
     cancel: threading.Event | None = None,
+    tile_pixels: int | None = None,
 ) -> None:
     """Has ``style`` keep the targets of ``registration_stages(options)`` on ``backbone``
     (``precision``: what "auto" means, as for ``run_job``) and, with an instant tier's
-    ``style_vector``, its style vector. Raises JobCancelled within one picture's forward pass
-    of ``cancel`` (None: none) being set."""
+    ``style_vector``, its style vector; pictures of more than ``tile_pixels`` pixels (None: no
+    limit) are computed in tiles, as ``run_job`` computes them. Raises JobCancelled within one
+    picture's (or tile's) forward pass of ``cancel`` (None: none) being set."""
     net = FeatureNet(backbone, job_precision(options.precision, backbone, precision).precision)
+    poll = functools.partial(_stop_if_set, cancel)
     for stage in registration_stages(options):
         key = style_key(stage, options, net.dtype)
-        style.grams(
-            key,
-            functools.partial(
-                _targets, key=key, blend=options.style_blend, net=net, colour=None, cancel=cancel
-            ),
-        )
+        style.grams(key, _blended(key, options, net, None, tile_pixels, poll))
     _stop_if_set(cancel)
     if style_vector is not None:
         blend = options.style_blend

@@ -1,0 +1,213 @@
+"""Print-size pictures: time, peak memory and seams of default-preset jobs at 1 to 24 MP.
+
+For each output size it starts a fresh ``styleserve-server`` process (so that its peak resident
+memory, VmHWM, is that one job's), sends a default-preset job through the SDK (the content is
+tubingen.jpg enlarged to the size, uploaded in chunks when it is larger than a request may
+carry; the result comes back in chunks, digest-checked) and prints:
+
+- seconds per stage (from the Progress events: set-up included) and in total;
+- the server's peak RSS;
+- the seam measure of the delivered picture on the borders of the tiles its last stage was
+  evaluated in (``seams.seam_ratio``: 1.0 means the borders look like anywhere else).
+
+Then the goals of issue 20 on this machine: a 12 MP job in under 15 minutes with peak RSS
+under 4 GB, peak RSS from 4 to 24 MP within 1.5x, the 12 MP job at most 4x the 1 MP job's
+time, and every seam measure within 5% of 1.0. Exit 1 when a goal is missed.
+
+    python benchmarks/big.py [--sizes 1,4,12,24] [--cache-dir DIR] [--out DIR]
+
+``--tune`` instead runs the engine directly at one output size with the last stage's
+iterations raised, printing the last stage's loss after each of them: how many iterations a
+climbing stage needs (``styleserve.plan``) is where that curve flattens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from instant import free_port, start_server
+from PIL import Image
+from seams import seam_ratio
+from seed_vs_default import machine
+from styleserve import Client, Progress, ResourceExhausted, Result
+from styleserve.options import resolve
+from styleserve.plan import plan
+from styleserve_server.engine.tiles import tile_borders
+from styleserve_server.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENT = ROOT / "examples" / "tubingen.jpg"
+STYLE = ROOT / "examples" / "starry_night.jpg"
+GIB = 2**30
+# The server's, which this benchmark runs with.
+TILE_PIXELS = Settings.model_fields["tile_pixels"].default
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory (VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def _content(megapixels: float, folder: Path) -> tuple[Path, tuple[int, int]]:
+    """tubingen.jpg enlarged to ``megapixels`` (its 4:3 aspect), as a JPEG file."""
+    picture = Image.open(CONTENT).convert("RGB")
+    w, h = picture.size
+    scale = math.sqrt(megapixels * 1e6 / (w * h))
+    size = (round(w * scale), round(h * scale))
+    path = folder / f"content_{megapixels:g}mp.jpg"
+    picture.resize(size, Image.Resampling.LANCZOS).save(path, quality=95)
+    return path, size
+
+
+@dataclasses.dataclass
+class Run:
+    megapixels: float
+    size: tuple[int, int]
+    stage_seconds: list[float]
+    total_seconds: float
+    peak_rss: int
+    seams: float | None
+
+
+def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
+    """One default-preset job at ``megapixels`` on a fresh server."""
+    folder = Path(tempfile.mkdtemp())
+    content, size = _content(megapixels, folder)
+    port = free_port()
+    server = start_server(cache_dir, port, "--max-output-side", "16384", "--job-slots", "1")
+    try:
+        ends: dict[int, float] = {}
+        result: Result | None = None
+        started = time.perf_counter()
+        with Client(f"127.0.0.1:{port}", timeout=6 * 3600) as client:
+            for event in client.stream(content, STYLE, width=size[0], height=size[1]):
+                if isinstance(event, Progress):
+                    ends[event.stage] = event.elapsed_seconds
+                elif isinstance(event, Result):
+                    result = event
+        total = time.perf_counter() - started
+        peak = _peak_rss(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert result is not None
+    picture = Image.open(io.BytesIO(result.data)).convert("RGB")
+    picture.save(out / f"big_{megapixels:g}mp.jpg", quality=90)
+    stage_seconds = [ends[i] - ends.get(i - 1, 0.0) for i in sorted(ends)]
+    return Run(megapixels, size, stage_seconds, total, peak, seam_measure(picture))
+
+
+def seam_measure(picture: Image.Image) -> float | None:
+    """The seam ratio on the borders of the last stage's tiles; None when it ran whole."""
+    columns, rows = tile_borders(picture.size, TILE_PIXELS)
+    if not columns and not rows:
+        return None
+    return seam_ratio(picture, columns, rows)
+
+
+def refusal(cache_dir: Path | None) -> tuple[float, str]:
+    """How long a server with a 2 GiB budget takes to refuse an 8000 px job (48 MP), and
+    what it says: (seconds, message)."""
+    port = free_port()
+    flags = ("--max-output-side", "16384", "--memory-budget-bytes", str(2 * GIB))
+    server = start_server(cache_dir, port, *flags)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=60) as client:
+            client.info()  # the SDK's one look at the limits, apart from the call timed
+            started = time.perf_counter()
+            try:
+                client.stylize(CONTENT, STYLE, size=8000)
+            except ResourceExhausted as error:
+                return time.perf_counter() - started, str(error)
+            raise AssertionError("the 48 MP job was admitted")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def tune(longest: int, climb: int, cache_dir: Path | None) -> None:
+    """The last stage's loss per iteration at an output of ``longest`` px (engine direct)."""
+    from styleserve_export.loader import load_backbone
+    from styleserve_server.engine import auto_precision, run_job
+
+    content = Image.open(CONTENT).convert("RGB")
+    style = Image.open(STYLE).convert("RGB")
+    backbone = load_backbone("keras-vgg16", cache_dir=cache_dir, device="cpu")
+    choice = auto_precision(backbone)
+    options = resolve("default", size=longest)
+    stages = plan(content.size, options)
+    stages[-1] = dataclasses.replace(stages[-1], iterations=climb)
+    print(machine(), f"precision {choice.precision}", flush=True)
+    print("stages:", ", ".join(f"{s.width}x{s.height}:{s.iterations}" for s in stages))
+    for record in run_job(backbone, content, [style], options, precision=choice, stages=stages):
+        if getattr(record, "stage", -1) == stages[-1].index:
+            print(
+                f"last stage iteration {record.iteration - sum(s.iterations for s in stages[:-1])}"
+                f" at {record.elapsed:.1f} s: loss {record.losses.total:.5g}",
+                flush=True,
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,4,12,24", help="output megapixels, comma-separated")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "big")
+    parser.add_argument("--tune", type=int, default=0, metavar="PX", help="tune at this size")
+    parser.add_argument("--climb", type=int, default=40, help="--tune: last stage iterations")
+    args = parser.parse_args(argv)
+    if args.tune:
+        tune(args.tune, args.climb, args.cache_dir)
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(machine(), flush=True)
+    seconds, message = refusal(args.cache_dir)
+    print(f"48 MP job on a 2 GiB budget refused in {seconds * 1e3:.0f} ms: {message}", flush=True)
+    runs = []
+    for megapixels in (float(s) for s in args.sizes.split(",")):
+        run = run_size(megapixels, args.cache_dir, args.out)
+        runs.append(run)
+        stages = " + ".join(f"{s:.0f}" for s in run.stage_seconds)
+        seams = "whole (no tiles)" if run.seams is None else f"{run.seams:.3f}"
+        print(
+            f"{megapixels:g} MP ({run.size[0]}x{run.size[1]}): {run.total_seconds:.0f} s "
+            f"(stages {stages}), peak RSS {run.peak_rss / GIB:.2f} GiB, seams {seams}",
+            flush=True,
+        )
+    return _goals(runs, seconds)
+
+
+def _goals(runs: list[Run], refused: float) -> int:
+    by_size = {run.megapixels: run for run in runs}
+    checks = [(f"refusal in {refused * 1e3:.0f} ms < 100", refused < 0.1)]
+    if 12 in by_size:
+        twelve = by_size[12]
+        minutes, peak = twelve.total_seconds / 60, twelve.peak_rss / GIB
+        checks.append((f"12 MP in {minutes:.1f} min < 15", minutes < 15))
+        checks.append((f"12 MP peak RSS {peak:.2f} GiB < 4", peak < 4))
+        if 1 in by_size:
+            ratio = twelve.total_seconds / by_size[1].total_seconds
+            checks.append((f"12 MP / 1 MP time {ratio:.2f}x <= 4", ratio <= 4))
+    if 4 in by_size and 24 in by_size:
+        ratio = by_size[24].peak_rss / by_size[4].peak_rss
+        checks.append((f"peak RSS 24 MP / 4 MP {ratio:.2f}x <= 1.5", ratio <= 1.5))
+    for run in runs:
+        if run.seams is not None:
+            seams = f"{run.megapixels:g} MP seams {run.seams:.3f} within 5%"
+            checks.append((seams, abs(run.seams - 1) <= 0.05))
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'} {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

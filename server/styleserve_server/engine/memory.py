@@ -1,0 +1,115 @@
+"""What a job's memory peaks at, known before it runs: for admitting jobs against a budget.
+
+A job's memory is what each stage keeps per pixel of its own (the picture, its gradient, the
+content term's targets, the optimiser's state: ``optimize.state_bytes``) plus the working
+memory of the network's passes, which tiles (``engine.tiles``) bound to the largest tile's
+whatever the picture's size. The per-pixel costs of the passes were measured; the rest is
+counted from the tensors the engine holds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Sequence
+
+from styleserve.options import StyleOptions
+from styleserve_export.vgg import conv_shapes
+
+from styleserve_server.engine.optimize import state_bytes
+from styleserve_server.engine.regions import footprints
+
+__all__ = ["predicted_peak_bytes", "return_freed_memory"]
+
+# glibc's mallopt parameter for the size above which an allocation gets its own mapping.
+_M_MMAP_THRESHOLD = -3
+# Tensors from 4 MiB up (a tile's layers are 10 to 300 MB) mapped apart: measured at 4 MP, an
+# evaluation peaked at 1.63 GB with it and at 1.94-2.00 GB without, and a default-preset job at
+# 12 MP at 2.57 GB with it and 3.78 GB without; its evaluations were no slower (within this
+# shared 2-core machine's noise; a 64 KiB threshold cost about a third more time).
+_MAPPED_BYTES = 4 << 20
+
+# What one evaluation (loss and gradient) of VGG16 on the default preset's layers holds at its
+# peak per pixel of a tile's window, the picture and its gradient apart, by the network's
+# precision; and what a forward pass without autograd holds (the content's and the style
+# pictures' targets). Measured on a 2-core AMD EPYC (torch 2.13, oneDNN) untiled at 0.5 and
+# 1 MP: 1.16 GB and 0.50 GB per megapixel in bfloat16, 1.95 and 0.81 in float32. float16 (GPUs
+# only) is taken to keep what bfloat16 keeps; on a GPU these want measuring again.
+_EVALUATION_BYTES = {"bfloat16": 1136, "float16": 1136, "float32": 1926}
+_FORWARD_BYTES = {"bfloat16": 484, "float16": 484, "float32": 778}
+# What a whole picture's float32 RGB tensor costs per pixel.
+_RGB = 12
+# A region's guides: one float32 per cell of each style layer (4/3 of the pixels at most).
+_GUIDE = 6
+
+
+def _window(height: int, width: int, tile_pixels: int | None) -> int:
+    """The most pixels of a ``height`` x ``width`` picture's tiles: the tile budget, which
+    every window keeps within (``tiles.plan_tiles``), or the whole picture when it is smaller.
+    Arithmetic, not the plan itself: the service predicts peaks dozens of times per request
+    while it looks for the largest size that fits."""
+    pixels = height * width
+    return pixels if tile_pixels is None else min(pixels, tile_pixels)
+
+
+def predicted_peak_bytes(
+    stages: Sequence[tuple[int, int]],
+    options: StyleOptions,
+    precision: str,
+    tile_pixels: int | None,
+    *,
+    regions: int = 0,
+) -> int:
+    """The most memory a job holds at once beyond its process's (which has the backbone loaded
+    and converted to ``precision``): for the job's ``stages`` (width, height), its
+    ``options`` (layers, optimiser and its history, style scale, colour preservation), the
+    network's ``precision`` ("bfloat16", "float16" or "float32"), the ``tile_pixels`` it runs
+    with (None: untiled) and its count of ``regions`` (0: none). Built on the per-pixel costs
+    measured on VGG16 on a CPU (``_EVALUATION_BYTES``): what a stage keeps per pixel of its own
+    (the picture, the content term's targets, the guides), plus the larger of its set-up's
+    memory (the content, a style picture at the stage's size times ``style_scale``, a square at
+    most, and a forward pass of its largest tile) and its evaluations' (the point evaluated,
+    the gradient, the optimiser's state, ``optimize.state_bytes``, and a forward and backward
+    pass of the largest tile). Measured peaks of
+    default-preset jobs stayed 5-10% under it at 4, 12 and 24 MP in a process that had called
+    ``return_freed_memory``; without, glibc's heaps added up to 1.1 GB at 12 MP."""
+    reach = footprints("vgg16")
+    shapes = conv_shapes("vgg16")
+    value_bytes = 4 if precision == "float32" else 2
+    targets = sum(shapes[k][0][0] * value_bytes / reach[k][0] ** 2 for k in options.content_layers)
+    channels = 1 if options.preserve_color else 3
+    variable = 4 * channels
+    # Through the whole stage: the picture variable, the content term's targets, the guides,
+    # and with colour preserved the content's chroma and the variable's bounds.
+    kept = variable + targets + _GUIDE * regions + (16 if options.preserve_color else 0)
+    peak = 0
+    for width, height in stages:
+        pixels = width * height
+        side = round(max(width, height) * options.style_scale)
+        window = _window(height, width, tile_pixels)
+        # The content (RGB and as a variable) and a style picture, with a forward pass.
+        setup = (_RGB + variable) * pixels + _RGB * side * side
+        setup += _FORWARD_BYTES[precision] * max(window, _window(side, side, tile_pixels))
+        # The point evaluated and the rendered picture's gradient, the optimiser's state, and
+        # a forward and backward pass.
+        evaluation = (variable + _RGB) * pixels + _EVALUATION_BYTES[precision] * window
+        evaluation += state_bytes(options.optimizer, options.evals_per_iteration, channels * pixels)
+        peak = max(peak, int(kept * pixels + max(setup, evaluation)))
+    return peak
+
+
+def return_freed_memory() -> bool:
+    """Has the C allocator give every allocation of 4 MiB or more its own mapping, returned to
+    the system when freed; whether it could (glibc only). Without it glibc raises its mapping
+    threshold to the size of what was freed, so a job's tiles, each sized a little apart, leave
+    their freed layers in its heaps: the process's resident memory then outgrows what the job
+    holds (``predicted_peak_bytes``) by a third. A process-wide setting, for a service to make
+    once at start-up (``MALLOC_MMAP_THRESHOLD_=4194304`` in its environment does the same)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except AttributeError:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MAPPED_BYTES))

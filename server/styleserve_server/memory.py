@@ -1,0 +1,130 @@
+"""Admission by memory: the server's budget, and refusing at once a job that could never fit it.
+
+The budget is what the running jobs' predicted peaks may add up to (``admission.MemoryPool``
+keeps the count); a job whose own peak is larger could never run, so it is refused before it
+queues, with the largest size that would fit, instead of being OOM-killed with every other job
+of the process. The peaks come from the engine's per-megapixel costs, measured on each device
+(``engine.memory``); this module only holds them against the budget.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from styleserve.options import StyleOptions
+from styleserve.plan import Stage, fit_longest_side, plan_climb
+
+__all__ = ["TooBig", "check_fits", "measured_budget"]
+
+# The share of the device's memory the jobs may plan to hold: the rest is the allocator's
+# fragmentation, the gRPC buffers and the decoded pictures waiting in the queue.
+_SHARE = 0.8
+# cgroup v1 reports "no limit" as a huge number rather than "max".
+_NO_LIMIT = 2**60
+
+
+def _cgroup_limit() -> int | None:
+    """The container's memory limit, if it has one (cgroup v2, else v1)."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < _NO_LIMIT:
+            return int(text)
+    return None
+
+
+def _status_bytes(field: str) -> int:
+    """A ``kB`` field of this process's /proc status (0 where there is none)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else 0
+
+
+def _device_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = _cgroup_limit()
+    return physical if limit is None else min(physical, limit)
+
+
+def _resident_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.memory_reserved(device))
+    return _status_bytes("VmRSS")
+
+
+def measured_budget(device: torch.device) -> int:
+    """The default budget on ``device``: a share of its memory (on CPU the container's limit
+    where it is lower than the machine's) less what the process holds already (call it once
+    the weights are loaded and warmed up)."""
+    return max(0, int(_SHARE * _device_bytes(device)) - _resident_bytes(device))
+
+
+class TooBig(Exception):
+    """A job whose predicted peak memory is more than the server's whole budget."""
+
+    def __init__(self, peak: int, budget: int, fits: int | None) -> None:
+        advice = (
+            f"ask for size <= {fits} (the longest side)"
+            if fits is not None
+            else "no size of this job fits: ask for fewer styles or another preset"
+        )
+        super().__init__(
+            f"this job would need about {peak / 2**30:.1f} GiB of memory at its peak, more than "
+            f"the {budget / 2**30:.1f} GiB this server's jobs may hold (memory_budget_bytes): "
+            f"{advice}, or use a server with a larger budget"
+        )
+        self.fits = fits
+
+
+def _largest_fitting(
+    output: tuple[int, int],
+    options: StyleOptions,
+    smallest: int,
+    peak: Callable[[Sequence[Stage]], int],
+    budget: int,
+) -> int | None:
+    """The longest output side (at the output's aspect ratio) whose job fits ``budget``; None
+    when not even ``smallest`` does. A peak grows with the size, so a bisection finds it."""
+
+    def fits(side: int) -> bool:
+        size = fit_longest_side(output, side)
+        return peak(plan_climb(size, options.scales, options.iterations)) <= budget
+
+    low, high = smallest, max(output) - 1
+    if not fits(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def check_fits(
+    stages: Sequence[Stage],
+    options: StyleOptions,
+    smallest: int,
+    peak: Callable[[Sequence[Stage]], int],
+    budget: int,
+) -> int:
+    """The predicted peak of a job of ``stages``, which must fit ``budget``. Raises TooBig
+    naming the largest longest side that would (at least ``smallest``), found in a few dozen
+    predictions: arithmetic, no work."""
+    needed = peak(stages)
+    if needed <= budget:
+        return needed
+    output = (stages[-1].width, stages[-1].height)
+    raise TooBig(needed, budget, _largest_fitting(output, options, smallest, peak, budget))
