@@ -101,9 +101,19 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
         server.wait(timeout=60)
     assert result is not None
     picture = Image.open(io.BytesIO(result.data)).convert("RGB")
-    picture.save(out / f"big_{megapixels:g}mp.jpg", quality=90)
+    save_views(picture, out, f"{megapixels:g}mp")
     stage_seconds = [ends[i] - ends.get(i - 1, 0.0) for i in sorted(ends)]
     return Run(megapixels, size, stage_seconds, total, peak, seam_measure(picture))
+
+
+def save_views(picture: Image.Image, out: Path, name: str) -> None:
+    """The picture whole at 1000 px and a 1:1 crop of its detail (800 x 500 from the centre),
+    small enough for the repository."""
+    whole = picture.copy()
+    whole.thumbnail((1000, 1000), Image.Resampling.LANCZOS)
+    whole.save(out / f"{name}_whole.jpg", quality=88)
+    x, y = picture.width // 2 - 400, picture.height // 2 - 250
+    picture.crop((x, y, x + 800, y + 500)).save(out / f"{name}_crop.jpg", quality=88)
 
 
 def seam_measure(picture: Image.Image) -> float | None:
