@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         cli_prog_name="styleserve-server",
         cli_kebab_case=True,
         cli_implicit_flags=True,
+        # "--cache-dir Path", not "{Path,null}": an unset option is left out, never typed null.
+        cli_hide_none_type=True,
         extra="forbid",
     )
 

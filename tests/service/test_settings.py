@@ -136,3 +136,11 @@ def test_an_unreadable_tls_file_names_the_setting_and_the_reason(tls_files):
     with pytest.raises(ValidationError) as error:
         Settings(tls_cert_file=tls_files["tls.crt"].parent, tls_key_file=tls_files["tls.key"])
     assert "tls_cert_file" in str(error.value) and "cannot read" in str(error.value)
+
+
+def test_the_help_names_optional_settings_by_their_type_without_null(capsys):
+    with pytest.raises(SystemExit):
+        Settings.from_args(["--help"])
+    usage = capsys.readouterr().out
+    assert "[--cache-dir Path]" in usage and "[--tls-cert-file Path]" in usage
+    assert ",null}" not in usage
