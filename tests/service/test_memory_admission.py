@@ -48,18 +48,12 @@ def test_a_job_that_fits_alone_waits_for_the_memory_of_the_running_one(start_ser
     # Two slots, but room for one job of this size at a time.
     budget = int(1.5 * peak(512))
     with start_server(memory_budget_bytes=budget, job_slots=2) as srv, connect(srv.target) as stub:
-        first = start_endless_at(stub, 512)
+        first = start_endless(stub, size=512)
         second = stub.StyleTransfer(request(size=512, iterations=1), timeout=120)
         assert next_event(second, "queued").queued.position == 0
         first.cancel()
         assert next_event(second, "started").HasField("started")
         assert list(second)[-1].HasField("result")
-
-
-def start_endless_at(stub, size: int):
-    call = stub.StyleTransfer(request(size=size, iterations=5000), timeout=120)
-    next_event(call, "progress")
-    return call
 
 
 def test_server_info_tells_the_budget_set_or_measured(start_server):

@@ -27,9 +27,9 @@ def requests(srv, code: str) -> float:
     return sample(srv, "styleserve_requests_total", method="StyleTransfer", code=code)
 
 
-def start_endless(stub):
-    """A job that holds its slot until cancelled, once it is running."""
-    call = stub.StyleTransfer(request(**ENDLESS), timeout=120)
+def start_endless(stub, **options):
+    """A job (with ``options``) that holds its slot until cancelled, once it is running."""
+    call = stub.StyleTransfer(request(**{**ENDLESS, **options}), timeout=120)
     next_event(call, "progress")
     return call
 

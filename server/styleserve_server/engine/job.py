@@ -110,21 +110,15 @@ def _prepare(
     content_px, colour = _stage_content(content, stage, options, net.device)
     box = _box(content_px, options)
     content_var = colour.variable(content_px)
+    targets = None
+    parts: list[StylePart] = []
     if regions is None:
         targets = stage_targets(stage, options, net, colour, styles, style, tile_pixels, poll)
-        objective = Objective(
-            net,
-            weights,
-            colour.render(content_var),
-            targets=targets,
-            tile_pixels=tile_pixels,
-            poll=poll,
-        )
     else:
         size = (stage.width, stage.height)
         parts = [
-            StylePart(targets, guide, share)
-            for targets, guide, share in zip(
+            StylePart(grams, guide, share)
+            for grams, guide, share in zip(
                 region_targets(
                     stage,
                     options,
@@ -141,14 +135,15 @@ def _prepare(
                 strict=True,
             )
         ]
-        objective = Objective(
-            net,
-            weights,
-            colour.render(content_var),
-            parts=parts,
-            tile_pixels=tile_pixels,
-            poll=poll,
-        )
+    objective = Objective(
+        net,
+        weights,
+        colour.render(content_var),
+        targets=targets,
+        parts=parts,
+        tile_pixels=tile_pixels,
+        poll=poll,
+    )
     evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
     return colour, box, content_px, content_var, evaluator
 
@@ -332,7 +327,7 @@ def run_job(
     ``tile_pixels`` (None: no limit) bounds the pixels the network sees at once: a stage's
     pictures (the content, the styles at their scale and the picture optimised) with more
     are computed in tiles of at most that many pixels, halos included, to the same losses and
-    gradients (``engine.tiles``); ``tiles.predicted_peak_bytes`` says what memory that takes.
+    gradients (``engine.tiles``); ``memory.predicted_peak_bytes`` says what memory that takes.
 
     Raises JobCancelled within one iteration (in fact one evaluation, or one tile's pass) of
     ``cancel`` being set, and OptionsError when the pictures do not fit the options.
