@@ -5,7 +5,7 @@ pyproject.toml keeps honest floors for people who install the library; the locks
 on the package index can change a developer's, CI's or the image's environment. Three
 environments, all CPython 3.11 on Linux x86-64 (what CI and the image run):
 
-- ``locks/dev-cpu.txt``: development, CI and the demo (server and dev extras, torch's CPU
+- ``locks/dev-cpu.txt``: development, CI and the demo (server, dev and video extras, torch's CPU
   build) - scripts/venv.sh makes .venv equal to it;
 - ``locks/image-cuda.txt``: the server image for GPU nodes (server and cuda extras, torch's
   CUDA build) - the Dockerfile installs it and nothing else;
@@ -59,7 +59,12 @@ class Lock:
 
 
 LOCKS = (
-    Lock("locks/dev-cpu.txt", ("server", "dev"), "constraints/cpu.txt", "development and CI, CPU"),
+    Lock(
+        "locks/dev-cpu.txt",
+        ("server", "dev", "video"),
+        "constraints/cpu.txt",
+        "development and CI, CPU",
+    ),
     Lock("locks/image-cuda.txt", ("server", "cuda"), "constraints/cuda.txt", "the server image"),
     Lock("locks/client.txt", (), None, "the client alone"),
 )

@@ -119,7 +119,7 @@ class StylePicture(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., blend_weight: _Optional[float] = ...) -> None: ...
 
 class StyleOptions(_message.Message):
-    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength", "time_budget_seconds", "deadline_policy", "normalization", "region_border")
+    __slots__ = ("preset", "backbone", "size", "width", "height", "iterations", "evals_per_iteration", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight", "tv_power", "content_layers", "style_layers", "style_layer_weights", "style_scale", "preserve_color", "init", "seed", "precision", "resize", "scales", "loss_normalization", "method", "style_strength", "time_budget_seconds", "deadline_policy", "normalization", "region_border", "temporal_weight")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class StyleOptions(_message.Message):
     DEADLINE_POLICY_FIELD_NUMBER: _ClassVar[int]
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     REGION_BORDER_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     preset: str
     backbone: str
     size: int
@@ -180,7 +181,8 @@ class StyleOptions(_message.Message):
     deadline_policy: DeadlinePolicy
     normalization: LossNormalization
     region_border: float
-    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., deadline_policy: _Optional[_Union[DeadlinePolicy, str]] = ..., normalization: _Optional[_Union[LossNormalization, str]] = ..., region_border: _Optional[float] = ...) -> None: ...
+    temporal_weight: float
+    def __init__(self, preset: _Optional[str] = ..., backbone: _Optional[str] = ..., size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., iterations: _Optional[int] = ..., evals_per_iteration: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., tv_power: _Optional[float] = ..., content_layers: _Optional[_Iterable[str]] = ..., style_layers: _Optional[_Iterable[str]] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., preserve_color: _Optional[bool] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., resize: _Optional[_Union[ResizeFilter, str]] = ..., scales: _Optional[_Iterable[float]] = ..., loss_normalization: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., style_strength: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., deadline_policy: _Optional[_Union[DeadlinePolicy, str]] = ..., normalization: _Optional[_Union[LossNormalization, str]] = ..., region_border: _Optional[float] = ..., temporal_weight: _Optional[float] = ...) -> None: ...
 
 class DeliveryOptions(_message.Message):
     __slots__ = ("preview_every", "preview_size", "output_format", "output_quality", "max_message_bytes")
@@ -247,16 +249,18 @@ class RegisterStyleResponse(_message.Message):
     def __init__(self, style_id: _Optional[str] = ..., cached_bytes: _Optional[int] = ...) -> None: ...
 
 class Losses(_message.Message):
-    __slots__ = ("total", "content", "style", "tv")
+    __slots__ = ("total", "content", "style", "tv", "temporal")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     TV_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_FIELD_NUMBER: _ClassVar[int]
     total: float
     content: float
     style: float
     tv: float
-    def __init__(self, total: _Optional[float] = ..., content: _Optional[float] = ..., style: _Optional[float] = ..., tv: _Optional[float] = ...) -> None: ...
+    temporal: float
+    def __init__(self, total: _Optional[float] = ..., content: _Optional[float] = ..., style: _Optional[float] = ..., tv: _Optional[float] = ..., temporal: _Optional[float] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position",)
@@ -420,12 +424,96 @@ class StyleTransferResponse(_message.Message):
     result_chunk: ImageChunk
     def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., result_chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
 
+class StylizeVideoRequest(_message.Message):
+    __slots__ = ("start", "frame")
+    START_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    start: VideoStart
+    frame: VideoFrame
+    def __init__(self, start: _Optional[_Union[VideoStart, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ...) -> None: ...
+
+class VideoStart(_message.Message):
+    __slots__ = ("job", "frame_count", "frames_per_second")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    job: StyleTransferRequest
+    frame_count: int
+    frames_per_second: float
+    def __init__(self, job: _Optional[_Union[StyleTransferRequest, _Mapping]] = ..., frame_count: _Optional[int] = ..., frames_per_second: _Optional[float] = ...) -> None: ...
+
+class VideoFrame(_message.Message):
+    __slots__ = ("index", "image")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    image: Image
+    def __init__(self, index: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class StylizeVideoResponse(_message.Message):
+    __slots__ = ("queued", "started", "progress", "frame", "result")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    queued: Queued
+    started: Started
+    progress: VideoProgress
+    frame: VideoFrameResult
+    result: VideoResult
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[VideoProgress, _Mapping]] = ..., frame: _Optional[_Union[VideoFrameResult, _Mapping]] = ..., result: _Optional[_Union[VideoResult, _Mapping]] = ...) -> None: ...
+
+class VideoProgress(_message.Message):
+    __slots__ = ("frames_done", "frame_count", "iteration", "total_iterations", "elapsed_seconds", "eta_seconds")
+    FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    frames_done: int
+    frame_count: int
+    iteration: int
+    total_iterations: int
+    elapsed_seconds: float
+    eta_seconds: float
+    def __init__(self, frames_done: _Optional[int] = ..., frame_count: _Optional[int] = ..., iteration: _Optional[int] = ..., total_iterations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
+
+class VideoFrameResult(_message.Message):
+    __slots__ = ("index", "image", "losses", "consistent_fraction")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    image: Image
+    losses: Losses
+    consistent_fraction: float
+    def __init__(self, index: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., losses: _Optional[_Union[Losses, _Mapping]] = ..., consistent_fraction: _Optional[float] = ...) -> None: ...
+
+class VideoResult(_message.Message):
+    __slots__ = ("frames", "width", "height", "timings", "effective_options", "receipt")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    width: int
+    height: int
+    timings: Timings
+    effective_options: StyleOptions
+    receipt: Receipt
+    def __init__(self, frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., effective_options: _Optional[_Union[StyleOptions, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length", "memory_budget_bytes")
+    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length", "memory_budget_bytes", "max_video_frames", "max_video_fps", "max_frames_in_flight")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -441,6 +529,9 @@ class Limits(_message.Message):
     MAX_LAYERS_FIELD_NUMBER: _ClassVar[int]
     MAX_NAME_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VIDEO_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VIDEO_FPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_image_bytes: int
     max_input_pixels: int
@@ -456,7 +547,10 @@ class Limits(_message.Message):
     max_layers: int
     max_name_length: int
     memory_budget_bytes: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+    max_video_frames: int
+    max_video_fps: int
+    max_frames_in_flight: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., max_video_frames: _Optional[int] = ..., max_video_fps: _Optional[int] = ..., max_frames_in_flight: _Optional[int] = ...) -> None: ...
 
 class Preset(_message.Message):
     __slots__ = ("name", "options")

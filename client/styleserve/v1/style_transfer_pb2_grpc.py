@@ -55,6 +55,11 @@ class StyleTransferServiceStub:
                 request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureRequest.SerializeToString,
                 response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureResponse.FromString,
                 _registered_method=True)
+        self.StylizeVideo = channel.stream_stream(
+                '/styleserve.v1.StyleTransferService/StylizeVideo',
+                request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoRequest.SerializeToString,
+                response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoResponse.FromString,
+                _registered_method=True)
 
 
 class StyleTransferServiceServicer:
@@ -98,6 +103,21 @@ class StyleTransferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StylizeVideo(self, request_iterator, context):
+        """Stylises the frames of a clip in order, each kept consistent with the one before it
+        (StyleOptions.temporal_weight): the first request is a VideoStart, then one VideoFrame per
+        frame. Each frame is answered by a VideoFrameResult, in order, and the server reads a frame
+        only while fewer than Limits.max_frames_in_flight are unanswered, so a caller that reads
+        slowly slows the reading and never grows the server's buffers. The server sees frames as
+        pictures and never parses a container; a clip longer than Limits.max_video_frames is sent
+        as several calls (chunks), which a balancer may spread over replicas. The job takes one
+        slot for the whole call; cancelling the call stops it within one frame (one iteration for
+        the optimisation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StyleTransferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +140,11 @@ def add_StyleTransferServiceServicer_to_server(servicer, server):
                     servicer.UploadPicture,
                     request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureRequest.FromString,
                     response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureResponse.SerializeToString,
+            ),
+            'StylizeVideo': grpc.stream_stream_rpc_method_handler(
+                    servicer.StylizeVideo,
+                    request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoRequest.FromString,
+                    response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +256,33 @@ class StyleTransferService:
             '/styleserve.v1.StyleTransferService/UploadPicture',
             styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureRequest.SerializeToString,
             styleserve_dot_v1_dot_style__transfer__pb2.UploadPictureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StylizeVideo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/styleserve.v1.StyleTransferService/StylizeVideo',
+            styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoRequest.SerializeToString,
+            styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoResponse.FromString,
             options,
             channel_credentials,
             insecure,
