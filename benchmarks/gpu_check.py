@@ -14,7 +14,9 @@ whole check is one prepared command that fits in 8 minutes on one H200:
 6. a bfloat16 job of 3. with two regions (each half of the picture its own style, as
    ``regions``): seconds and peak memory beside the plain job's;
 7. a default-preset job at 12 MP (4000x3000: it settles small and climbs, its last stages
-   evaluated in tiles of the server's default ``tile_pixels``): seconds and peak memory.
+   evaluated in tiles of the server's default ``tile_pixels``): seconds and peak memory;
+8. a short consistent video (``run_video``, a pan over the content) in each tier: the
+   optimisation's seconds per frame (bfloat16) and the instant tier's frames per second.
 
 The last line is a one-line summary. ``--reduced`` runs the same code on the CPU with the tiny
 test network at tiny sizes in seconds: the test suite runs it so that this script cannot rot.
@@ -46,7 +48,14 @@ from styleserve.plan import fit_longest_side
 from styleserve_export.artifact import ArtifactError, Backbone
 from styleserve_export.loader import load_backbone, load_feed_forward
 from styleserve_server.app import create_server
-from styleserve_server.engine import Finished, measure_precision, run_job
+from styleserve_server.engine import (
+    FeedForward,
+    Finished,
+    FrameDone,
+    measure_precision,
+    run_job,
+    run_video,
+)
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import to_tensor
 from styleserve_server.engine.objective import Objective, Weights
@@ -184,6 +193,52 @@ def big_job(backbone: Backbone, plan: Plan) -> JobFigures:
     assert isinstance(finished, Finished) and finished.image.size == plan.big_size
     peak = torch.cuda.max_memory_allocated(backbone.device) if cuda else None
     return JobFigures(seconds, finished.losses.total, peak)
+
+
+# Frames of the video step (8.), and how far the camera pans between two (pixels of the size).
+_VIDEO_FRAMES = 5
+_PAN = 4
+
+
+def _pan(size: int) -> list[Image.Image]:
+    """``_VIDEO_FRAMES`` frames of a camera panning over the content, ``size`` px wide."""
+    content, _ = _pictures(size + _PAN * _VIDEO_FRAMES)
+    height = content.height - _PAN * _VIDEO_FRAMES
+    return [
+        content.crop((i * _PAN, i * _PAN // 2, i * _PAN + size, i * _PAN // 2 + height))
+        for i in range(_VIDEO_FRAMES)
+    ]
+
+
+def video_step(
+    backbone: Backbone, feed_forward: str, cache_dir: Path | None, plan: Plan
+) -> tuple[float, float | None]:
+    """Seconds per frame of a consistent optimisation video at the plan's size and iterations
+    (bfloat16), and frames per second of the instant tier's (None without one)."""
+    frames = _pan(plan.size)
+    _, style = _pictures(plan.size)
+    options = resolve("default", size=plan.size, iterations=plan.iterations, precision="bfloat16")
+    _sync(backbone.device)
+    start = time.perf_counter()
+    done = [
+        r
+        for r in run_video(frames, [style], options, backbone=backbone)
+        if isinstance(r, FrameDone)
+    ]
+    _sync(backbone.device)
+    per_frame = (time.perf_counter() - start) / len(done)
+    if feed_forward == "none":
+        return per_frame, None
+    network = FeedForward(load_feed_forward(feed_forward, cache_dir=cache_dir), backbone.device, 4)
+    instant = resolve("instant", size=plan.size)
+    list(run_video(frames[:1], [style], instant, feed_forward=network))  # loads the kernels
+    start = time.perf_counter()
+    made = [
+        r
+        for r in run_video(frames, [style], instant, feed_forward=network)
+        if isinstance(r, FrameDone)
+    ]
+    return per_frame, len(made) / (time.perf_counter() - start)
 
 
 @contextlib.contextmanager
@@ -338,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    per_frame, video_fps = video_step(backbone, feed_forward, args.cache_dir, plan)
+    instant_video = "no instant tier" if video_fps is None else f"instant {video_fps:.1f} frames/s"
+    print(
+        f"video {_VIDEO_FRAMES} frames at {plan.size} px, consistent: optimisation"
+        f" {per_frame:.2f} s/frame (bfloat16), {instant_video}",
+        flush=True,
+    )
+
     rates: dict[int, float] = {}
     latencies: list[float] | None = None
     for slots in plan.concurrency:
@@ -369,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         f" peak {_mib(f32.peak_bytes)}/{_mib(bf16.peak_bytes)};"
         f" two regions {regions.seconds / bf16.seconds:.2f}x;"
         f" {width}x{height} {big.seconds:.0f} s, peak {_mib(big.peak_bytes)};"
+        f" video {per_frame:.2f} s/frame, {instant_video};"
         f" jobs/s {' '.join(f'{n}:{r:.2f}' for n, r in rates.items())}; {instant}"
     )
     return 0

@@ -7,6 +7,7 @@ public surface, so that everything a caller catches or matches on is importable 
 import importlib.metadata as _metadata
 
 from styleserve.aio import AsyncClient
+from styleserve.batch import Outcome
 from styleserve.client import Client
 from styleserve.errors import (
     Cancelled,
@@ -21,6 +22,7 @@ from styleserve.errors import (
     StyleserveError,
     Unauthenticated,
     Unavailable,
+    VideoError,
 )
 from styleserve.events import (
     Event,
@@ -40,6 +42,7 @@ from styleserve.info import ServerInfo, ServerLimits
 from styleserve.options import PRESETS, JobOptions, OptionsError, StyleOptions
 from styleserve.pictures import UploadedPicture
 from styleserve.regions import Regions
+from styleserve.video_jobs import ChunkResult, StylizedFrame, VideoProgress, VideoResult
 
 try:
     __version__ = _metadata.version("styleserve")
@@ -50,6 +53,7 @@ __all__ = [
     "PRESETS",
     "AsyncClient",
     "Cancelled",
+    "ChunkResult",
     "Client",
     "DataLoss",
     "DeadlineExceeded",
@@ -62,6 +66,7 @@ __all__ = [
     "Losses",
     "NotFound",
     "OptionsError",
+    "Outcome",
     "PermissionDenied",
     "PrecisionChoice",
     "PrecisionTrial",
@@ -77,9 +82,13 @@ __all__ = [
     "Started",
     "StyleOptions",
     "StyleserveError",
+    "StylizedFrame",
     "Timings",
     "Unauthenticated",
     "Unavailable",
     "UploadedPicture",
+    "VideoError",
+    "VideoProgress",
+    "VideoResult",
     "__version__",
 ]

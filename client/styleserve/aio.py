@@ -8,12 +8,13 @@ thread per job. Requests, events, errors and re-registering styles come from
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import grpc.aio
 
+from styleserve.batch import Outcome, batch_concurrency, run_batch_async
 from styleserve.calls import Calls, JobEvents, final_result, translated
 from styleserve.errors import NotFound
 from styleserve.events import Event, Result
@@ -60,6 +61,42 @@ class AsyncClient(Calls):
             # Read on past the Result to the stream's end (see Client.stylize).
             results = [event async for event in events if isinstance(event, Result)]
         return final_result(results)
+
+    async def stylize_many(
+        self,
+        contents: Iterable[Picture],
+        styles: Styles | None = None,
+        *,
+        style_id: str | None = None,
+        init_image: Picture | None = None,
+        regions: Regions | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        **options: Unpack[JobOptions],
+    ) -> AsyncGenerator[Outcome, None]:
+        """See ``Client.stylize_many``: ``async for outcome in ...``. Close it with
+        ``contextlib.aclosing`` so that leaving the loop early cancels the jobs in flight at
+        once rather than when the generator is collected."""
+        if concurrency is None:
+            slots = (await self.info(timeout=timeout)).limits.job_slots
+            concurrency = batch_concurrency(slots, self.target, self.load_balancing)
+
+        def stylize(content: Picture, request_id: str) -> Awaitable[Result]:
+            return self.stylize(
+                content,
+                styles,
+                style_id=style_id,
+                init_image=init_image,
+                regions=regions,
+                timeout=timeout,
+                request_id=request_id,
+                **options,
+            )
+
+        batch = run_batch_async(stylize, contents, concurrency)
+        async with contextlib.aclosing(batch) as outcomes:
+            async for outcome in outcomes:
+                yield outcome
 
     def stream(
         self,

@@ -73,7 +73,6 @@ def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) 
 
 
 def _channel_arguments(
-    target: str,
     load_balancing: str | None,
     retries: int,
     channel_options: Sequence[ChannelArgument],
@@ -91,8 +90,6 @@ def _channel_arguments(
         )
         if name not in given
     ]
-    if load_balancing is None:
-        load_balancing = _default_balancing(target, channel_options)
     config: dict[str, Any] = {}
     if retries:
         config["methodConfig"] = [_retry_policy(retries)]
@@ -174,8 +171,13 @@ class Connection:
             raise ValueError("pass credentials or ca_cert/client_cert/client_key, not both")
         if credentials is None and (tls or any(pem is not None for pem in pems)):
             credentials = _tls_credentials(*pems)
-        arguments = _channel_arguments(target, load_balancing, retries, channel_options)
+        if load_balancing is None:
+            load_balancing = _default_balancing(target, channel_options)
+        arguments = _channel_arguments(load_balancing, retries, channel_options)
         self.target = target
+        # The policy spreading calls over the target's addresses; None: the caller's service
+        # config decides, or gRPC's pick_first (a batch then counts one replica).
+        self.load_balancing = load_balancing
         self.timeout = timeout
         self._response_message_bytes = _response_message_bytes(channel_options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()

@@ -11,6 +11,7 @@ the gRPC status and the request id; exit codes: 0 done, 1 failed, 2 bad usage, 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,17 +25,21 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from styleserve import __version__
+from styleserve.batch import Failure, Outcome
 from styleserve.calls import final_result
 from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError
 from styleserve.events import Preview, Result
+from styleserve.folders import FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.plan import total_iterations
-from styleserve.progress import ProgressBar
+from styleserve.progress import FramesBar, PicturesBar, ProgressBar
 from styleserve.regions import Regions, parse_color
+from styleserve.video import VideoClip, VideoWriter, open_video
+from styleserve.video_jobs import DEFAULT_OVERLAP, StylizedFrame, VideoProgress, VideoResult
 
 __all__ = ["build_parser", "main"]
 
@@ -45,6 +50,8 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "web
 # Previews requested with --previews but no --preview-every: about this many per job.
 _PREVIEWS_PER_JOB = 10
 CONTACT_SHEET = "contact_sheet.png"
+# Containers `styleserve video` writes (each has a muxer in every FFmpeg build).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -54,6 +61,14 @@ def _numbers(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers such as 1,0.5; got {text!r}"
         ) from None
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (jobs, frames per chunk)."""
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -199,12 +214,42 @@ def build_parser() -> argparse.ArgumentParser:
         description="Options left out take the preset's values.",
     )
     stylize.set_defaults(run=_stylize)
-    stylize.add_argument("content", type=Path, help="content picture (PNG, JPEG or WebP)")
     stylize.add_argument(
-        "styles", type=Path, nargs="*", metavar="style", help="style picture(s), or --style-id"
+        "content", type=Path, help="content picture (PNG, JPEG or WebP), or with -o DIR/ a folder"
     )
     stylize.add_argument(
-        "-o", "--output", type=Path, required=True, help="result file: .png, .jpg or .webp"
+        "styles",
+        type=Path,
+        nargs="*",
+        metavar="style",
+        help="style picture(s), or --style-id; with -o DIR/ every positional but the last is a"
+        " content (a picture or a folder of them) and the last is the style, unless --style or"
+        " --style-id names the styles",
+    )
+    stylize.add_argument(
+        "-o",
+        "--output",
+        # A string: a trailing slash is what asks for a folder, and Path drops it.
+        type=str,
+        required=True,
+        help="result file: .png, .jpg or .webp; or a folder (a trailing slash or an existing"
+        " folder) that gets one result per content, named after it, those already there skipped",
+    )
+    stylize.add_argument(
+        "--style",
+        dest="style_files",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a style picture, repeated to blend several (beside or instead of positional ones)",
+    )
+    stylize.add_argument(
+        "-j",
+        "--jobs",
+        type=_count,
+        metavar="N",
+        help="with -o DIR/: jobs in flight at once (default: the server's job slots times the"
+        " replicas behind --server)",
     )
     stylize.add_argument(
         "--style-id", metavar="ID", help="a style registered with 'styleserve register-style'"
@@ -231,6 +276,49 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("styles", type=Path, nargs="+", metavar="style", help="style picture(s)")
     _add_options(register)
     _add_connection(register)
+
+    video = commands.add_parser(
+        "video",
+        help="stylise a clip, each frame consistent with the last; rate, rotation and audio kept",
+        description="Options left out take the preset's values. The clip is sent in chunks, "
+        "at once to every slot behind --server. Needs PyAV: pip install 'styleserve[video]'.",
+    )
+    video.set_defaults(run=_video)
+    video.add_argument("input", type=Path, help="the clip (any container and codec FFmpeg reads)")
+    video.add_argument(
+        "styles", type=Path, nargs="*", metavar="style", help="style picture(s), or --style-id"
+    )
+    video.add_argument(
+        "-o", "--output", type=Path, required=True, help="result clip: " + ", ".join(VIDEO_SUFFIXES)
+    )
+    video.add_argument(
+        "--style-id", metavar="ID", help="a style registered with 'styleserve register-style'"
+    )
+    video.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        metavar="N",
+        help="frames consecutive chunks share, cross-faded at the join (default: %(default)s)",
+    )
+    video.add_argument(
+        "--chunk-frames",
+        type=_count,
+        metavar="N",
+        help="most frames per chunk (default: the server's)",
+    )
+    video.add_argument(
+        "-j",
+        "--jobs",
+        type=_count,
+        metavar="N",
+        help="chunks in flight at once (default: the server's job slots times the replicas"
+        " behind --server)",
+    )
+    video.add_argument("--json", action="store_true", help="print one JSON object describing it")
+    video.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_options(video)
+    _add_connection(video)
 
     info = commands.add_parser("info", help="describe the server")
     info.set_defaults(run=_info)
@@ -308,6 +396,11 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
 
 
 def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    named_folder = args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()
+    args.output = Path(args.output)
+    if named_folder:
+        return _stylize_folder(args, parser)
+    args.styles = [*args.styles, *(args.style_files or ())]
     options = _job_options(args, parser)
     previews: list[Preview] = []
     if args.previews is not None:
@@ -345,6 +438,115 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _folder_job(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[list[Planned], list[Path], dict[str, Any]]:
+    """A folder run's pictures and outputs, its style pictures and its job options."""
+    positionals = [args.content, *args.styles]
+    if args.style_files or args.style_id:
+        contents, styles = positionals, list(args.style_files or ())
+    elif len(positionals) < 2:
+        parser.error("give the content pictures, then the style picture (or --style/--style-id)")
+    else:
+        contents, styles = positionals[:-1], positionals[-1:]
+    if args.previews is not None or args.preview_every is not None:
+        parser.error("--previews takes one picture; leave it out when -o names a folder")
+    if not args.output.parent.is_dir():
+        parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
+    options = {**_set_options(args), "output_format": args.output_format or "png"}
+    try:
+        planned = plan(contents, args.output, options["output_format"])
+    except FolderError as err:
+        parser.error(str(err))
+    return planned, styles, options
+
+
+def _stylize_folder(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Every content into the folder ``-o`` names, as many at once as the servers take; a
+    picture that fails is reported and the others go on."""
+    planned, styles, options = _folder_job(args, parser)
+    args.output.mkdir(exist_ok=True)
+    todo = [p for p in planned if not p.done]
+    summary: dict[str, list[dict[str, Any]]] = {
+        "written": [],
+        "skipped": [
+            {"content": str(p.content), "output": str(p.output)} for p in planned if p.done
+        ],
+        "failed": [],
+    }
+    # A rerun with nothing left to do needs no server.
+    if todo:
+        with (
+            _connect(args) as client,
+            PicturesBar(len(todo), disable=True if args.quiet else None) as bar,
+            contextlib.closing(
+                client.stylize_many(
+                    [p.content for p in todo],
+                    styles or None,
+                    style_id=args.style_id,
+                    init_image=args.init_image,
+                    regions=_regions(args),
+                    concurrency=args.jobs,
+                    **options,
+                )
+            ) as outcomes,
+        ):
+            for outcome in outcomes:
+                done = todo[outcome.index]
+                error = _saved(outcome, done.output)
+                if error is not None:
+                    line = _failure_line(error, outcome.request_id, subject=done.content)
+                    bar.finished(line, failed=True)
+                    summary["failed"].append(_describe_failure(error, outcome.request_id, done))
+                    continue
+                assert outcome.result is not None
+                result = outcome.result
+                described = _describe_result(result, done.output)
+                summary["written"].append({"content": str(done.content), **described})
+                # With --json, stdout is the summary alone.
+                bar.finished(
+                    None
+                    if args.json
+                    else f"wrote {done.output} ({result.width}x{result.height}, {_made_by(result)})"
+                )
+    counts = {name: len(entries) for name, entries in summary.items()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{counts['written']} written, {counts['skipped']} already there (skipped),"
+            f" {counts['failed']} failed, in {args.output}"
+        )
+    return 1 if summary["failed"] else 0
+
+
+def _saved(outcome: Outcome, output: Path) -> Failure | None:
+    """Writes the picture's result to ``output``; what failed it, if anything did."""
+    if outcome.result is None:
+        return outcome.error
+    try:
+        outcome.result.save(output)
+    except OSError as err:
+        return err
+    return None
+
+
+def _describe_failure(err: Failure, request_id: str, planned: Planned) -> dict[str, Any]:
+    """A --json entry for a picture that failed: the gRPC status and the server's message,
+    or the local error (a file that cannot be read or written) with no status."""
+    if isinstance(err, StyleserveError):
+        code, details, request_id = err.code.name, err.details, err.request_id or request_id
+    else:
+        code, details = None, str(err)
+    return {
+        "content": str(planned.content),
+        "output": str(planned.output),
+        "code": code,
+        "error": details,
+        "request_id": request_id,
+    }
+
+
 def _describe_result(result: Result, output: Path) -> dict[str, Any]:
     """The --json object: where the picture went and how it was made."""
     return {
@@ -373,6 +575,82 @@ def _made_by(result: Result) -> str:
         f"{result.iterations} iterations in {seconds:.1f} s{partial}, loss"
         f" {result.losses.total:.4g}, seed {receipt.seed}, {receipt.backbone} on {receipt.device}"
     )
+
+
+def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.output.suffix.lower() not in VIDEO_SUFFIXES:
+        parser.error(f"-o: name a {', '.join(VIDEO_SUFFIXES)} file, got {str(args.output)!r}")
+    if not args.output.parent.is_dir():
+        parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
+    if not args.styles and not args.style_id:
+        parser.error("give style pictures, or --style-id")
+    try:
+        clip = open_video(args.input)
+    except ModuleNotFoundError as err:
+        if err.name != "av":
+            raise
+        print(f"styleserve: {err}", file=sys.stderr)
+        return 1
+    result: VideoResult | None = None
+    with (
+        _connect(args) as client,
+        FramesBar(clip.info.frame_count, disable=True if args.quiet else None) as bar,
+        VideoWriter(args.output, clip.info) as writer,
+    ):
+        for event in client.stylize_video(
+            clip,
+            args.styles or None,
+            style_id=args.style_id,
+            overlap=args.overlap,
+            chunk_frames=args.chunk_frames,
+            concurrency=args.jobs,
+            request_id=args.request_id,
+            **_set_options(args),
+        ):
+            if isinstance(event, VideoProgress):
+                bar.show(event)
+            elif isinstance(event, StylizedFrame):
+                writer.write(event.image())
+            elif isinstance(event, VideoResult):
+                result = event
+    assert result is not None  # stylize_video ends with it or raises
+    if args.json:
+        print(json.dumps(_describe_video(result, clip, writer), indent=2))
+    else:
+        info = clip.info
+        print(
+            f"wrote {args.output} ({result.frames} frames of {result.width}x{result.height} at"
+            f" {float(info.fps):g} fps, {len(result.chunks)} chunks,"
+            f" {'audio copied' if info.audio_codec else 'no audio'})"
+        )
+    return 0
+
+
+def _describe_video(result: VideoResult, clip: VideoClip, writer: VideoWriter) -> dict[str, Any]:
+    """The --json object of ``styleserve video``: the clip written and how its chunks ran."""
+    info = clip.info
+    return {
+        "output": str(writer.path),
+        "frames": result.frames,
+        "width": result.width,
+        "height": result.height,
+        "fps": float(info.fps),
+        "rotation": info.rotation,
+        "duration_seconds": info.duration_seconds,
+        "audio_codec": info.audio_codec,
+        "encoder": writer.encoder,
+        "chunks": [
+            {
+                "index": c.chunk.index,
+                "start": c.chunk.start,
+                "stop": c.chunk.stop,
+                "timings": dataclasses.asdict(c.timings),
+                "receipt": dataclasses.asdict(c.receipt),
+            }
+            for c in result.chunks
+        ],
+        "options": result.chunks[0].options.to_dict(),
+    }
 
 
 def _register_style(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -444,8 +722,12 @@ def _health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0 if status == "SERVING" else 1
 
 
-def _failure_line(err: StyleserveError, request_id: str | None) -> str:
-    line = f"styleserve: {err.code.name}: {err.details}"
+def _failure_line(err: Failure, request_id: str | None, *, subject: Path | None = None) -> str:
+    """The line a failure ends in; ``subject`` names the picture of a folder run it is about."""
+    prefix = f"styleserve: {subject}: " if subject is not None else "styleserve: "
+    if not isinstance(err, StyleserveError):
+        return f"{prefix}{err}"
+    line = f"{prefix}{err.code.name}: {err.details}"
     request_id = err.request_id or request_id
     return f"{line} (request id {request_id})" if request_id else line
 
@@ -454,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Sent with the job, so that even a failure no server answered names the id to look for.
-    args.request_id = uuid.uuid4().hex if args.command == "stylize" else None
+    args.request_id = uuid.uuid4().hex if args.command in ("stylize", "video") else None
     try:
         return int(args.run(args, parser))
     except StyleserveError as err:

@@ -10,10 +10,12 @@ with the asyncio client (``styleserve.calls``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator
+import os
+from collections.abc import Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from styleserve.batch import InFlight, Outcome, batch_concurrency, run_batch
 from styleserve.calls import Calls, JobEvents, final_result, translated
 from styleserve.errors import NotFound
 from styleserve.events import Event, Result
@@ -23,6 +25,16 @@ from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
 from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.video import VideoClip
+from styleserve.video_jobs import (
+    DEFAULT_OVERLAP,
+    VideoCall,
+    VideoEvent,
+    clip_frames,
+    plan_chunks,
+    run_video,
+    video_job,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -60,11 +72,41 @@ class Client(Calls):
         request = self._job_request(
             content, styles, init_image, request_id, style_id, options, regions
         )
-        with contextlib.closing(self._events(request, timeout)) as events:
-            # Read on past the Result to the stream's end, so that the call ends OK on the
-            # server instead of being cancelled in a race with its status.
-            results = [event for event in events if isinstance(event, Result)]
-        return final_result(results)
+        return self._result(request, timeout)
+
+    def stylize_many(
+        self,
+        contents: Iterable[Picture],
+        styles: Styles | None = None,
+        *,
+        style_id: str | None = None,
+        init_image: Picture | None = None,
+        regions: Regions | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        **options: Unpack[JobOptions],
+    ) -> Generator[Outcome, None, None]:
+        """Stylise every picture of ``contents`` (any iterable, read as room opens) as
+        ``stylize`` would, ``concurrency`` jobs at a time, and yield an ``Outcome`` per picture
+        as it finishes: its ``result``, or the ``error`` that failed it (a picture the server
+        refused, a file that cannot be read), which does not stop the others.
+
+        ``concurrency`` defaults to the server's job slots times the replicas that take this
+        client's calls (``styleserve.batch.batch_concurrency``; one ``info()`` call). Leaving
+        the loop early (``break``, an exception, Ctrl-C) cancels the jobs in flight. ``timeout``
+        is each job's deadline."""
+        if concurrency is None:
+            slots = self.info(timeout=timeout).limits.job_slots
+            concurrency = batch_concurrency(slots, self.target, self.load_balancing)
+        in_flight = InFlight()
+
+        def stylize(content: Picture, request_id: str) -> Result:
+            request = self._job_request(
+                content, styles, init_image, request_id, style_id, options, regions
+            )
+            return self._result(request, timeout, in_flight)
+
+        return run_batch(stylize, contents, concurrency, in_flight)
 
     def stream(
         self,
@@ -85,6 +127,51 @@ class Client(Calls):
             content, styles, init_image, request_id, style_id, options, regions
         )
         return self._events(request, timeout)
+
+    def stylize_video(
+        self,
+        video: str | os.PathLike[str] | VideoClip | Sequence[Picture],
+        styles: Styles | None = None,
+        *,
+        fps: float | None = None,
+        style_id: str | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        chunk_frames: int | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        **options: Unpack[JobOptions],
+    ) -> Generator[VideoEvent, None, None]:
+        """Stylise a clip, each frame kept consistent with the one before it
+        (``temporal_weight``), and yield ``VideoProgress`` events and every
+        ``StylizedFrame`` once, in order, then the ``VideoResult``.
+
+        ``video`` is a file (decoded with PyAV: ``pip install 'styleserve[video]'``), a clip
+        from ``styleserve.video.open_video``, or pictures in order at ``fps``. It is cut into
+        chunks of at most the server's ``max_video_frames`` (``chunk_frames`` for fewer),
+        consecutive ones sharing ``overlap`` frames that are cross-faded at the join, and
+        ``concurrency`` chunks run at once (default: the server's job slots times the replicas
+        behind the target, as for ``stylize_many``). Bad input raises ``VideoError`` before
+        any call; leaving the loop early, or a chunk failing, cancels every call in flight.
+        ``options`` and ``timeout`` (each chunk's deadline) are as for ``stylize``."""
+        limits = self.info(timeout=timeout).limits
+        frames, frame_count, rate = clip_frames(video, fps, limits)
+        job = video_job(styles, style_id, request_id, options)
+        if concurrency is None:
+            concurrency = batch_concurrency(limits.job_slots, self.target, self.load_balancing)
+        longest = min(chunk_frames or limits.max_video_frames, limits.max_video_frames)
+        chunks = plan_chunks(frame_count, longest, overlap, concurrency)
+        call = VideoCall(
+            self._stub,
+            job,
+            rate,
+            limits,
+            self._call_options(timeout),
+            InFlight(),
+            self._registration_to_retry,
+            lambda registration: self._register(registration.request, timeout),
+        )
+        return run_video(call, frames, chunks, concurrency)
 
     def register_style(
         self, styles: Styles, *, timeout: float | None = None, **options: Unpack[JobOptions]
@@ -139,6 +226,18 @@ class Client(Calls):
     ) -> None:
         self.close()
 
+    def _result(
+        self,
+        request: pb.StyleTransferRequest,
+        timeout: float | None,
+        in_flight: InFlight | None = None,
+    ) -> Result:
+        with contextlib.closing(self._events(request, timeout, in_flight)) as events:
+            # Read on past the Result to the stream's end, so that the call ends OK on the
+            # server instead of being cancelled in a race with its status.
+            results = [event for event in events if isinstance(event, Result)]
+        return final_result(results)
+
     def _register(self, registration: pb.RegisterStyleRequest, timeout: float | None) -> str:
         registration = self._uploaded(registration, timeout)
         with translated():
@@ -162,12 +261,19 @@ class Client(Calls):
         return message
 
     def _events(
-        self, request: pb.StyleTransferRequest, timeout: float | None
+        self,
+        request: pb.StyleTransferRequest,
+        timeout: float | None,
+        in_flight: InFlight | None = None,
     ) -> Generator[Event, None, None]:
+        """The job's events; its calls are in ``in_flight`` while open, so that a batch can
+        cancel them from another thread."""
         for attempt in JobEvents.ATTEMPTS:
             request = self._uploaded(request, timeout)
             events = JobEvents()
             call = self._stub.StyleTransfer(request, **self._call_options(timeout))
+            if in_flight is not None:
+                in_flight.add(call)
             try:
                 with translated():
                     for response in call:
@@ -183,3 +289,5 @@ class Client(Calls):
                 # Only does something when the caller left early or an error (Ctrl-C
                 # included) interrupted the loop: the server then stops the job.
                 call.cancel()
+                if in_flight is not None:
+                    in_flight.discard(call)

@@ -27,6 +27,7 @@ __all__ = [
     "StyleserveError",
     "Unauthenticated",
     "Unavailable",
+    "VideoError",
     "from_rpc_error",
 ]
 
@@ -55,6 +56,17 @@ class InvalidArgument(StyleserveError):
     """A picture or an option was rejected; the details name which and why."""
 
     default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class VideoError(InvalidArgument):
+    """A clip cannot be stylised as it is, found by the client before any call: ``reason`` is
+    "unreadable" (missing, corrupt or cut off), "codec" (unknown, or no encoder for the
+    output), "variable_frame_rate", "no_frames", "no_video" (e.g. audio only), "rotation" or
+    "limits" (over the server's); the details name the file and what to do."""
+
+    def __init__(self, details: str, *, reason: str, request_id: str | None = None) -> None:
+        super().__init__(details, request_id=request_id)
+        self.reason = reason
 
 
 class ResourceExhausted(StyleserveError):

@@ -178,6 +178,15 @@ class StyleOptions:
         "with regions: output pixels a style may reach past its region's edge (the "
         "optimisation's guides are eroded to it, the instant tier feathers over it)",
     )
+    # With StylizeVideo. Half way: the optimisation's frames start from the previous one carried
+    # by the flow anyway, and its temporal term at 0.5 holds a reliable pixel to within a few
+    # levels (``engine.temporal``) while leaving the style room to settle what the flow got
+    # slightly wrong; much higher, flow errors pile up over the frames as smears.
+    temporal_weight: float = _option(
+        0.5,
+        "with video: how much each frame keeps of the previous stylised frame carried by the "
+        "optical flow, where the flow is reliable (0: every frame on its own, which flickers)",
+    )
     time_budget_seconds: float = _option(
         0.0,
         "seconds of work once the job has a slot; then the best picture so far is sent "
@@ -235,6 +244,7 @@ class JobOptions(TypedDict, total=False):
     loss_normalization: str
     scales: Sequence[float]
     region_border: float
+    temporal_weight: float
     time_budget_seconds: float
     deadline_policy: str
     preview_every: int
@@ -264,12 +274,21 @@ _SEED = StyleOptions(
     loss_normalization="tutorial",
     scales=(1.0,),
     style_strength=1.0,
+    temporal_weight=0.0,
 )
 
 # The default preset's picture in a fraction of a second: one feed-forward pass, no optimisation
 # (its optimisation fields are kept so that a caller can switch ``method`` back alone). Its
 # strength stays the style's whole vector, as the tier has always painted.
-_INSTANT = StyleOptions(preset="instant", method="feed_forward", style_strength=1.0)
+#
+# Its temporal weight is the share of the previous output blended in where the flow holds: the
+# network turns small changes of the input into large ones of the output, so it needs more than
+# the optimisation, which starts each frame from the previous one. 0.7 leaves about 0.4 of the
+# flicker's amplitude (a first-order recursive filter passes sqrt((1 - a) / (1 + a)) of white
+# noise) while a pixel still takes most of a change of the scene within a few frames.
+_INSTANT = StyleOptions(
+    preset="instant", method="feed_forward", style_strength=1.0, temporal_weight=0.7
+)
 
 PRESETS: dict[str, StyleOptions] = {"default": StyleOptions(), "instant": _INSTANT, "seed": _SEED}
 
@@ -300,6 +319,12 @@ class Limits:
     # Bytes of memory the server's running jobs may hold at once (their predicted peaks); 0 in
     # a server's settings: measured at start-up from the memory the device has.
     memory_budget_bytes: int = 0
+    # StylizeVideo: frames of one call (10 s at 30 fps; a longer clip is several calls, which
+    # a balancer spreads), its frame rate, and the frames read ahead of their answers (enough
+    # to keep the decoding of the next frame beside the stylisation of this one).
+    max_video_frames: int = 300
+    max_video_fps: int = 120
+    max_frames_in_flight: int = 4
 
 
 LIMITS = Limits()
@@ -321,6 +346,9 @@ CEILINGS = Limits(
     max_layers=64,
     max_name_length=256,
     memory_budget_bytes=2**50,
+    max_video_frames=100_000,
+    max_video_fps=1000,
+    max_frames_in_flight=64,
 )
 
 
@@ -534,6 +562,7 @@ def _validate(o: StyleOptions) -> None:
     _number("style_scale", o.style_scale, MAX_STYLE_SCALE, positive=True)
     _number("region_border", o.region_border, MAX_REGION_BORDER)
     _number("style_strength", o.style_strength, 1.0)
+    _number("temporal_weight", o.temporal_weight, 1.0)
     layers = VGG_LAYERS[BACKBONES[o.backbone]]
     for name in ("content_layers", "style_layers"):
         chosen = getattr(o, name)

@@ -18,6 +18,11 @@ the climb only has to add the detail the larger canvas can hold, since the style
 was settled below (the style pictures are worked at the stage's size at every stage, so a brush
 stroke keeps its share of the canvas). How many iterations each climbing stage gets was
 measured as time to a loss (``benchmarks/big.py --tune``).
+
+A video's frames after the first, when they are kept consistent (``temporal_weight`` above 0),
+start from the previous stylised frame carried onto them by the optical flow: their structure
+is settled already, so they run the output's size alone with half its iterations, as Ruder et
+al. (2016) run their later frames (``plan_frame``); a frame stylised on its own runs ``plan``.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ __all__ = [
     "output_size",
     "plan",
     "plan_climb",
+    "plan_frame",
     "plan_stages",
     "total_iterations",
+    "video_iterations",
 ]
 
 # VGG pools four times before block5: a side under 16 pixels would vanish.
@@ -49,6 +56,8 @@ _COARSE_SHARE = 0.05
 SETTLE_PIXELS = 2**19
 # Each climbing stage doubles the side; its iterations are this share of the preset's.
 _CLIMB_SHARE = 0.05
+# A consistent video's later frames run this share of the output size's iterations.
+_LATER_FRAME_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -160,3 +169,23 @@ def iterations_of(stages: Sequence[Stage], options: StyleOptions) -> int:
     if options.method == "feed_forward":
         return 0
     return sum(stage.iterations for stage in stages)
+
+
+def plan_frame(content_size: tuple[int, int], options: StyleOptions, index: int) -> list[Stage]:
+    """The stages the frame at ``index`` (0-based) of a video of ``content_size`` frames runs:
+    ``plan``'s for the first frame and for frames stylised on their own (``temporal_weight``
+    0), else the output's size alone with half its iterations (at least one)."""
+    stages = plan(content_size, options)
+    if index == 0 or options.temporal_weight == 0:
+        return stages
+    last = stages[-1]
+    iterations = max(1, math.ceil(last.iterations * _LATER_FRAME_SHARE))
+    return [Stage(0, last.width, last.height, iterations)]
+
+
+def video_iterations(content_size: tuple[int, int], options: StyleOptions, frames: int) -> int:
+    """Iterations over every frame of a video of ``frames`` frames of ``content_size`` (what
+    its ``Started.total_iterations`` reports); 0 for a feed-forward job."""
+    first = iterations_of(plan_frame(content_size, options, 0), options)
+    later = iterations_of(plan_frame(content_size, options, 1), options)
+    return first + later * max(0, frames - 1)

@@ -7,19 +7,46 @@ that the wording of the bar (queue position, loss, speed, time left) lives in on
 from __future__ import annotations
 
 import datetime
+import sys
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from tqdm import tqdm
 
 from styleserve.events import Event, Progress, Queued, Started
+from styleserve.video_jobs import VideoProgress
 
-__all__ = ["ProgressBar"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["FramesBar", "PicturesBar", "ProgressBar"]
 
 _FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
 
 
-class ProgressBar:
+class _Bar:
+    """What the bars share: one tqdm line (``_bar``), left on screen when the command ends
+    well and wiped when it fails, so that the error is the one line left."""
+
+    _bar: tqdm[NoReturn]
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._bar.leave = exc_type is None
+        self.close()
+
+
+class ProgressBar(_Bar):
     """Shows where a job stands: its queue position while queued, then iteration / total,
     loss, iterations per second and the server's estimate of the time left."""
 
@@ -48,18 +75,39 @@ class ProgressBar:
             self._bar.set_postfix_str(f"loss {event.losses.total:.4g}, {left} left", refresh=False)
             self._bar.update(event.iteration - self._bar.n)
 
-    def close(self) -> None:
-        self._bar.close()
 
-    def __enter__(self) -> ProgressBar:
-        return self
+class PicturesBar(_Bar):
+    """A folder run's one bar: pictures finished of those to do, and how many failed. Its
+    jobs run at once on several servers, so a bar per job would be a screenful of them."""
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # On failure the bar is wiped so that the error is the one line left.
-        self._bar.leave = exc_type is None
-        self.close()
+    def __init__(self, total: int, *, disable: bool | None = None) -> None:
+        """``disable``: as for ``ProgressBar``."""
+        self._bar = tqdm(total=total, desc="stylizing", unit="picture", disable=disable)
+        self._failed = 0
+
+    def finished(self, line: str | None, *, failed: bool = False) -> None:
+        """One more picture done, ``line`` saying how (above the bar: on stdout, or on stderr
+        for a failure)."""
+        if line is not None:
+            self._bar.write(line, file=sys.stderr if failed else sys.stdout)
+        if failed:
+            self._failed += 1
+            self._bar.set_postfix_str(f"{self._failed} failed", refresh=False)
+        self._bar.update()
+
+
+class FramesBar(_Bar):
+    """A clip's one bar: frames stylised of the clip's, and where the chunk that last moved
+    stands (its chunks run at once, on several servers)."""
+
+    def __init__(self, total: int, *, disable: bool | None = None) -> None:
+        """``disable``: as for ``ProgressBar``."""
+        self._bar = tqdm(total=total, desc="stylizing", unit="frame", disable=disable)
+
+    def show(self, event: VideoProgress) -> None:
+        self._bar.set_postfix_str(
+            f"chunk {event.chunk + 1}/{event.chunks}:"
+            f" {event.chunk_frames_done}/{event.chunk_frame_count}",
+            refresh=False,
+        )
+        self._bar.update(event.frames_done - self._bar.n)

@@ -65,6 +65,7 @@ __all__ = [
     "CheckedRequest",
     "CheckedStyle",
     "check",
+    "check_frame",
     "check_registration",
     "decode",
     "decode_all",
@@ -335,6 +336,16 @@ def check_registration(
     for i, picture in enumerate(pictures):
         _check_header(f"styles[{i}]", picture, limits)
     return CheckedStyle(pictures=pictures, options=options)
+
+
+def check_frame(
+    field: str, image: pb.Image, limits: Limits, uploads: Uploads = no_uploads
+) -> tuple[bytes, tuple[int, int]]:
+    """A video frame's encoded bytes (sent, or read from the upload it names) and its upright
+    (width, height), checked as a job's content is: the bytes within ``max_image_bytes``, the
+    format and pixels from the header. Raises OptionsError naming ``field``."""
+    data = _picture(field, image, limits, uploads)
+    return data, _check_header(field, data, limits)
 
 
 def _picture(field: str, image: pb.Image, limits: Limits, uploads: Uploads) -> bytes:

@@ -76,6 +76,12 @@ class Metrics:
             "Optimiser iterations run; its rate is the iterations per second.",
             registry=self.registry,
         )
+        self.video_frames = Counter(
+            "styleserve_video_frames",
+            "Video frames stylised (StylizeVideo), by method; its rate is the frames per second.",
+            ["method"],
+            registry=self.registry,
+        )
         # The instant tier admits its jobs apart, so that they never wait behind optimisations.
         self.instant_queue_depth = Gauge(
             "styleserve_instant_queue_depth",

@@ -22,7 +22,14 @@ from styleserve.options import OptionsError, StyleOptions
 from styleserve.plan import fit_longest_side
 from styleserve.v1 import style_transfer_pb2 as pb
 
-from styleserve_server.engine import FeedForward, Finished, Iterate, Losses, PrecisionChoice
+from styleserve_server.engine import (
+    FeedForward,
+    Finished,
+    Iterate,
+    Losses,
+    PrecisionChoice,
+    VideoDone,
+)
 
 __all__ = [
     "Provenance",
@@ -38,6 +45,8 @@ __all__ = [
     "queued",
     "result",
     "started",
+    "video_frame",
+    "video_result",
 ]
 
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -163,7 +172,13 @@ def precision_choice(choice: PrecisionChoice) -> pb.PrecisionChoice:
 
 
 def _losses(losses: Losses) -> pb.Losses:
-    return pb.Losses(total=losses.total, content=losses.content, style=losses.style, tv=losses.tv)
+    return pb.Losses(
+        total=losses.total,
+        content=losses.content,
+        style=losses.style,
+        tv=losses.tv,
+        temporal=losses.temporal,
+    )
 
 
 def queued(position: int) -> pb.StyleTransferResponse:
@@ -304,5 +319,54 @@ def instant_result(
             iterations=0,
             partial=stop_reason != "completed",
             stop_reason=_STOP_REASONS[stop_reason],
+        )
+    )
+
+
+def video_frame(
+    index: int, data: bytes, losses: Losses, consistent_fraction: float
+) -> pb.StylizeVideoResponse:
+    """A stylised frame, its picture encoded already (``data``)."""
+    return pb.StylizeVideoResponse(
+        frame=pb.VideoFrameResult(
+            index=index,
+            image=pb.Image(data=data),
+            losses=_losses(losses),
+            consistent_fraction=consistent_fraction,
+        )
+    )
+
+
+def video_result(
+    done: VideoDone,
+    options: StyleOptions,
+    provenance: Provenance,
+    device: str,
+    queue_seconds: float,
+) -> pb.StylizeVideoResponse:
+    """The end of a video: its frames' size, timings, effective options and receipt (the
+    instant tier's names no VGG weights, as ``instant_result``'s)."""
+    instant = options.method == "feed_forward"
+    choice = done.precision_choice
+    precision = "float32" if instant or choice is None else choice.precision
+    if instant:
+        provenance = dataclasses.replace(provenance, backbone="", weights_sha256="")
+    return pb.StylizeVideoResponse(
+        result=pb.VideoResult(
+            frames=done.frames,
+            width=done.width,
+            height=done.height,
+            timings=_timings(queue_seconds, done.setup_seconds, done.work_seconds),
+            effective_options=options_to_proto(
+                options.replace(seed=done.seed, precision=precision)
+            ),
+            receipt=_receipt(
+                provenance,
+                seed=done.seed,
+                device=device,
+                precision=precision,
+                feed_forward=instant or options.init == "feed_forward",
+                choice=None if instant else choice,
+            ),
         )
     )

@@ -40,7 +40,7 @@ from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.artifact import Backbone
 
-from styleserve_server import inputs, logs, outputs, wire
+from styleserve_server import inputs, logs, outputs, video, wire
 from styleserve_server.admission import Admission, MemoryPool, ShuttingDown
 from styleserve_server.engine import (
     FeedForward,
@@ -90,8 +90,8 @@ async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> N
 
 
 class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
-    """Serves StyleTransfer, RegisterStyle, UploadPicture and GetServerInfo once ``serve`` has
-    handed it a backbone."""
+    """Serves StyleTransfer, StylizeVideo (``video``), RegisterStyle, UploadPicture and
+    GetServerInfo once ``serve`` has handed it a backbone."""
 
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, instant_executor: Executor
@@ -183,14 +183,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 await context.write(outputs.queued(position))
         # A slot is held from here: the job's completion releases it, with no await between.
         queue_seconds = time.monotonic() - enqueued
-        provenance = outputs.Provenance(
-            backbone=backbone.name,
-            weights_sha256=backbone.sha256,
-            server_version=version(),
-            torch_version=torch.__version__,
-            request_id=request_id,
-            feed_forward=self._feed_forward,
-        )
+        provenance = self._provenance(backbone, request_id)
         if instant:
             await self._run_instant(checked, provenance, queue_seconds, message_bytes, context)
             return
@@ -204,6 +197,41 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             await self._relay(job, checked, provenance, queue_seconds, message_bytes, context)
         finally:
             job.cancel.set()
+
+    def _provenance(self, backbone: Backbone, request_id: str) -> outputs.Provenance:
+        return outputs.Provenance(
+            backbone=backbone.name,
+            weights_sha256=backbone.sha256,
+            server_version=version(),
+            torch_version=torch.__version__,
+            request_id=request_id,
+            feed_forward=self._feed_forward,
+        )
+
+    async def _stylize_video(
+        self,
+        messages: AsyncIterator[pb.StylizeVideoRequest],
+        context: grpc.aio.ServicerContext,
+        request_id: str,
+    ) -> None:
+        backbone = self._serving()
+        host = video.VideoHost(
+            limits=self._limits,
+            backbone=backbone,
+            feed_forward=self._feed_forward,
+            precision=self._precision,
+            device=self._device,
+            tile_pixels=self._settings.tile_pixels,
+            metrics=self._metrics,
+            check=functools.partial(self._check, backbone=backbone),
+            uploads=self._uploads.get,
+            optimisation=(self._admission, self._executor),
+            instant=(self._instant, self._instant_executor),
+            running=self._running,
+            provenance=self._provenance(backbone, request_id),
+        )
+        send_headers = functools.partial(_send_headers, context, request_id)
+        await video.stylize_video(host, messages, context, send_headers)
 
     def _check(self, request: pb.StyleTransferRequest, backbone: Backbone) -> inputs.CheckedRequest:
         """``request`` checked, with the registered style that stands for its pictures (the
@@ -606,6 +634,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     UploadPicture = functools.partialmethod(
         _call, "UploadPicture", pb.UploadPictureRequest, _upload_picture
     )
+    StylizeVideo = functools.partialmethod(
+        _call, "StylizeVideo", pb.StylizeVideoRequest, _stylize_video
+    )
 
 
 def add_to_server(service: StyleTransferService, server: grpc.aio.Server) -> None:
@@ -617,6 +648,7 @@ def add_to_server(service: StyleTransferService, server: grpc.aio.Server) -> Non
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
         (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
     }
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for name, method in descriptor.methods_by_name.items():

@@ -121,6 +121,21 @@ class Settings(BaseSettings):
         "start-up, 80% of the device's memory (a container's limit on CPU) less what the "
         "server holds by then.",
     )  # fmt: skip
+    max_video_frames: int = Field(
+        LIMITS.max_video_frames, ge=1, le=CEILINGS.max_video_frames,
+        description="Most frames of one StylizeVideo call; a longer clip is sent as several "
+        "calls (chunks), which a balancer spreads over replicas.",
+    )  # fmt: skip
+    max_video_fps: int = Field(
+        LIMITS.max_video_fps, ge=1, le=CEILINGS.max_video_fps,
+        description="Highest frame rate of a StylizeVideo call.",
+    )  # fmt: skip
+    max_frames_in_flight: int = Field(
+        LIMITS.max_frames_in_flight, ge=1, le=CEILINGS.max_frames_in_flight,
+        description="Frames of a StylizeVideo call read but not yet answered: a caller that "
+        "reads its answers slowly slows the reading of its frames, so a call holds at most "
+        "this many frames in the server.",
+    )  # fmt: skip
     tile_pixels: int = Field(
         2**20, ge=2**16, le=CEILINGS.max_input_pixels,
         description="Most pixels of a picture the network sees at once: a larger stage's loss "

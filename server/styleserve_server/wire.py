@@ -3,7 +3,8 @@
 gRPC would hand the servicer a request it has parsed whole, on the event loop: a valid message
 with millions of list entries takes tens of milliseconds to parse (2 million layer names: 41 ms
 of the loop, when health checks wait), which no check after the parse gives back. The servicer
-takes the bytes instead, and ``parse`` reads only their top level first: each field's size from
+takes the bytes instead, and ``parse`` reads only their top level (and a StylizeVideo start's
+job, a request of its own) first: each field's size from
 its length prefix against what the largest valid field needs (the options at the limits'
 ceilings take a few KB; a picture at most ``max_image_bytes``), and how many there are; only
 then does protobuf parse a message whose every part is bounded. The one nested message that
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
@@ -106,6 +107,8 @@ def _bounds(message: Descriptor, limits: Limits) -> Mapping[int, tuple[str, int]
         # An UploadPicture stream's header: a digest and a size. Its chunks are bounded by the
         # gRPC message limit, and counted against the declared size as they arrive (uploads).
         "header": 256,
+        # A StylizeVideo frame: its index and picture.
+        "frame": picture + _PICTURE_FRAMING,
         # A mask per style, a label map and a keep mask, and their colours; walked itself
         # (_check_regions) before anything parses it.
         "regions": (limits.max_styles + 2) * picture + (limits.max_styles + 1) * _VARINT_BYTES,
@@ -178,18 +181,46 @@ def _check_regions(data: bytes, limits: Limits) -> None:
         )
 
 
-def parse(message: type[M], data: bytes, limits: Limits) -> M:
-    """``data`` parsed as ``message`` once its top level is within bounds. Raises OptionsError
-    naming the field (or the request) otherwise, and for bytes that are no such message."""
-    bounds = _bounds(message.DESCRIPTOR, limits)
-    name = message.DESCRIPTOR.name
-    fields = _fields("request", name, data, limits.max_styles + _OTHER_FIELDS, limits)
-    styles = _within(fields, bounds, "styles")
-    if styles > limits.max_styles:
-        raise OptionsError("styles", f"send 1 to {limits.max_styles} style pictures, got {styles}")
+# Messages inside a request that are walked as requests are (a StylizeVideo start's job).
+_NESTED = {
+    "start": cast(Descriptor, pb.VideoStart.DESCRIPTOR),
+    "job": cast(Descriptor, pb.StyleTransferRequest.DESCRIPTOR),
+}
+
+
+def _check(descriptor: Descriptor, data: bytes, limits: Limits, prefix: str = "") -> None:
+    """Bounds ``data``, a ``descriptor`` message at ``prefix`` (its fields' names in errors
+    start with it), and the messages nested in it that ``_NESTED`` names."""
+    bounds = _bounds(descriptor, limits)
+    try:
+        field = prefix.removesuffix(".") or "request"
+        fields = _fields(field, descriptor.name, data, limits.max_styles + _OTHER_FIELDS, limits)
+        styles = _within(fields, bounds, "styles")
+        if styles > limits.max_styles:
+            raise OptionsError(
+                "styles", f"send 1 to {limits.max_styles} style pictures, got {styles}"
+            )
+        for number, start, size in fields:
+            if bounds.get(number, ("", -1))[0] == "regions":
+                _check_regions(data[start : start + size], limits)
+    except OptionsError as error:
+        if not prefix or error.field.startswith(prefix):
+            raise
+        raise OptionsError(prefix + error.field, error.message) from None
     for number, start, size in fields:
-        if bounds.get(number, ("", -1))[0] == "regions":
-            _check_regions(data[start : start + size], limits)
+        nested = descriptor.fields_by_number.get(number)
+        if nested is not None and nested.name in _NESTED:
+            inner = _NESTED[nested.name]
+            _check(inner, data[start : start + size], limits, f"{prefix}{nested.name}.")
+
+
+def parse(message: type[M], data: bytes, limits: Limits) -> M:
+    """``data`` parsed as ``message`` once its top level (and a video start's job) is within
+    bounds. Raises OptionsError naming the field (or the request) otherwise, and for bytes that
+    are no such message."""
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
+    name = descriptor.name
+    _check(descriptor, data, limits)
     try:
         return message.FromString(data)
     except DecodeError as error:

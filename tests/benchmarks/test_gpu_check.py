@@ -20,6 +20,13 @@ def test_the_reduced_gpu_check_runs_every_step() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1].startswith("summary: cpu auto=")
-    steps = ("precision probe:", "loss+gradient at", "job 32 px", "job 400x300", "--job-slots 16")
+    steps = (
+        "precision probe:",
+        "loss+gradient at",
+        "job 32 px",
+        "job 400x300",
+        "video 5 frames at 32 px",
+        "--job-slots 16",
+    )
     for step in steps:
         assert any(step in line for line in lines), step

@@ -1,5 +1,6 @@
 """The style-transfer engine, no gRPC: ``run_job`` turns pictures into records (torch), and
-``FeedForward`` is the instant tier's one pass (onnxruntime); styles prepared once for many jobs
+``FeedForward`` is the instant tier's one pass (onnxruntime); ``run_video`` runs either per
+frame of a clip, keeping the frames consistent; styles prepared once for many jobs
 and the precision measured at start-up complete its face.
 
 The service runs ``run_job`` in a worker thread and translates each record it yields; what the
@@ -19,16 +20,26 @@ from styleserve_server.engine.precision import (
     measure_precision,
 )
 from styleserve_server.engine.prepared import Grams, PreparedStyle, StyleKey
-from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
+from styleserve_server.engine.records import (
+    Finished,
+    FrameDone,
+    Iterate,
+    JobCancelled,
+    Losses,
+    StopAt,
+    VideoDone,
+)
 from styleserve_server.engine.style import prepare as prepare_style
 from styleserve_server.engine.style import targets_nbytes
 from styleserve_server.engine.tiles import DEFAULT_TILE_PIXELS
+from styleserve_server.engine.video import run_video
 
 __all__ = [
     "DEFAULT_TILE_PIXELS",
     "INSTANT_TILE_PIXELS",
     "FeedForward",
     "Finished",
+    "FrameDone",
     "Grams",
     "Iterate",
     "JobCancelled",
@@ -38,6 +49,7 @@ __all__ = [
     "PreparedStyle",
     "StopAt",
     "StyleKey",
+    "VideoDone",
     "auto_precision",
     "expected_evaluation_seconds",
     "expected_job_seconds",
@@ -46,6 +58,7 @@ __all__ = [
     "prepare_style",
     "return_freed_memory",
     "run_job",
+    "run_video",
     "shrink",
     "targets_nbytes",
 ]

@@ -54,6 +54,7 @@ from styleserve_server.engine.regions import (
     stage_guides,
 )
 from styleserve_server.engine.style import region_targets, stage_targets
+from styleserve_server.engine.temporal import TemporalTarget
 
 __all__ = ["run_job"]
 
@@ -102,11 +103,13 @@ def _prepare(
     regions: Sequence[np.ndarray] | None,
     tile_pixels: int | None,
     poll: Callable[[], None],
+    temporal: TemporalTarget | None = None,
 ) -> tuple[Colour, Box | None, Tensor, Tensor, Evaluator]:
     """One stage's colour handling, its bounds, its content picture (RGB and as the picture
     variable) and the evaluator of its objective (its style targets from ``styles``, or from
-    the prepared ``style`` standing for them; with ``regions``, one part per style), its
-    pictures computed in tiles of ``tile_pixels`` and ``poll`` called before each."""
+    the prepared ``style`` standing for them; with ``regions``, one part per style; with
+    ``temporal``, its term added as a fourth), its pictures computed in tiles of
+    ``tile_pixels`` and ``poll`` called before each."""
     content_px, colour = _stage_content(content, stage, options, net.device)
     box = _box(content_px, options)
     content_var = colour.variable(content_px)
@@ -144,8 +147,21 @@ def _prepare(
         tile_pixels=tile_pixels,
         poll=poll,
     )
-    evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
+    if temporal is None:
+        evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
+    else:
+        evaluator = Evaluator(functools.partial(_with_temporal, objective, colour, temporal), box)
     return colour, box, content_px, content_var, evaluator
+
+
+def _with_temporal(
+    objective: Objective, colour: Colour, temporal: TemporalTarget, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``objective`` of the variable ``v`` with the temporal term of the picture it delivers
+    added: (total, its four terms)."""
+    total, terms = objective(colour.render(v))
+    held = temporal(colour.output(v))
+    return total + held, torch.cat((terms, held.reshape(1)))
 
 
 def _stop_if_cancelled(cancel: threading.Event | None) -> None:
@@ -191,8 +207,15 @@ def _carry(x: Tensor, coarse: Tensor, fine: Tensor, options: StyleOptions) -> Te
 
 def _losses(terms: Tensor | None) -> Losses:
     assert terms is not None, "evaluate first"
-    content, style, tv = terms.tolist()
-    return Losses(total=content + style + tv, content=content, style=style, tv=tv)
+    content, style, tv, *held = terms.tolist()
+    temporal = held[0] if held else 0.0
+    return Losses(
+        total=content + style + tv + temporal,
+        content=content,
+        style=style,
+        tv=tv,
+        temporal=temporal,
+    )
 
 
 def _preview(colour: Colour, x: Tensor, longest: int) -> Image.Image:
@@ -304,6 +327,7 @@ def run_job(
     stages: Sequence[Stage] | None = None,
     regions: Sequence[np.ndarray] | None = None,
     tile_pixels: int | None = None,
+    temporal: TemporalTarget | None = None,
 ) -> Iterator[Iterate | Finished]:
     """Stylise ``content`` with ``styles``: yields one Iterate per iteration, then one Finished.
 
@@ -328,6 +352,9 @@ def run_job(
     pictures (the content, the styles at their scale and the picture optimised) with more
     are computed in tiles of at most that many pixels, halos included, to the same losses and
     gradients (``engine.tiles``); ``memory.predicted_peak_bytes`` says what memory that takes.
+
+    ``temporal`` (a video frame's, at the output's size) adds its term to the last stage's
+    objective (``engine.temporal``): the losses then report it.
 
     Raises JobCancelled within one iteration (in fact one evaluation, or one tile's pass) of
     ``cancel`` being set, and OptionsError when the pictures do not fit the options.
@@ -359,7 +386,17 @@ def run_job(
             break
         begun = time.perf_counter()
         colour, box, content_px, here, evaluator = _prepare(
-            stage, content, styles, options, net, weights, style, regions, tile_pixels, poll
+            stage,
+            content,
+            styles,
+            options,
+            net,
+            weights,
+            style,
+            regions,
+            tile_pixels,
+            poll,
+            temporal if stage is stages[-1] else None,
         )
         if x is None:
             x = colour.variable(_start(options, content_px, init_image, net, seed))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from styleserve_server.engine.precision import PrecisionChoice
 
-__all__ = ["Finished", "Iterate", "JobCancelled", "Losses", "StopAt"]
+__all__ = ["FrameDone", "Finished", "Iterate", "JobCancelled", "Losses", "StopAt", "VideoDone"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Losses:
     content: float
     style: float
     tv: float
+    # A video frame's term holding it to the previous one (``engine.temporal``); 0 otherwise.
+    temporal: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,33 @@ class Finished:
     partial: bool = False
     # "completed", or the reason of the StopAt that stopped it.
     stop_reason: str = "completed"
+
+
+@dataclass(frozen=True)
+class FrameDone:
+    """One stylised frame of a video (``engine.video``), in order."""
+
+    index: int
+    image: Image.Image
+    # Its final losses (zero for the instant tier, which computes none).
+    losses: Losses
+    iterations: int
+    # The share of its pixels that kept the previous frame (0 for the first, or on its own).
+    consistent_fraction: float
+
+
+@dataclass(frozen=True)
+class VideoDone:
+    """The last record of a successful video: what its receipt and timings report."""
+
+    frames: int
+    width: int
+    height: int
+    seed: int
+    # The optimisation's precision and why (None for the instant tier).
+    precision_choice: PrecisionChoice | None
+    setup_seconds: float
+    work_seconds: float
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,494 @@
+"""A clip as several StylizeVideo calls at once, joined back into one stream of frames.
+
+A server takes at most ``Limits.max_video_frames`` frames per call, and a deployment has many
+slots behind one address, so ``Client.stylize_video`` cuts a clip into chunks that overlap by a
+few frames, sends them as separate calls at once (gRPC's per-call balancing spreads them over
+the replicas; the number at once is ``styleserve.batch.batch_concurrency``), and cross-fades
+each join's overlapping frames from the earlier chunk's into the later one's: a chunk starts
+without the frames before it, so its first frames differ from what the previous chunk made of
+them, and a cut there would show. Every frame comes out once, in order.
+
+Each call keeps at most ``Limits.max_frames_in_flight`` frames unanswered (its request
+generator waits), as the server does, so a slow reader never fills either side's buffers; and
+at most ``concurrency`` chunks are held in memory, inputs and outputs, however long the clip.
+A failed chunk, or the caller leaving the loop, cancels every call in flight.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from styleserve.batch import InFlight
+from styleserve.calls import JobEvents, translated
+from styleserve.convert import effective_options
+from styleserve.errors import Internal, InvalidArgument, NotFound, VideoError
+from styleserve.events import Receipt, Timings, _EncodedPicture, missing_result
+from styleserve.info import ServerLimits
+from styleserve.options import StyleOptions
+from styleserve.pictures import Picture, encode_picture
+from styleserve.request import Registration, Styles, build_request, with_pictures
+from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.video import VideoClip, open_video
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "Chunk",
+    "ChunkResult",
+    "StylizedFrame",
+    "VideoEvent",
+    "VideoProgress",
+    "VideoCall",
+    "VideoResult",
+    "clip_frames",
+    "plan_chunks",
+    "run_video",
+    "video_job",
+]
+
+# Frames shared by consecutive chunks and cross-faded at their join: a few, so that the switch
+# from one chunk's look to the next is gradual without stylising many frames twice.
+DEFAULT_OVERLAP = 4
+# The shortest chunk cut to spread a clip over more slots: shorter ones would be mostly overlap.
+MIN_CHUNK_FRAMES = 24
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames ``start`` to ``stop`` (exclusive) of a clip: one StylizeVideo call."""
+
+    index: int
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def plan_chunks(
+    frame_count: int, max_frames: int, overlap: int = DEFAULT_OVERLAP, parallel: int = 1
+) -> tuple[Chunk, ...]:
+    """Chunks of at most ``max_frames`` frames covering ``frame_count``, consecutive ones
+    sharing ``overlap`` frames (fewer where the chunks are too short to hold them), and at
+    least ``parallel`` of them where that leaves each ``MIN_CHUNK_FRAMES`` or more, so that
+    a short clip still spreads over every slot. Their lengths differ by one at most."""
+    if frame_count < 1 or max_frames < 1:
+        raise ValueError(f"need frames and a chunk size, got {frame_count} and {max_frames}")
+    if overlap < 0:
+        raise ValueError(f"overlap must be 0 or more, got {overlap}")
+    length = max_frames
+    if parallel > 1:
+        spread = math.ceil((frame_count - overlap) / parallel) + overlap
+        length = min(max_frames, max(MIN_CHUNK_FRAMES, spread))
+    if frame_count <= length:
+        return (Chunk(0, 0, frame_count),)
+    # Each join's overlap must end before the next join starts.
+    overlap = min(overlap, (length - 1) // 3)
+    count = math.ceil((frame_count - overlap) / (length - overlap))
+    starts = [(frame_count - overlap) * i // count for i in range(count)]
+    stops = [start + overlap for start in starts[1:]] + [frame_count]
+    return tuple(
+        Chunk(i, start, stop) for i, (start, stop) in enumerate(zip(starts, stops, strict=True))
+    )
+
+
+@dataclass(frozen=True)
+class VideoProgress:
+    """Where a clip stands: ``frames_done`` of its ``frame_count`` frames stylised (a frame
+    two chunks share counts once), and the chunk this update is about, ``chunk_frames_done``
+    of its ``chunk_frame_count``."""
+
+    frames_done: int
+    frame_count: int
+    chunk: int
+    chunks: int
+    chunk_frames_done: int
+    chunk_frame_count: int
+
+
+@dataclass(frozen=True)
+class StylizedFrame(_EncodedPicture):
+    """Frame ``index`` of the clip, stylised, encoded in the job's output format."""
+
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """How one chunk was made: its frames, the options in effect and its provenance."""
+
+    chunk: Chunk
+    width: int
+    height: int
+    timings: Timings
+    options: StyleOptions
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """The end of a clip: ``frames`` frames of ``width`` x ``height``, and its chunks."""
+
+    frames: int
+    width: int
+    height: int
+    chunks: tuple[ChunkResult, ...]
+
+
+VideoEvent = VideoProgress | StylizedFrame | VideoResult
+
+
+def _blend(earlier: bytes, later: bytes, weight: float) -> bytes:
+    """``later`` over ``earlier`` by ``weight``, in ``earlier``'s encoding."""
+    with Image.open(io.BytesIO(earlier)) as a, Image.open(io.BytesIO(later)) as b:
+        kind = a.format or "PNG"
+        mixed = Image.blend(a.convert("RGB"), b.convert("RGB").resize(a.size), weight)
+    buffer = io.BytesIO()
+    mixed.save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+class Joiner:
+    """Puts the chunks' frames, arriving in any order between chunks, back into the clip's
+    order, cross-fading the frames two chunks share."""
+
+    def __init__(self, chunks: tuple[Chunk, ...]) -> None:
+        self.chunks = chunks
+        self.next = 0
+        self._frames: dict[tuple[int, int], bytes] = {}
+        # Each frame's chunks: one, or two consecutive ones at a join.
+        self._owners: list[tuple[Chunk, ...]] = [() for _ in range(chunks[-1].stop)]
+        for chunk in chunks:
+            for frame in range(chunk.start, chunk.stop):
+                self._owners[frame] += (chunk,)
+
+    @property
+    def chunk(self) -> int:
+        """The earliest chunk whose frames are still wanted."""
+        if self.next >= len(self._owners):
+            return len(self.chunks)
+        return self._owners[self.next][0].index
+
+    def add(self, chunk: Chunk, index: int, data: bytes) -> None:
+        """Frame ``index`` of ``chunk`` (0-based in the chunk)."""
+        self._frames[(chunk.index, index)] = data
+
+    def ready(self) -> Iterator[StylizedFrame]:
+        """The frames that can now go out, in order."""
+        while self.next < len(self._owners):
+            owners = self._owners[self.next]
+            keys = [(c.index, self.next - c.start) for c in owners]
+            if any(key not in self._frames for key in keys):
+                return
+            parts = [self._frames.pop(key) for key in keys]
+            if len(parts) == 2:
+                earlier, later = owners
+                # 1/(n+1), ..., n/(n+1) of the later chunk over the n shared frames.
+                weight = (self.next - later.start + 1) / (earlier.stop - later.start + 1)
+                parts = [_blend(parts[0], parts[1], weight)]
+            yield StylizedFrame(self.next, parts[0])
+            self.next += 1
+
+
+class _Progress:
+    """Frames stylised per chunk, and over the clip with shared frames counted once."""
+
+    def __init__(self, chunks: tuple[Chunk, ...]) -> None:
+        self.chunks = chunks
+        self.done = [0] * len(chunks)
+
+    def update(self, chunk: Chunk, done: int) -> VideoProgress:
+        self.done[chunk.index] = done
+        total = sum(self.done)
+        for earlier, later in zip(self.chunks, self.chunks[1:], strict=False):
+            twice = min(
+                earlier.start + self.done[earlier.index], later.start + self.done[later.index]
+            )
+            total -= max(0, twice - later.start)
+        return VideoProgress(
+            total, self.chunks[-1].stop, chunk.index, len(self.chunks), done, len(chunk)
+        )
+
+
+class _Gate:
+    """Keeps a call's unanswered frames under the server's ``max_frames_in_flight``: the
+    request generator waits here, on gRPC's thread, until an answer makes room."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._sent = 0
+        self._answered = 0
+        self._closed = False
+        self._room = threading.Condition()
+
+    def enter(self) -> bool:
+        """Waits for room for one more frame; False once the call is over."""
+        with self._room:
+            self._room.wait_for(lambda: self._closed or self._sent - self._answered < self._limit)
+            self._sent += 1
+            return not self._closed
+
+    def answered(self) -> None:
+        with self._room:
+            self._answered += 1
+            self._room.notify_all()
+
+    def close(self) -> None:
+        with self._room:
+            self._closed = True
+            self._room.notify_all()
+
+
+def _requests(
+    start: pb.VideoStart, frames: list[bytes], gate: _Gate
+) -> Iterator[pb.StylizeVideoRequest]:
+    yield pb.StylizeVideoRequest(start=start)
+    for index, data in enumerate(frames):
+        if not gate.enter():
+            return
+        yield pb.StylizeVideoRequest(frame=pb.VideoFrame(index=index, image=pb.Image(data=data)))
+
+
+@dataclass(frozen=True)
+class _Message:
+    """What a chunk's worker hands the caller's thread: one answer, its end, or its error."""
+
+    chunk: Chunk
+    frame: pb.VideoFrameResult | None = None
+    progress: int | None = None
+    result: ChunkResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class VideoCall:
+    """What every chunk's call shares: the job, how to reach the server and what it allows."""
+
+    stub: Any
+    job: pb.StyleTransferRequest
+    fps: float
+    limits: ServerLimits
+    call_options: dict[str, Any]
+    in_flight: InFlight
+    # The registration of the job's style_id, to send its pictures where a replica lacks it.
+    registration: Callable[[pb.StyleTransferRequest, NotFound, JobEvents, int], Registration]
+    register: Callable[[Registration], object]
+
+    def start(self, chunk: Chunk, job: pb.StyleTransferRequest) -> pb.VideoStart:
+        request = pb.StyleTransferRequest()
+        request.CopyFrom(job)
+        if job.request_id:
+            suffix = f".{chunk.index}"
+            request.request_id = job.request_id[: 128 - len(suffix)] + suffix
+        return pb.VideoStart(job=request, frame_count=len(chunk), frames_per_second=self.fps)
+
+    def run(self, chunk: Chunk, frames: list[bytes], out: queue.Queue[_Message]) -> None:
+        """Stylises ``chunk`` and puts its answers on ``out``, ending with its result or
+        error; a style the replica lacks is registered again once, as for pictures."""
+        job = self.job
+        try:
+            for attempt in JobEvents.ATTEMPTS:
+                events = JobEvents()
+                try:
+                    self._call(chunk, job, frames, out, events)
+                    return
+                except NotFound as error:
+                    registration = self.registration(job, error, events, attempt)
+                    self.register(registration)
+                    job = with_pictures(job, registration)
+        except BaseException as error:  # handed to the caller's thread, which raises it
+            out.put(_Message(chunk, error=error))
+
+    def _call(
+        self,
+        chunk: Chunk,
+        job: pb.StyleTransferRequest,
+        frames: list[bytes],
+        out: queue.Queue[_Message],
+        events: JobEvents,
+    ) -> None:
+        gate = _Gate(self.limits.max_frames_in_flight)
+        call = self.stub.StylizeVideo(
+            _requests(self.start(chunk, job), frames, gate), **self.call_options
+        )
+        self.in_flight.add(call)
+        answered, finished = 0, False
+        try:
+            with translated():
+                for response in call:
+                    events.started = True
+                    kind = response.WhichOneof("event")
+                    if kind == "frame":
+                        gate.answered()
+                        answered += 1
+                        out.put(_Message(chunk, frame=response.frame))
+                    elif kind == "progress":
+                        out.put(_Message(chunk, progress=response.progress.frames_done))
+                    elif kind == "result":
+                        if answered != len(chunk):
+                            raise Internal(
+                                f"chunk {chunk.index}: the server answered {answered} of its"
+                                f" {len(chunk)} frames"
+                            )
+                        out.put(_Message(chunk, result=_chunk_result(chunk, response.result)))
+                        # Read on to the stream's end, so that the call ends OK on the server
+                        # rather than cancelled in a race with its status.
+                        finished = True
+            if not finished:
+                raise missing_result()
+        finally:
+            gate.close()
+            call.cancel()
+            self.in_flight.discard(call)
+
+
+def _chunk_result(chunk: Chunk, result: pb.VideoResult) -> ChunkResult:
+    timings = Timings(
+        result.timings.queue_seconds,
+        result.timings.setup_seconds,
+        result.timings.optimize_seconds,
+        result.timings.total_seconds,
+    )
+    return ChunkResult(
+        chunk,
+        result.width,
+        result.height,
+        timings,
+        effective_options(result.effective_options),
+        Receipt.from_proto(result.receipt),
+    )
+
+
+class _Frames:
+    """The clip's encoded frames, read once in order and handed out chunk by chunk (a join's
+    frames to both of its chunks)."""
+
+    def __init__(self, frames: Iterable[bytes]) -> None:
+        self._frames = iter(frames)
+        self._read = 0
+        self._kept: list[bytes] = []
+
+    def take(self, chunk: Chunk) -> list[bytes]:
+        kept_from = self._read - len(self._kept)
+        frames = self._kept[chunk.start - kept_from :]
+        for data in self._frames:
+            frames.append(data)
+            self._read += 1
+            if self._read == chunk.stop:
+                break
+        if len(frames) != len(chunk):
+            raise ValueError(
+                f"the clip has {self._read} frames, fewer than the {chunk.stop} it promised"
+            )
+        self._kept = frames
+        return frames
+
+
+def run_video(
+    call: VideoCall,
+    frames: Iterable[bytes],
+    chunks: tuple[Chunk, ...],
+    concurrency: int,
+) -> Generator[VideoEvent, None, None]:
+    """Stylises ``chunks`` of ``frames`` (encoded pictures in order), ``concurrency`` calls at
+    once, and yields progress and the frames in order, then the VideoResult. Leaving early or
+    a failed chunk cancels every call in flight."""
+    source = _Frames(frames)
+    joiner = Joiner(chunks)
+    progress = _Progress(chunks)
+    out: queue.Queue[_Message] = queue.Queue()
+    results: list[ChunkResult] = []
+    running: set[int] = set()
+    started, announced = 0, False
+    pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="styleserve-video")
+    try:
+        while len(results) < len(chunks):
+            # A window of chunks from the earliest still wanted: memory stays bounded however
+            # far one slow chunk falls behind.
+            while (
+                started < len(chunks)
+                and len(running) < concurrency
+                and started < joiner.chunk + concurrency
+            ):
+                chunk = chunks[started]
+                pool.submit(call.run, chunk, source.take(chunk), out)
+                running.add(chunk.index)
+                started += 1
+            if not announced:
+                # The bar's total, once the first calls are on their way.
+                announced = True
+                yield progress.update(chunks[0], 0)
+            message = out.get()
+            if message.error is not None:
+                raise message.error
+            if message.frame is not None:
+                joiner.add(message.chunk, message.frame.index, message.frame.image.data)
+                yield from joiner.ready()
+            elif message.progress is not None:
+                yield progress.update(message.chunk, message.progress)
+            elif message.result is not None:
+                running.discard(message.chunk.index)
+                results.append(message.result)
+        first = min(results, key=lambda r: r.chunk.index)
+        yield VideoResult(
+            joiner.next,
+            first.width,
+            first.height,
+            tuple(sorted(results, key=lambda r: r.chunk.index)),
+        )
+    finally:
+        # Nothing is in flight after the last result; otherwise the caller left early or a
+        # chunk failed, and every other call stops now.
+        call.in_flight.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def video_job(
+    styles: Styles | None,
+    style_id: str | None,
+    request_id: str | None,
+    options: Mapping[str, Any],
+) -> pb.StyleTransferRequest:
+    """The job every chunk runs (VideoStart.job), built and checked as a picture's request is;
+    its content stays unset: the frames are the content."""
+    # A placeholder picture: build_request checks everything but the content, cleared below.
+    job = build_request(
+        b"", styles, init_image=None, request_id=request_id, options=options, style_id=style_id
+    )
+    job.ClearField("content")
+    return job
+
+
+def clip_frames(
+    video: str | os.PathLike[str] | VideoClip | Sequence[Picture],
+    fps: float | None,
+    limits: ServerLimits,
+) -> tuple[Iterable[bytes], int, float]:
+    """The encoded frames of ``video`` (a file, an opened clip, or pictures in order at
+    ``fps``), how many and their rate, checked against the server's ``limits``."""
+    if isinstance(video, (str, os.PathLike)):
+        video = open_video(video)
+    if isinstance(video, VideoClip):
+        video.info.check_limits(limits)
+        frames = (video.encode_frame(image) for image in video.frames())
+        return frames, video.info.frame_count, float(video.info.fps)
+    if fps is None or not 0 < fps:
+        raise InvalidArgument(f"fps: give the frame rate of the pictures, got {fps!r}")
+    if limits.max_video_fps and fps > limits.max_video_fps:
+        raise VideoError(
+            f"fps: {fps:g} is over the server's limit of {limits.max_video_fps}", reason="limits"
+        )
+    if not video:
+        raise VideoError("the clip has no frames", reason="no_frames")
+    pictures = list(video)
+    return (encode_picture(p, what="frame") for p in pictures), len(pictures), float(fps)
