@@ -63,9 +63,10 @@ def _retry_policy(retries: int) -> dict[str, Any]:
 
 
 def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) -> str | None:
-    """round_robin for a ``dns:`` target, whose name may stand for many servers (a headless
-    Service's pods): gRPC's own pick_first would send every call to the first of them."""
-    if not target.startswith("dns:"):
+    """round_robin for a target that may stand for many servers: a ``dns:`` name (a headless
+    Service's pods) or an ``ipv4:``/``ipv6:`` list of addresses. gRPC's own pick_first would
+    send every call to the first of them."""
+    if not target.startswith(("dns:", "ipv4:", "ipv6:")):
         return None
     if any(name in _BALANCING_ARGUMENTS for name, _ in channel_options):
         return None
@@ -133,10 +134,10 @@ def _tls_credentials(
 
 class Connection:
     """A channel to one styleserve server or, with a ``dns:///host:port`` target, to every
-    address the name resolves to (e.g. the pods behind a Kubernetes headless service), calls
-    spread over them by ``load_balancing``: "round_robin" unless the caller passes
-    "pick_first" or a service config in ``channel_options``. Other targets default to gRPC's
-    pick_first.
+    address the name resolves to (e.g. the pods behind a Kubernetes headless service; an
+    ``ipv4:``/``ipv6:`` list alike), calls spread over them by ``load_balancing``:
+    "round_robin" unless the caller passes "pick_first" or a service config in
+    ``channel_options``. Other targets default to gRPC's pick_first.
 
     ``tls=True`` uses the system's root certificates; ``ca_cert`` trusts a private CA instead,
     and ``client_cert`` with ``client_key`` present a client certificate (mTLS); each is PEM

@@ -199,3 +199,13 @@ def test_clients_in_threads_share_a_server(start_server, content, style):
             thread.join()
     assert len(results) == 3
     assert len({r.receipt.request_id for r in results}) == 3
+
+
+def test_an_address_list_spreads_calls_over_its_servers(start_server):
+    with start_server() as a, start_server() as b:
+        with Client(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}", timeout=30) as client:
+            for _ in range(20):
+                client.info()
+        served = [_infos_served(a), _infos_served(b)]
+    assert sum(served) == 20
+    assert all(n > 0 for n in served), f"calls per address: {served}"
