@@ -7,6 +7,7 @@ thread per job. Requests, events, errors and re-registering styles come from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Iterable
 from types import TracebackType
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING
 import grpc.aio
 
 from styleserve.batch import Outcome, batch_concurrency, run_batch_async
-from styleserve.calls import Calls, JobEvents, final_result, translated
-from styleserve.errors import NotFound
+from styleserve.calls import Calls, JobEvents, final_result, translated, watching
+from styleserve.errors import NotFound, Unavailable
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
+from styleserve.resume import Resumption
 from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -51,11 +53,12 @@ class AsyncClient(Calls):
         regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        detachable: bool = False,
         **options: Unpack[JobOptions],
     ) -> Result:
         """See ``Client.stylize``."""
         request = self._job_request(
-            content, styles, init_image, request_id, style_id, options, regions
+            content, styles, init_image, request_id, style_id, options, regions, detachable
         )
         async with contextlib.aclosing(self._events(request, timeout)) as events:
             # Read on past the Result to the stream's end (see Client.stylize).
@@ -108,13 +111,26 @@ class AsyncClient(Calls):
         regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        detachable: bool = False,
         **options: Unpack[JobOptions],
     ) -> AsyncGenerator[Event, None]:
         """See ``Client.stream``; leaving the ``async for`` early cancels the job."""
         request = self._job_request(
-            content, styles, init_image, request_id, style_id, options, regions
+            content, styles, init_image, request_id, style_id, options, regions, detachable
         )
         return self._events(request, timeout)
+
+    def watch_job(
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        *,
+        replica: str = "",
+        timeout: float | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """See ``Client.watch_job``: ``async for event in ...``."""
+        events, resumption = self._watch(job_id, after_sequence, replica, timeout)
+        return self._watched(events, resumption)
 
     async def register_style(
         self, styles: Styles, *, timeout: float | None = None, **options: Unpack[JobOptions]
@@ -197,6 +213,33 @@ class AsyncClient(Calls):
                 registration = self._registration_to_retry(request, error, events, attempt)
                 await self._register(registration.request, timeout)
                 request = with_pictures(request, registration)
+            except Unavailable as error:
+                resumption = self._resumption(events, error, timeout)
+                break
             finally:
                 # See Client._events: stops the job on the server when the caller left early.
                 call.cancel()
+        async for event in self._watched(events, resumption):
+            yield event
+
+    async def _watched(
+        self, events: JobEvents, resumption: Resumption
+    ) -> AsyncGenerator[Event, None]:
+        """See ``Client._watched``."""
+        replica = self._replica_channel(resumption.replica)
+        try:
+            for attempt in resumption.attempts(self._watch_stubs(replica)):
+                await asyncio.sleep(attempt.delay)
+                call = attempt.stub.WatchJob(attempt.request, **self._call_options(attempt.timeout))
+                try:
+                    with watching(resumption):
+                        async for response in call:
+                            event = events.event(response.event)
+                            if event is not None:
+                                yield event
+                        return
+                finally:
+                    call.cancel()
+        finally:
+            if replica is not None:
+                await replica.close()

@@ -27,16 +27,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from styleserve.channel import Connection
-from styleserve.errors import NotFound, from_rpc_error
+from styleserve.errors import NotFound, Unavailable, from_rpc_error
 from styleserve.events import Event, Result, event_from_proto, missing_result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture
 from styleserve.regions import Regions
 from styleserve.request import Registration, Styles, build_registration, build_request
+from styleserve.resume import JobPosition, Resumption
 from styleserve.uploads import PLAIN_REQUEST_BYTES, Request, ResultAssembly, to_upload
 from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
-__all__ = ["Calls", "JobEvents", "final_result", "translated"]
+__all__ = ["Calls", "JobEvents", "final_result", "translated", "watching"]
 
 # A job refused NOT_FOUND is sent once more after its style is registered again, not more.
 _ATTEMPTS = 2
@@ -51,6 +53,20 @@ def translated() -> Iterator[None]:
         raise from_rpc_error(err) from err
 
 
+@contextlib.contextmanager
+def watching(resumption: Resumption) -> Iterator[None]:
+    """``translated`` for a WatchJob call: one that broke too is left behind for the next
+    attempt (``resumption.attempts``), a job its server no longer holds is NotFound saying
+    it was lost."""
+    try:
+        with translated():
+            yield
+    except Unavailable as error:
+        resumption.failed(error)
+    except NotFound as error:
+        raise resumption.lost(error) from error
+
+
 def final_result(results: list[Result]) -> Result:
     """The Result among a finished stream's events; raises when it ended without one."""
     if not results:
@@ -59,19 +75,24 @@ def final_result(results: list[Result]) -> Result:
 
 
 class JobEvents:
-    """One attempt at a job: its responses as typed events, and whether any came."""
+    """One attempt at a job: its responses as typed events, whether any came, and how far
+    they got (``styleserve.resume``), which a reattach carries on from: the pieces of a result
+    assembled so far included."""
 
     ATTEMPTS = range(_ATTEMPTS)
 
-    def __init__(self) -> None:
+    def __init__(self, position: JobPosition | None = None) -> None:
         self.started = False
+        self.position = position or JobPosition()
         self._result = ResultAssembly()
 
     def event(self, response: pb.StyleTransferResponse) -> Event | None:
         """The event of one response; None for a piece of the result (kept until the Result
-        comes) or a kind newer than this client (skipped). Raises DataLoss when the result
-        does not match its digest."""
+        comes), a kind newer than this client (skipped) or one already passed on (replayed
+        after a reattach). Raises DataLoss when the result does not match its digest."""
         self.started = True
+        if not self.position.is_new(response):
+            return None
         if response.WhichOneof("event") == "result_chunk":
             self._result.add(response.result_chunk)
             return None
@@ -115,6 +136,7 @@ class Calls(Connection):
         style_id: str | None,
         options: Mapping[str, Any],
         regions: Regions | None = None,
+        detachable: bool = False,
     ) -> pb.StyleTransferRequest:
         request = build_request(
             content,
@@ -124,6 +146,7 @@ class Calls(Connection):
             style_id=style_id,
             options=options,
             regions=regions,
+            detachable=detachable,
         )
         request.delivery.max_message_bytes = self._response_message_bytes
         return request
@@ -137,6 +160,26 @@ class Calls(Connection):
         if self._server is None or message.ByteSize() <= PLAIN_REQUEST_BYTES:
             return message, []
         return to_upload(message, self._server)
+
+    def _resumption(
+        self, events: JobEvents, error: Unavailable, timeout: float | None
+    ) -> Resumption:
+        """How to follow a job whose call broke with ``error``; re-raises it for a job that
+        is not detachable or had not started."""
+        return Resumption.after(events.position, error, self._call_options(timeout)["timeout"])
+
+    def _watch(
+        self, job_id: str, after_sequence: int, replica: str, timeout: float | None
+    ) -> tuple[JobEvents, Resumption]:
+        """The events and attempts of ``watch_job``: a reattach that starts without a break."""
+        events = JobEvents(JobPosition(job_id, after_sequence, replica))
+        return events, Resumption(events.position, None, self._call_options(timeout)["timeout"])
+
+    def _watch_stubs(self, replica: Any) -> list[StyleTransferServiceStub]:
+        """Where to watch a job: on its replica's own channel first, when there is one."""
+        if replica is None:
+            return [self._stub]
+        return [StyleTransferServiceStub(replica), self._stub]
 
     def _remember(self, registration: Registration, style_id: str) -> str:
         self._registrations[style_id] = registration

@@ -42,6 +42,11 @@ _BALANCING_ARGUMENTS = frozenset({"grpc.service_config", "grpc.lb_policy_name"})
 _RETRY_BUFFER_BYTES = LIMITS.max_request_bytes
 # gRPC caps a retry policy's attempts at 5.
 MAX_RETRIES = 4
+# The retry policy's backoff, which reattaching a detachable job (``styleserve.resume``) follows
+# too: one pace for every "the server is not there, try again" in the client.
+RETRY_INITIAL_BACKOFF = 0.5
+RETRY_MAX_BACKOFF = 10.0
+RETRY_BACKOFF_MULTIPLIER = 2
 
 
 def _retry_policy(retries: int) -> dict[str, Any]:
@@ -54,9 +59,9 @@ def _retry_policy(retries: int) -> dict[str, Any]:
         "name": [{"service": "styleserve.v1.StyleTransferService"}],
         "retryPolicy": {
             "maxAttempts": retries + 1,
-            "initialBackoff": "0.5s",
-            "maxBackoff": "10s",
-            "backoffMultiplier": 2,
+            "initialBackoff": f"{RETRY_INITIAL_BACKOFF}s",
+            "maxBackoff": f"{RETRY_MAX_BACKOFF}s",
+            "backoffMultiplier": RETRY_BACKOFF_MULTIPLIER,
             "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
         },
     }
@@ -182,12 +187,29 @@ class Connection:
         self.timeout = timeout
         self._response_message_bytes = _response_message_bytes(channel_options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = (
-            self._grpc.secure_channel(target, credentials, arguments)
-            if credentials is not None
-            else self._grpc.insecure_channel(target, arguments)
-        )
+        self._credentials = credentials
+        self._arguments = arguments
+        self._channel = self._open_channel(target, arguments)
         self._stub = StyleTransferServiceStub(self._channel)
+
+    def _open_channel(self, target: str, arguments: Sequence[ChannelArgument]) -> Any:
+        if self._credentials is None:
+            return self._grpc.insecure_channel(target, arguments)
+        return self._grpc.secure_channel(target, self._credentials, arguments)
+
+    def _replica_channel(self, replica: str) -> Any:
+        """A channel like the client's to one replica's own address (``Started.replica``), or
+        None when there is none or it is the client's target; the caller closes it. Over TLS
+        the replica is checked against the target's host name: it presents the service's
+        certificate, not one for its pod address."""
+        if not replica or replica == self.target:
+            return None
+        arguments = list(self._arguments)
+        override = "grpc.ssl_target_name_override"
+        if self._credentials is not None and override not in dict(arguments):
+            host = self.target.rsplit("/", 1)[-1].rsplit(":", 1)[0].strip("[]")
+            arguments.append((override, host))
+        return self._open_channel(replica, arguments)
 
     def _call_options(self, timeout: float | None) -> dict[str, Any]:
         """Deadline (``timeout`` or the client's default) and metadata of one call."""

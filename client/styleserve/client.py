@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from styleserve.batch import InFlight, Outcome, batch_concurrency, run_batch
-from styleserve.calls import Calls, JobEvents, final_result, translated
-from styleserve.errors import NotFound
+from styleserve.calls import Calls, JobEvents, final_result, translated, watching
+from styleserve.errors import NotFound, Unavailable
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
 from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
+from styleserve.resume import Resumption
 from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.video import VideoClip
@@ -58,6 +60,7 @@ class Client(Calls):
         regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        detachable: bool = False,
         **options: Unpack[JobOptions],
     ) -> Result:
         """Stylise ``content`` in the style of ``styles`` (or of a ``style_id`` from
@@ -68,9 +71,12 @@ class Client(Calls):
         ``style_blend``, ``output_format``, ...); those left out take the preset's value.
         Pictures larger than the server takes in a request are uploaded first
         (``upload_picture``), and a result larger than a message comes in chunks; either
-        way its digest is checked (``DataLoss`` when it does not match)."""
+        way its digest is checked (``DataLoss`` when it does not match).
+
+        A ``detachable`` job outlives a dropped connection: the client reattaches to it by
+        itself (``watch_job``), on the replica that runs it, and carries on where it was."""
         request = self._job_request(
-            content, styles, init_image, request_id, style_id, options, regions
+            content, styles, init_image, request_id, style_id, options, regions, detachable
         )
         return self._result(request, timeout)
 
@@ -118,15 +124,35 @@ class Client(Calls):
         regions: Regions | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        detachable: bool = False,
         **options: Unpack[JobOptions],
     ) -> Generator[Event, None, None]:
         """Start a job and yield its events: ``Queued``..., ``Started``, ``Progress`` and
         ``Preview``..., then ``Result``. Leaving the loop early (``break``, an exception,
-        ``close()``) cancels the job on the server."""
+        ``close()``) cancels the job on the server. A ``detachable`` job's ``Started`` has
+        its ``job_id``, and a dropped connection is reattached by itself: every event still
+        comes once, in order (see ``stylize``)."""
         request = self._job_request(
-            content, styles, init_image, request_id, style_id, options, regions
+            content, styles, init_image, request_id, style_id, options, regions, detachable
         )
         return self._events(request, timeout)
+
+    def watch_job(
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        *,
+        replica: str = "",
+        timeout: float | None = None,
+    ) -> Generator[Event, None, None]:
+        """Follow a running or finished detachable job by its ``Started.job_id`` (from any
+        process of the same caller): yield the events the server kept after the
+        ``after_sequence``-th (0: all it kept; the newest Preview only), then the rest as they
+        come, up to the ``Result``, reattaching as ``stream`` does (on ``replica``, the
+        ``Started.replica``, first). ``NotFound``: the server does not hold the job (unknown,
+        expired, or another caller's). Leaving the loop stops watching, not the job."""
+        events, resumption = self._watch(job_id, after_sequence, replica, timeout)
+        return self._watched(events, resumption)
 
     def stylize_video(
         self,
@@ -285,9 +311,43 @@ class Client(Calls):
                 registration = self._registration_to_retry(request, error, events, attempt)
                 self._register(registration.request, timeout)
                 request = with_pictures(request, registration)
+            except Unavailable as error:
+                resumption = self._resumption(events, error, timeout)
+                break
             finally:
                 # Only does something when the caller left early or an error (Ctrl-C
                 # included) interrupted the loop: the server then stops the job.
                 call.cancel()
                 if in_flight is not None:
                     in_flight.discard(call)
+        # Out of the handler, so that a later failure does not chain the broken call's.
+        yield from self._watched(events, resumption, in_flight)
+
+    def _watched(
+        self, events: JobEvents, resumption: Resumption, in_flight: InFlight | None = None
+    ) -> Generator[Event, None, None]:
+        """The job's events by WatchJob until its end (``styleserve.resume``)."""
+        replica = self._replica_channel(resumption.replica)
+        try:
+            for attempt in resumption.attempts(self._watch_stubs(replica)):
+                time.sleep(attempt.delay)
+                call = attempt.stub.WatchJob(attempt.request, **self._call_options(attempt.timeout))
+                if in_flight is not None:
+                    in_flight.add(call)
+                try:
+                    with watching(resumption):
+                        for response in call:
+                            event = events.event(response.event)
+                            if event is not None:
+                                yield event
+                        return
+                finally:
+                    # Stops watching when the caller left. Not the job: WatchJob cannot cancel
+                    # it, and until a cancel by id exists the server ends it after its detach
+                    # grace with nobody watching.
+                    call.cancel()
+                    if in_flight is not None:
+                        in_flight.discard(call)
+        finally:
+            if replica is not None:
+                replica.close()

@@ -81,11 +81,15 @@ class Queued:
 
 @dataclass(frozen=True)
 class Started:
-    """The job got a slot."""
+    """The job got a slot. A detachable job (``detachable=True``) has a ``job_id`` to watch it
+    by (``Client.watch_job``) and, from a server told its own address, the ``replica`` that
+    runs it; both are "" otherwise."""
 
     queue_seconds: float
     device: str
     total_iterations: int
+    job_id: str = ""
+    replica: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from styleserve.events import FeedForwardInfo, PrecisionChoice, provenance
 from styleserve.options import Limits, StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
-__all__ = ["ServerInfo", "ServerLimits", "StyleCacheInfo", "UploadStoreInfo"]
+__all__ = ["JobStoreInfo", "ServerInfo", "ServerLimits", "StyleCacheInfo", "UploadStoreInfo"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,23 @@ class UploadStoreInfo:
 
 
 @dataclass(frozen=True)
+class JobStoreInfo:
+    """The server's store of detachable jobs (StyleTransferRequest.detachable, WatchJob)."""
+
+    # Seconds a detachable job runs on unwatched after its call ended.
+    detach_grace_seconds: int
+    # Seconds a finished job's result is kept.
+    retention_seconds: int
+    # Most bytes the kept events and results may hold; 0: detachable jobs are off.
+    max_bytes: int
+    used_bytes: int
+
+    @classmethod
+    def from_proto(cls, message: pb.JobStoreInfo) -> JobStoreInfo:
+        return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """A server's version, weights, presets, device, limits and delivery defaults."""
 
@@ -79,6 +96,8 @@ class ServerInfo:
     style_cache: StyleCacheInfo | None
     # Its uploaded pictures; None: a server too old to take uploads.
     uploads: UploadStoreInfo | None
+    # Its detachable jobs; None: a server too old to keep them.
+    jobs: JobStoreInfo | None = None
 
     @classmethod
     def from_proto(cls, message: pb.GetServerInfoResponse) -> ServerInfo:
@@ -99,6 +118,7 @@ class ServerInfo:
             uploads=UploadStoreInfo.from_proto(message.uploads)
             if message.HasField("uploads")
             else None,
+            jobs=JobStoreInfo.from_proto(message.jobs) if message.HasField("jobs") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -80,10 +80,12 @@ def build_request(
     options: Mapping[str, Any],
     style_id: str | None = None,
     regions: Regions | None = None,
+    detachable: bool = False,
 ) -> pb.StyleTransferRequest:
     """The request for ``content`` in the style of ``styles`` (or of the registered
     ``style_id``) with the caller's ``options`` (StyleOptions fields; None or absent means the
-    preset's value), each style painting its own part of the picture with ``regions``."""
+    preset's value), each style painting its own part of the picture with ``regions``; a
+    ``detachable`` job outlives a dropped call (``styleserve.resume``)."""
     style_list = _style_list(styles)
     if style_id and style_list:
         raise InvalidArgument("style_id: send a style_id or style pictures, not both")
@@ -109,6 +111,7 @@ def build_request(
         request_id=request_id or "",
         style_id=style_id or "",
         regions=regions_message,
+        detachable=detachable,
     )
 
 

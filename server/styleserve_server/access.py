@@ -16,6 +16,7 @@ bounded: a name no server has is refused at once instead of being held for as lo
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import logging
 import uuid
@@ -27,7 +28,13 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 from styleserve.options import OptionsError, check_request_id
 
-__all__ = ["MAX_HEALTH_REQUEST_BYTES", "BoundedHealth", "TokenGate", "UNAUTHENTICATED_MESSAGE"]
+__all__ = [
+    "MAX_HEALTH_REQUEST_BYTES",
+    "BoundedHealth",
+    "TokenGate",
+    "UNAUTHENTICATED_MESSAGE",
+    "caller_identity",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,21 @@ class TokenGate(grpc.aio.ServerInterceptor):
         request_id = asked or uuid.uuid4().hex
         self._refused(method.rpartition("/")[2], request_id)
         return grpc.stream_stream_rpc_method_handler(functools.partial(_refuse, request_id))
+
+
+def caller_identity(context: grpc.aio.ServicerContext, *, token_checked: bool) -> str:
+    """Who a call comes from, as far as the server checks it: a digest of its bearer token
+    (where the server checks one: ``token_checked``) and of its client certificate (mTLS);
+    "" where it checks neither. Digested, so that what binds a job to its caller is no secret
+    itself."""
+    parts: list[bytes] = []
+    if token_checked:
+        metadata = dict(context.invocation_metadata() or ())
+        parts.append(str(metadata.get("authorization", "")).encode())
+    parts.extend(context.auth_context().get("x509_pem_cert", ()))
+    if not parts:
+        return ""
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 def _refused_name(service: str, context: grpc.aio.ServicerContext) -> bool:

@@ -142,6 +142,32 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        # Detachable jobs (job_store): how often calls drop and come back, and what is kept.
+        self.jobs_detached = Counter(
+            "styleserve_jobs_detached",
+            "Detachable jobs whose own call ended before they did (they ran on).",
+            registry=self.registry,
+        )
+        self.jobs_reattached = Counter(
+            "styleserve_jobs_reattached",
+            "WatchJob calls that found their job.",
+            registry=self.registry,
+        )
+        self.jobs_expired = Counter(
+            "styleserve_jobs_expired",
+            "Detachable jobs forgotten, by reason: grace (unwatched too long, cancelled), "
+            "retention (result kept its time) or room (evicted for newer results).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.job_store_bytes = Gauge(
+            "styleserve_job_store_bytes",
+            "Bytes the kept events and results of detachable jobs hold.",
+            registry=self.registry,
+        )
+        self.job_store_entries = Gauge(
+            "styleserve_job_store_entries", "Detachable jobs held.", registry=self.registry
+        )
         self._http: WSGIServer | None = None
 
     def describe(self, **build: str) -> None:
@@ -169,6 +195,10 @@ class Metrics:
     def uploads_changed(self, used_bytes: int, entries: int) -> None:
         self.upload_store_bytes.set(used_bytes)
         self.upload_store_entries.set(entries)
+
+    def jobs_changed(self, used_bytes: int, entries: int) -> None:
+        self.job_store_bytes.set(used_bytes)
+        self.job_store_entries.set(entries)
 
     def serve(self, host: str, port: int) -> None:
         """Serves /metrics on ``host:port`` from a daemon thread."""

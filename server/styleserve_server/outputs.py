@@ -32,6 +32,7 @@ from styleserve_server.engine import (
 )
 
 __all__ = [
+    "Numbering",
     "Provenance",
     "delivery_seconds",
     "delivered",
@@ -181,13 +182,36 @@ def _losses(losses: Losses) -> pb.Losses:
     )
 
 
+class Numbering:
+    """Numbers one job's events 1, 2, 3, ... (StyleTransferResponse.sequence), result chunks
+    included: the one place that sets them, so that a job's own call and its watchers see the
+    same numbers."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def __call__(self, message: pb.StyleTransferResponse) -> pb.StyleTransferResponse:
+        self.last += 1
+        message.sequence = self.last
+        return message
+
+
 def queued(position: int) -> pb.StyleTransferResponse:
     return pb.StyleTransferResponse(queued=pb.Queued(position=position))
 
 
-def started(queue_seconds: float, device: str, total: int) -> pb.StyleTransferResponse:
+def started(
+    queue_seconds: float, device: str, total: int, job_id: str = "", replica: str = ""
+) -> pb.StyleTransferResponse:
+    """``job_id`` and ``replica``: a detachable job's (job_store), else empty."""
     return pb.StyleTransferResponse(
-        started=pb.Started(queue_seconds=queue_seconds, device=device, total_iterations=total)
+        started=pb.Started(
+            queue_seconds=queue_seconds,
+            device=device,
+            total_iterations=total,
+            job_id=job_id,
+            replica=replica,
+        )
     )
 
 

@@ -1,6 +1,6 @@
 """What GetServerInfo answers: the server's version, weights, presets, device, limits, delivery
-defaults, instant tier, precision choice, style cache and upload store, assembled in one place
-from the settings and what the server has loaded (every limit travels:
+defaults, instant tier, precision choice, style cache, upload store and job store, assembled in
+one place from the settings and what the server has loaded (every limit travels:
 tests/client/test_sdk_contract.py keeps ``pb.Limits`` equal to ``styleserve.options.Limits``
 plus the capacity)."""
 
@@ -18,6 +18,7 @@ from styleserve_export.artifact import Backbone
 
 from styleserve_server import outputs
 from styleserve_server.engine import FeedForward, PrecisionChoice
+from styleserve_server.job_store import JobStoreInfo
 from styleserve_server.settings import Settings
 from styleserve_server.uploads import StoreInfo
 
@@ -38,10 +39,12 @@ def server_info(
     precision: PrecisionChoice | None,
     style_cache: tuple[int, int, int],
     uploads: StoreInfo,
+    jobs: JobStoreInfo,
 ) -> pb.GetServerInfoResponse:
     """What GetServerInfo answers for a server serving ``backbone`` (on its device) with the
     instant tier ``feed_forward`` (None: none), "auto" measured as ``precision``, a style
-    cache of (max bytes, used bytes, entries) and the store of ``uploads``."""
+    cache of (max bytes, used bytes, entries), the store of ``uploads`` and that of detachable
+    ``jobs``."""
     max_bytes, used_bytes, entries = style_cache
     defaults = PRESETS["default"].replace(
         preview_size=settings.preview_size, output_quality=settings.output_quality
@@ -65,4 +68,5 @@ def server_info(
         precision_choice=None if precision is None else outputs.precision_choice(precision),
         style_cache=pb.StyleCacheInfo(max_bytes=max_bytes, used_bytes=used_bytes, entries=entries),
         uploads=pb.UploadStoreInfo(**dataclasses.asdict(uploads)),
+        jobs=pb.JobStoreInfo(**dataclasses.asdict(jobs)),
     )

@@ -41,6 +41,7 @@ from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.artifact import Backbone
 
 from styleserve_server import inputs, logs, outputs, video, wire
+from styleserve_server.access import caller_identity
 from styleserve_server.admission import Admission, MemoryPool, ShuttingDown
 from styleserve_server.engine import (
     FeedForward,
@@ -53,6 +54,7 @@ from styleserve_server.engine import (
     prepare_style,
     targets_nbytes,
 )
+from styleserve_server.job_store import JobStore, KeptJob, Send
 from styleserve_server.jobs import FirstPicture, Job, OutOfTime, run_instant
 from styleserve_server.memory import check_fits, measured_budget
 from styleserve_server.metrics import Metrics
@@ -82,6 +84,17 @@ def _stop_at(options: StyleOptions, remaining: float | None) -> StopAt | None:
     if remaining is not None:
         stops.append(StopAt(now + remaining, "deadline"))
     return min(stops, key=lambda stop: stop.at, default=None)
+
+
+class _Write:
+    """Writes a job's events to its own call, numbered (``outputs.Numbering``)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
+        self.numbering = outputs.Numbering()
+
+    async def __call__(self, message: pb.StyleTransferResponse) -> None:
+        await self.context.write(self.numbering(message))
 
 
 async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> None:
@@ -117,6 +130,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             settings.upload_store_bytes,
             settings.max_upload_bytes,
             settings.upload_expire_seconds,
+            metrics,
+        )
+        self._jobs = JobStore(
+            settings.job_store_bytes,
+            settings.detach_grace_seconds,
+            settings.job_retention_seconds,
             metrics,
         )
         self._backbone: Backbone | None = None
@@ -172,29 +191,78 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         instant = options.method == "feed_forward"
         if self._feed_forward is None and (instant or options.init == "feed_forward"):
             raise NoFeedForward("options.method" if instant else "options.init")
+        kept: KeptJob | None = None
+        if request.detachable:
+            # Refused before it queues, and bound to the caller before any await can lose it.
+            token_checked = self._settings.auth_token is not None
+            kept = self._jobs.open(caller_identity(context, token_checked=token_checked))
         admission = self._instant if instant else self._admission
+        write = _Write(context)
         enqueued = time.monotonic()
         async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
             # A full queue or a drain refuses the call before its first position.
             first = await anext(positions)
             await _send_headers(context, request_id)
-            await context.write(outputs.queued(first))
+            await write(outputs.queued(first))
             async for position in positions:
-                await context.write(outputs.queued(position))
+                await write(outputs.queued(position))
         # A slot is held from here: the job's completion releases it, with no await between.
         queue_seconds = time.monotonic() - enqueued
         provenance = self._provenance(backbone, request_id)
         if instant:
-            await self._run_instant(checked, provenance, queue_seconds, message_bytes, context)
+            produce = functools.partial(
+                self._run_instant, checked, provenance, queue_seconds, message_bytes
+            )
+            await self._deliver(produce, 0, queue_seconds, kept, write)
             return
         stop = _stop_at(options, context.time_remaining())
         job = self._start(checked, backbone, queue_seconds, stop)
+        produce = functools.partial(
+            self._run_job, job, checked, provenance, queue_seconds, message_bytes
+        )
+        await self._deliver(produce, checked.total_iterations, queue_seconds, kept, write)
+
+    async def _deliver(
+        self,
+        produce: Callable[[pb.StyleTransferResponse, Send], Awaitable[None]],
+        total: int,
+        queue_seconds: float,
+        kept: KeptJob | None,
+        write: _Write,
+    ) -> None:
+        """Runs ``produce(started, send)``, which makes a job's events from its Started on:
+        straight into the call (``write`` numbers them), or, for a detachable job (``kept``),
+        into the job store in a task of its own, which the call then follows as a watcher."""
+        if kept is None:
+            await produce(outputs.started(queue_seconds, self._device, total), write)
+            return
+        replica = self._settings.advertise_address
+        started = outputs.started(queue_seconds, self._device, total, kept.job_id, replica)
+        seen = write.numbering.last
+
+        async def numbered(send: Send) -> None:
+            await produce(started, lambda message: send(write.numbering(message)))
+
+        self._jobs.run(kept, numbered)
+        await self._jobs.follow(kept, seen, write.context.write, own=True)
+
+    async def _run_job(
+        self,
+        job: Job,
+        checked: inputs.CheckedRequest,
+        provenance: outputs.Provenance,
+        queue_seconds: float,
+        message_bytes: int,
+        started: pb.StyleTransferResponse,
+        send: Send,
+    ) -> None:
+        """An optimisation job's events, through ``send``, from ``started`` to its result; the
+        job stops when this ends, however it ends."""
         try:
             # Started as soon as the slot is granted: the caller learns the job's length
             # before its first iteration.
-            total = checked.total_iterations
-            await context.write(outputs.started(queue_seconds, self._device, total))
-            await self._relay(job, checked, provenance, queue_seconds, message_bytes, context)
+            await send(started)
+            await self._relay(job, checked, provenance, queue_seconds, message_bytes, send)
         finally:
             job.cancel.set()
 
@@ -367,13 +435,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         provenance: outputs.Provenance,
         queue_seconds: float,
         message_bytes: int,
-        context: grpc.aio.ServicerContext,
+        started: pb.StyleTransferResponse,
+        send: Send,
     ) -> None:
-        """A feed-forward job: Started, then the Result (in messages of at most
-        ``message_bytes``), from a slot of the instant tier."""
+        """A feed-forward job: ``started``, then the Result (in messages of at most
+        ``message_bytes``), from a slot of the instant tier, through ``send``."""
         feed_forward = self._feed_forward
         assert feed_forward is not None
-        started = time.monotonic()
+        began = time.monotonic()
 
         def work() -> pb.StyleTransferResponse:
             made = run_instant(checked, feed_forward, self._limits)
@@ -383,7 +452,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             )
 
         def finished(_: asyncio.Future[pb.StyleTransferResponse]) -> None:
-            seconds = time.monotonic() - started
+            seconds = time.monotonic() - began
             self._metrics.instant_duration.observe(seconds)
             self._instant.release(seconds, nbytes=checked.memory_bytes)
 
@@ -395,13 +464,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             self._instant.release(nbytes=checked.memory_bytes)
             raise
         future.add_done_callback(finished)
-        await context.write(outputs.started(queue_seconds, self._device, 0))
+        await send(started)
         # Shielded: a cancelled call must not mark the work done (and its slot free) while
         # the worker thread is still running it; it ends within the network's one pass.
         response = await asyncio.shield(future)
         for message in outputs.delivered(response, message_bytes):
-            await context.write(message)
-        log.info("instant job finished", extra={"seconds": round(time.monotonic() - started, 3)})
+            await send(message)
+        log.info("instant job finished", extra={"seconds": round(time.monotonic() - began, 3)})
 
     def _start(
         self,
@@ -458,17 +527,17 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         provenance: outputs.Provenance,
         queue_seconds: float,
         message_bytes: int,
-        context: grpc.aio.ServicerContext,
+        send: Send,
     ) -> None:
-        """Writes the job's records to the stream until its result, in messages of at most
-        ``message_bytes`` (or raises its error)."""
+        """Sends the job's records until its result, in messages of at most ``message_bytes``
+        (or raises its error)."""
         options = checked.options
         first: Iterate | None = None
         while True:
             for record in await job.mailbox.take():
                 if isinstance(record, FirstPicture):
                     response = await asyncio.to_thread(outputs.preview, 0, record.preview, options)
-                    await context.write(response)
+                    await send(response)
                     continue
                 if isinstance(record, Finished | OutOfTime):
                     # Free the slot before the caller hears of the result, so that its next
@@ -479,7 +548,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                         self._result, record, options, provenance, queue_seconds
                     )
                     for message in outputs.delivered(response, message_bytes):
-                        await context.write(message)
+                        await send(message)
                     result = response.result
                     log.info(
                         "job finished",
@@ -496,9 +565,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     response = await asyncio.to_thread(
                         outputs.preview, record.iteration, record.preview, options
                     )
-                    await context.write(response)
+                    await send(response)
                 else:
-                    await context.write(outputs.progress(record, first))
+                    await send(outputs.progress(record, first))
 
     def _result(
         self,
@@ -526,9 +595,26 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             self._precision,
             self._styles.info(),
             self._uploads.info(),
+            self._jobs.info(),
         )
         await _send_headers(context, request_id)
         return info
+
+    async def _watch_job(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext, request_id: str
+    ) -> None:
+        token_checked = self._settings.auth_token is not None
+        owner = caller_identity(context, token_checked=token_checked)
+        kept = self._jobs.find(request.job_id, owner, request.after_sequence)
+        self._metrics.jobs_reattached.inc()
+        log.info("job watched", extra={"job_id": kept.job_id, "after": request.after_sequence})
+        await _send_headers(context, request_id)
+
+        async def send(event: pb.StyleTransferResponse) -> None:
+            await context.write(pb.WatchJobResponse(event=event))
+
+        # Not the job's own call: its end (a cancel included) leaves the job running.
+        await self._jobs.follow(kept, request.after_sequence, send)
 
     def _serving(self) -> Backbone:
         if self._draining:
@@ -637,6 +723,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     StylizeVideo = functools.partialmethod(
         _call, "StylizeVideo", pb.StylizeVideoRequest, _stylize_video
     )
+    WatchJob = functools.partialmethod(_call, "WatchJob", pb.WatchJobRequest, _watch_job)
 
 
 def add_to_server(service: StyleTransferService, server: grpc.aio.Server) -> None:

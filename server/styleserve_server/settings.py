@@ -256,6 +256,30 @@ class Settings(BaseSettings):
         "its pictures from the moment it is accepted).",
     )  # fmt: skip
 
+    job_store_bytes: int = Field(
+        256 * 2**20, ge=0,
+        description="Bytes the kept events and results of detachable jobs "
+        "(StyleTransferRequest.detachable) may hold, the oldest finished evicted first (a "
+        "running job's events are never dropped). 0: detachable jobs are off (such requests "
+        "get FAILED_PRECONDITION).",
+    )  # fmt: skip
+    detach_grace_seconds: int = Field(
+        60, ge=1, le=2**32 - 1,
+        description="How long a detachable job whose call ended keeps running with nobody "
+        "watching it (WatchJob) before it is cancelled and its slot freed.",
+    )  # fmt: skip
+    job_retention_seconds: int = Field(
+        3600, ge=1, le=2**32 - 1,
+        description="How long a finished detachable job's result is kept for WatchJob.",
+    )  # fmt: skip
+    advertise_address: str = Field(
+        "",
+        max_length=256,
+        description="The address that reaches this replica directly (host:port, e.g. the "
+        "pod's IP from the Kubernetes downward API), sent as Started.replica so that a "
+        "detachable job is watched where it runs behind a balancer. Empty: not sent.",
+    )
+
     @field_validator("backbone")
     @classmethod
     def _servable(cls, value: str) -> str:

@@ -17,6 +17,7 @@ from styleserve.options import OptionsError
 from styleserve_server import logs
 from styleserve_server.admission import QueueFull, ShuttingDown
 from styleserve_server.engine import JobCancelled
+from styleserve_server.job_store import FutureSequence, JobsOff, UnknownJob
 from styleserve_server.memory import TooBig
 from styleserve_server.style_cache import StyleCacheOff, StyleTooLarge, UnknownStyle
 from styleserve_server.uploads import UnknownUpload, UploadCorrupt, UploadsOff, UploadTooLarge
@@ -90,9 +91,11 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         error = GraceOver()
     if isinstance(error, ShuttingDown | NotReady | GraceOver):
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
-    if isinstance(error, NoFeedForward | StyleCacheOff | UploadsOff):
+    if isinstance(error, NoFeedForward | StyleCacheOff | UploadsOff | JobsOff):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
-    if isinstance(error, UnknownStyle | UnknownUpload):
+    if isinstance(error, FutureSequence):
+        return grpc.StatusCode.OUT_OF_RANGE, str(error), ()
+    if isinstance(error, UnknownStyle | UnknownUpload | UnknownJob):
         return grpc.StatusCode.NOT_FOUND, str(error), ()
     if isinstance(error, StyleTooLarge | UploadTooLarge | TooBig):
         # Too large for this server whenever it is sent: a negative pushback tells gRPC retry

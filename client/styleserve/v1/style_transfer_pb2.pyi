@@ -199,7 +199,7 @@ class DeliveryOptions(_message.Message):
     def __init__(self, preview_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., output_quality: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class StyleTransferRequest(_message.Message):
-    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id", "style_id", "regions")
+    __slots__ = ("content", "styles", "options", "delivery", "init_image", "request_id", "style_id", "regions", "detachable")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,7 @@ class StyleTransferRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STYLE_ID_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    DETACHABLE_FIELD_NUMBER: _ClassVar[int]
     content: Image
     styles: _containers.RepeatedCompositeFieldContainer[StylePicture]
     options: StyleOptions
@@ -216,7 +217,8 @@ class StyleTransferRequest(_message.Message):
     request_id: str
     style_id: str
     regions: Regions
-    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ..., style_id: _Optional[str] = ..., regions: _Optional[_Union[Regions, _Mapping]] = ...) -> None: ...
+    detachable: bool
+    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[StylePicture, _Mapping]]] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., init_image: _Optional[_Union[Image, _Mapping]] = ..., request_id: _Optional[str] = ..., style_id: _Optional[str] = ..., regions: _Optional[_Union[Regions, _Mapping]] = ..., detachable: _Optional[bool] = ...) -> None: ...
 
 class Regions(_message.Message):
     __slots__ = ("style_masks", "label_map", "style_colors", "keep_color", "keep_mask")
@@ -269,14 +271,18 @@ class Queued(_message.Message):
     def __init__(self, position: _Optional[int] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("queue_seconds", "device", "total_iterations")
+    __slots__ = ("queue_seconds", "device", "total_iterations", "job_id", "replica")
     QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     queue_seconds: float
     device: str
     total_iterations: int
-    def __init__(self, queue_seconds: _Optional[float] = ..., device: _Optional[str] = ..., total_iterations: _Optional[int] = ...) -> None: ...
+    job_id: str
+    replica: str
+    def __init__(self, queue_seconds: _Optional[float] = ..., device: _Optional[str] = ..., total_iterations: _Optional[int] = ..., job_id: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("iteration", "total_iterations", "losses", "elapsed_seconds", "eta_seconds", "stage", "width", "height")
@@ -409,20 +415,36 @@ class ImageChunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StyleTransferResponse(_message.Message):
-    __slots__ = ("queued", "started", "progress", "preview", "result", "result_chunk")
+    __slots__ = ("queued", "started", "progress", "preview", "result", "result_chunk", "sequence")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     RESULT_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     queued: Queued
     started: Started
     progress: Progress
     preview: Preview
     result: Result
     result_chunk: ImageChunk
-    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., result_chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., result_chunk: _Optional[_Union[ImageChunk, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id", "after_sequence")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after_sequence: int
+    def __init__(self, job_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: StyleTransferResponse
+    def __init__(self, event: _Optional[_Union[StyleTransferResponse, _Mapping]] = ...) -> None: ...
 
 class StylizeVideoRequest(_message.Message):
     __slots__ = ("start", "frame")
@@ -561,7 +583,7 @@ class Preset(_message.Message):
     def __init__(self, name: _Optional[str] = ..., options: _Optional[_Union[StyleOptions, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice", "style_cache", "uploads")
+    __slots__ = ("version", "backbones", "presets", "device", "limits", "default_delivery", "torch_version", "feed_forward", "precision_choice", "style_cache", "uploads", "jobs")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
@@ -573,6 +595,7 @@ class GetServerInfoResponse(_message.Message):
     PRECISION_CHOICE_FIELD_NUMBER: _ClassVar[int]
     STYLE_CACHE_FIELD_NUMBER: _ClassVar[int]
     UPLOADS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     version: str
     backbones: _containers.RepeatedScalarFieldContainer[str]
     presets: _containers.RepeatedCompositeFieldContainer[Preset]
@@ -584,7 +607,20 @@ class GetServerInfoResponse(_message.Message):
     precision_choice: PrecisionChoice
     style_cache: StyleCacheInfo
     uploads: UploadStoreInfo
-    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ..., style_cache: _Optional[_Union[StyleCacheInfo, _Mapping]] = ..., uploads: _Optional[_Union[UploadStoreInfo, _Mapping]] = ...) -> None: ...
+    jobs: JobStoreInfo
+    def __init__(self, version: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_delivery: _Optional[_Union[DeliveryOptions, _Mapping]] = ..., torch_version: _Optional[str] = ..., feed_forward: _Optional[_Union[FeedForwardInfo, _Mapping]] = ..., precision_choice: _Optional[_Union[PrecisionChoice, _Mapping]] = ..., style_cache: _Optional[_Union[StyleCacheInfo, _Mapping]] = ..., uploads: _Optional[_Union[UploadStoreInfo, _Mapping]] = ..., jobs: _Optional[_Union[JobStoreInfo, _Mapping]] = ...) -> None: ...
+
+class JobStoreInfo(_message.Message):
+    __slots__ = ("detach_grace_seconds", "retention_seconds", "max_bytes", "used_bytes")
+    DETACH_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    detach_grace_seconds: int
+    retention_seconds: int
+    max_bytes: int
+    used_bytes: int
+    def __init__(self, detach_grace_seconds: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., max_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ...) -> None: ...
 
 class StyleCacheInfo(_message.Message):
     __slots__ = ("max_bytes", "used_bytes", "entries")

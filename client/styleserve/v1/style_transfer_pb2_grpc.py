@@ -60,6 +60,11 @@ class StyleTransferServiceStub:
                 request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoRequest.SerializeToString,
                 response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/styleserve.v1.StyleTransferService/WatchJob',
+                request_serializer=styleserve_dot_v1_dot_style__transfer__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
 
 
 class StyleTransferServiceServicer:
@@ -118,6 +123,17 @@ class StyleTransferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJob(self, request, context):
+        """Follows a detachable job (StyleTransferRequest.detachable) by its Started.job_id: replays
+        the events kept after after_sequence, then streams the rest live, ending as the job's own
+        call would (with the Result, or the job's error). An unknown or expired id, or one that
+        belongs to another caller, is NOT_FOUND alike; a sequence number the job has not reached
+        is OUT_OF_RANGE. Cancelling this call stops watching, not the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StyleTransferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +161,11 @@ def add_StyleTransferServiceServicer_to_server(servicer, server):
                     servicer.StylizeVideo,
                     request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoRequest.FromString,
                     response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=styleserve_dot_v1_dot_style__transfer__pb2.WatchJobRequest.FromString,
+                    response_serializer=styleserve_dot_v1_dot_style__transfer__pb2.WatchJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,6 +304,33 @@ class StyleTransferService:
             '/styleserve.v1.StyleTransferService/StylizeVideo',
             styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoRequest.SerializeToString,
             styleserve_dot_v1_dot_style__transfer__pb2.StylizeVideoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/styleserve.v1.StyleTransferService/WatchJob',
+            styleserve_dot_v1_dot_style__transfer__pb2.WatchJobRequest.SerializeToString,
+            styleserve_dot_v1_dot_style__transfer__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,278 @@
+"""Keeps detachable jobs (StyleTransferRequest.detachable) and their events past their calls.
+
+A job is tied to its call: a dropped connection would otherwise lose minutes of work that its
+caller will be back for in seconds. A detachable job's events go to its ``KeptJob`` instead of
+straight to the wire; its own call and any number of WatchJob calls follow it from there
+(``JobStore.follow``: replay what is kept after a sequence number, then live).
+
+gRPC does not tell a server whether a call ended by its caller's cancel or by a dropped
+connection, so the rule is the one the server can keep: a detachable job survives its call
+ending for any reason. Unwatched, it runs on for the detach grace and is then cancelled (its
+slot frees as a cancelled job's does); watched again within the grace, it goes on. Its time
+budget, deadline policy and a server's shutdown stop it as they stop any job.
+
+Kept are every event from Started on except older previews (a newer one replaces them in the
+replay): Progress, the newest Preview, the result chunks and the Result. A finished job stays
+for the retention time, within the store's byte budget (oldest finished evicted first); the
+events of running jobs are never dropped, so while they alone exceed the budget the store holds
+more than it for as long as they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from styleserve.options import OptionsError
+from styleserve.v1 import style_transfer_pb2 as pb
+
+from styleserve_server.metrics import Metrics
+
+__all__ = [
+    "MAX_JOB_ID_LENGTH",
+    "FutureSequence",
+    "JobStore",
+    "JobStoreInfo",
+    "JobsOff",
+    "KeptJob",
+    "Send",
+    "UnknownJob",
+]
+
+log = logging.getLogger(__name__)
+
+# Job ids are 32 characters (24 random bytes, URL-safe base64); anything much longer is no id.
+MAX_JOB_ID_LENGTH = 64
+_ID_BYTES = 24
+
+Send = Callable[[pb.StyleTransferResponse], Awaitable[None]]
+
+
+class UnknownJob(Exception):
+    """No job of this caller has the id: never held, expired, or another caller's (alike, so
+    that an id reveals nothing about other callers' jobs)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "job_id: no such job for this caller (unknown, expired after its retention or its "
+            "detach grace, evicted for newer results, run by another replica, or another "
+            "caller's); send the request again"
+        )
+
+
+class FutureSequence(Exception):
+    """A watch asked to resume after an event the job has not sent."""
+
+    def __init__(self, asked: int, newest: int) -> None:
+        super().__init__(
+            f"after_sequence: is {asked}, but the job's newest event is {newest}; resume after "
+            "the last sequence number received (0 replays every kept event)"
+        )
+
+
+class JobsOff(Exception):
+    """The server keeps no detachable jobs (job_store_bytes is 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "detachable: this server keeps no detachable jobs (started with job_store_bytes 0, "
+            "GetServerInfo jobs.max_bytes); send the request without detachable"
+        )
+
+
+@dataclass(frozen=True)
+class JobStoreInfo:
+    """What GetServerInfo reports of the store (``pb.JobStoreInfo``'s fields)."""
+
+    detach_grace_seconds: int
+    retention_seconds: int
+    max_bytes: int
+    used_bytes: int
+
+
+class KeptJob:
+    """One detachable job's kept events, its end, and who follows it."""
+
+    def __init__(self, job_id: str, owner: str) -> None:
+        self.job_id = job_id
+        self.owner = owner
+        # By sequence number, in order (dicts keep insertion order; numbers only grow).
+        self.events: dict[int, pb.StyleTransferResponse] = {}
+        self.newest = 0
+        self.nbytes = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.watchers = 0
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self._preview = 0
+        self._changed = asyncio.Event()
+
+    def _keep(self, message: pb.StyleTransferResponse) -> int:
+        """Files ``message`` (numbered already); returns the bytes the job's events grew by."""
+        grown = message.ByteSize()
+        if message.HasField("preview"):
+            if self._preview:
+                grown -= self.events.pop(self._preview).ByteSize()
+            self._preview = message.sequence
+        self.events[message.sequence] = message
+        self.newest = message.sequence
+        self.nbytes += grown
+        self._wake()
+        return grown
+
+    def _end(self, error: BaseException | None) -> None:
+        self.done, self.error = True, error
+        self._wake()
+
+    def _wake(self) -> None:
+        # A fresh event per change: each waiter took the one current when it last looked.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _follow(self, after: int, send: Send) -> None:
+        while True:
+            changed = self._changed
+            for sequence, message in [(s, m) for s, m in self.events.items() if s > after]:
+                await send(message)
+                after = sequence
+            if self.done and after >= self.newest:
+                if self.error is not None:
+                    raise self.error
+                return
+            if after >= self.newest:
+                await changed.wait()
+
+
+class JobStore:
+    """The detachable jobs of one server, by id; see the module's docstring for their life."""
+
+    def __init__(
+        self, max_bytes: int, grace_seconds: int, retention_seconds: int, metrics: Metrics
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._grace = grace_seconds
+        self._retention = retention_seconds
+        self._metrics = metrics
+        self._jobs: dict[str, KeptJob] = {}
+        # Finished jobs, oldest first: the order of eviction for room.
+        self._finished: collections.OrderedDict[str, KeptJob] = collections.OrderedDict()
+        self._used = 0
+
+    def info(self) -> JobStoreInfo:
+        return JobStoreInfo(self._grace, self._retention, self._max_bytes, self._used)
+
+    def open(self, owner: str) -> KeptJob:
+        """A new job bound to ``owner`` (a caller identity, ``access.caller_identity``), with a
+        fresh unguessable id; held once it ``run``s. Raises JobsOff when the store is off."""
+        if not self._max_bytes:
+            raise JobsOff
+        return KeptJob(secrets.token_urlsafe(_ID_BYTES), owner)
+
+    def run(self, kept: KeptJob, produce: Callable[[Send], Awaitable[None]]) -> None:
+        """Runs ``produce(send)`` (which makes the job's numbered events, from Started on) as a
+        task of its own, so that it outlives the call that started it."""
+        self._jobs[kept.job_id] = kept
+
+        async def send(message: pb.StyleTransferResponse) -> None:
+            if self._jobs.get(kept.job_id) is kept:
+                self._grow(kept._keep(message))
+
+        async def work() -> None:
+            try:
+                await produce(send)
+            except asyncio.CancelledError:
+                kept._end(asyncio.CancelledError())
+                raise
+            except BaseException as error:  # noqa: BLE001 - the watchers raise it as theirs
+                kept._end(error)
+            else:
+                kept._end(None)
+            self._finish(kept)
+
+        kept.task = asyncio.ensure_future(work())
+
+    def find(self, job_id: str, owner: str, after: int) -> KeptJob:
+        """``owner``'s job ``job_id``, checked for a watch resuming after ``after``."""
+        if len(job_id) > MAX_JOB_ID_LENGTH:
+            # Not echoed: a value this long is no id of this server's.
+            raise OptionsError("job_id", f"is longer than a job id ({MAX_JOB_ID_LENGTH} at most)")
+        kept = self._jobs.get(job_id)
+        if kept is None or not secrets.compare_digest(kept.owner, owner):
+            raise UnknownJob
+        if after > kept.newest:
+            raise FutureSequence(after, kept.newest)
+        return kept
+
+    async def follow(self, kept: KeptJob, after: int, send: Send, *, own: bool = False) -> None:
+        """Sends ``kept``'s events numbered above ``after`` through ``send``, then the live ones,
+        and returns after its last (or raises its error). ``own``: the job's own call, whose end
+        before the job's counts as a detach. While nobody follows a running job, the detach
+        grace runs."""
+        kept.watchers += 1
+        if kept.timer is not None and not kept.done:
+            kept.timer.cancel()
+            kept.timer = None
+        try:
+            await kept._follow(after, send)
+        finally:
+            kept.watchers -= 1
+            if not kept.done:
+                if own:
+                    self._metrics.jobs_detached.inc()
+                    log.info("job detached", extra={"job_id": kept.job_id})
+                if not kept.watchers and self._jobs.get(kept.job_id) is kept:
+                    loop = asyncio.get_running_loop()
+                    kept.timer = loop.call_later(self._grace, self._unwatched, kept)
+
+    def close(self) -> None:
+        """Stops every kept job and timer (the server is stopping)."""
+        for kept in list(self._jobs.values()):
+            self._drop(kept)
+
+    def _unwatched(self, kept: KeptJob) -> None:
+        """The detach grace ran out with nobody watching: the job stops, its slot frees."""
+        if kept.watchers or kept.done:
+            return
+        log.info("detached job cancelled: unwatched for its grace", extra={"job_id": kept.job_id})
+        self._metrics.jobs_expired.labels("grace").inc()
+        self._drop(kept)
+
+    def _finish(self, kept: KeptJob) -> None:
+        if self._jobs.get(kept.job_id) is not kept:
+            return
+        if kept.timer is not None:
+            kept.timer.cancel()
+        self._finished[kept.job_id] = kept
+        loop = asyncio.get_running_loop()
+        kept.timer = loop.call_later(self._retention, self._expire, kept, "retention")
+        self._grow(0)
+
+    def _expire(self, kept: KeptJob, reason: str) -> None:
+        if self._jobs.get(kept.job_id) is kept:
+            self._metrics.jobs_expired.labels(reason).inc()
+            self._drop(kept)
+
+    def _grow(self, nbytes: int) -> None:
+        """Counts ``nbytes`` more and evicts the oldest finished jobs while over the budget."""
+        self._used += nbytes
+        while self._used > self._max_bytes and self._finished:
+            oldest = next(iter(self._finished.values()))
+            self._expire(oldest, "room")
+        self._metrics.jobs_changed(self._used, len(self._jobs))
+
+    def _drop(self, kept: KeptJob) -> None:
+        """Forgets ``kept`` (its bytes freed once its last watcher lets go) and stops it."""
+        self._jobs.pop(kept.job_id, None)
+        self._finished.pop(kept.job_id, None)
+        self._used -= kept.nbytes
+        if kept.timer is not None:
+            kept.timer.cancel()
+            kept.timer = None
+        if kept.task is not None and not kept.task.done():
+            kept.task.cancel()
+        self._metrics.jobs_changed(self._used, len(self._jobs))
