@@ -89,7 +89,10 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
         result: Result | None = None
         started = time.perf_counter()
         with Client(f"127.0.0.1:{port}", timeout=6 * 3600) as client:
-            for event in client.stream(content, STYLE, width=size[0], height=size[1]):
+            # Detachable: a job of an hour outlives a connection (the server's connection age
+            # and its grace end it), and the SDK follows the job on from where it was cut.
+            stream = client.stream(content, STYLE, width=size[0], height=size[1], detachable=True)
+            for event in stream:
                 if isinstance(event, Progress):
                     ends[event.stage] = event.elapsed_seconds
                 elif isinstance(event, Result):

@@ -5,6 +5,7 @@ import fcntl
 import io
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
@@ -62,3 +63,10 @@ def run_on_terminal(command: list[str], timeout: float = 120) -> tuple[int, str,
             os.close(terminal)
         os.close(controller)
     return done.returncode, done.stdout, shown.decode(errors="replace")
+
+
+def interruptible() -> None:
+    """For Popen's preexec_fn: Ctrl-C (SIGINT) raises KeyboardInterrupt in the child even when
+    the tests run in the background, whose children start with SIGINT ignored (Python then
+    keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from client_helpers import LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command, run_on_terminal
+from client_helpers import (
+    LONG_JOB,
+    NEXT_JOB_TIMEOUT,
+    QUICK_JOB,
+    cli_command,
+    interruptible,
+    run_on_terminal,
+)
 from fixtures_server import RunningServer
 from PIL import Image
 from styleserve import AsyncClient, Client, InvalidArgument, Outcome
@@ -248,6 +255,7 @@ def test_ctrl_c_cancels_every_job_of_a_folder_run(start_server, style, tmp_path)
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )  # fmt: skip
         try:
             _wait_for(lambda: _running(srv) == 2, "the batch never filled both slots")

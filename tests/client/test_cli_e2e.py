@@ -13,6 +13,7 @@ from client_helpers import (
     NEXT_JOB_TIMEOUT,
     QUICK_JOB,
     cli_command,
+    interruptible,
     run_on_terminal,
 )
 from PIL import Image
@@ -105,6 +106,7 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(start_server, conten
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )  # fmt: skip
         try:
             # A preview on disk proves the job is running on the server.
