@@ -34,7 +34,7 @@ from pathlib import Path
 from instant import free_port, start_server
 from PIL import Image
 from seams import seam_ratio
-from seed_vs_default import machine
+from seed_vs_default import machine, proc_status
 from styleserve import Client, Progress, ResourceExhausted, Result
 from styleserve.options import resolve
 from styleserve.plan import plan
@@ -47,14 +47,6 @@ STYLE = ROOT / "examples" / "starry_night.jpg"
 GIB = 2**30
 # The server's, which this benchmark runs with.
 TILE_PIXELS = Settings.model_fields["tile_pixels"].default
-
-
-def _peak_rss(pid: int) -> int:
-    """The process's peak resident memory (VmHWM) in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc status")
 
 
 def _content(megapixels: float, folder: Path) -> tuple[Path, tuple[int, int]]:
@@ -98,7 +90,7 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
                 elif isinstance(event, Result):
                     result = event
         total = time.perf_counter() - started
-        peak = _peak_rss(server.pid)
+        peak = proc_status("VmHWM", server.pid)
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from seams import seam_ratio
-from seed_vs_default import machine
+from seams import borders, seam_ratio
+from seed_vs_default import machine, proc_status
 from styleserve_server.engine.feed_forward_tiles import PLANE_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +46,6 @@ STYLE = ROOT / "examples" / "starry_night.jpg"
 GIB = 2**30
 NAMED = {"33": (7680, 4320), "8k": (7680, 4320), "4k": (3840, 2160)}
 Image.MAX_IMAGE_PIXELS = None  # the pictures here are made, not received
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc status")
 
 
 def size_of(text: str) -> tuple[int, int]:
@@ -89,12 +82,12 @@ def child(args: argparse.Namespace) -> None:
     tiles = network.tiles(width, height)
     if tiles:
         network.picture(content.resize((256, 192)), [style], StyleOptions(size=256))  # builds
-    base = _status("VmRSS")
+    base = proc_status("VmRSS")
     start = time.perf_counter()
     result = network.picture(content, styles, options, regions=regions)
     seconds = time.perf_counter() - start
     np.save(args.save, np.asarray(result))
-    figures = {"seconds": seconds, "peak": _status("VmHWM"), "base": base, "tiles": tiles}
+    figures = {"seconds": seconds, "peak": proc_status("VmHWM"), "base": base, "tiles": tiles}
     print(json.dumps(figures))
 
 
@@ -115,12 +108,6 @@ def run(size: str, tile_mp: float | None, save: Path, args: argparse.Namespace) 
 
 def _padded(side: int) -> int:
     return -(-side // 4) * 4
-
-
-def borders(tiles: list[list[int]], width: int, height: int) -> tuple[list[int], list[int]]:
-    columns = sorted({left for _, left, _, _ in tiles if 0 < left < width})
-    rows = sorted({top for top, _, _, _ in tiles if 0 < top < height})
-    return columns, rows
 
 
 def seams(pictures: dict[str, np.ndarray], width: int, height: int, tiles: list) -> str:

@@ -9,12 +9,12 @@ reads well above it. Used by the big-picture benchmark and by the tests of tiled
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["seam_ratio"]
+__all__ = ["borders", "seam_ratio"]
 
 
 def _across(picture: np.ndarray, cuts: Sequence[int]) -> tuple[float, float]:
@@ -46,3 +46,12 @@ def seam_ratio(image: Image.Image, columns: Sequence[int] = (), rows: Sequence[i
     if not on:
         raise ValueError("name at least one border")
     return float(np.mean(on) / max(np.mean(off), 1e-12))
+
+
+def borders(tiles: Iterable[Sequence[int]], width: int, height: int) -> tuple[list[int], list[int]]:
+    """The inner borders of ``tiles`` (each ``(top, left, bottom, right)``) in a picture of
+    ``width`` x ``height``: the columns and the rows where one tile meets the next."""
+    tiles = list(tiles)
+    columns = sorted({left for _, left, _, _ in tiles if 0 < left < width})
+    rows = sorted({top for top, _, _, _ in tiles if 0 < top < height})
+    return columns, rows

@@ -173,6 +173,15 @@ def default_on_seed_objective(**overrides: object) -> StyleOptions:
     return resolve("default", **{**fields, **overrides})
 
 
+def proc_status(field: str, pid: int | str = "self") -> int:
+    """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``: resident memory now, at its
+    peak), in bytes; this process's own by default."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 def machine() -> str:
     """CPU model, its precision-relevant flags, torch, oneDNN and thread count."""
     model, flags = platform.processor() or "unknown CPU", set()

@@ -81,8 +81,13 @@ class AsyncClient(Calls):
         ``contextlib.aclosing`` so that leaving the loop early cancels the jobs in flight at
         once rather than when the generator is collected."""
         if concurrency is None:
-            slots = (await self.info(timeout=timeout)).limits.job_slots
-            concurrency = batch_concurrency(slots, self.target, self.load_balancing)
+            # Kept as ``_uploaded`` keeps it, which then need not ask again.
+            self._server = server = await self.info(timeout=timeout)
+            slots = server.limits.job_slots
+            # batch_concurrency may resolve the target's name (blocking): off the event loop.
+            concurrency = await asyncio.to_thread(
+                batch_concurrency, slots, self.target, self.load_balancing
+            )
 
         def stylize(content: Picture, request_id: str) -> Awaitable[Result]:
             return self.stylize(

@@ -31,7 +31,7 @@ from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError
 from styleserve.events import Preview, Result
-from styleserve.folders import FolderError, Planned, plan
+from styleserve.folders import SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve
 from styleserve.pictures import encode_picture, write_atomically
@@ -46,7 +46,6 @@ __all__ = ["build_parser", "main"]
 DEFAULT_SERVER = "127.0.0.1:50051"
 # Exit status of a process ended by SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
-_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 # Previews requested with --previews but no --preview-every: about this many per job.
 _PREVIEWS_PER_JOB = 10
 CONTACT_SHEET = "contact_sheet.png"
@@ -371,16 +370,26 @@ def _content_size(path: Path) -> tuple[int, int]:
         return (1, 1)
 
 
+def _require_output_folder(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Exits with a usage error unless the folder ``-o`` writes into exists."""
+    if not args.output.parent.is_dir():
+        parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
+
+
+def _require_styles(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Exits with a usage error unless the job names its style: pictures or --style-id."""
+    if not args.styles and not args.style_id:
+        parser.error("give style pictures, or --style-id")
+
+
 def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    output_format = _SUFFIX_FORMATS.get(args.output.suffix.lower())
+    output_format = SUFFIX_FORMATS.get(args.output.suffix.lower())
     if output_format is None:
         parser.error(f"-o: name a .png, .jpg or .webp file, got {str(args.output)!r}")
     if args.output_format is not None and args.output_format != output_format:
         parser.error(f"--output-format {args.output_format} does not match -o {args.output.name}")
-    if not args.output.parent.is_dir():
-        parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
-    if not args.styles and not args.style_id:
-        parser.error("give style pictures, or --style-id")
+    _require_output_folder(args, parser)
+    _require_styles(args, parser)
     if args.preview_every is not None and args.previews is None:
         parser.error("--preview-every needs --previews DIR to save the previews in")
     options = {**_set_options(args), "output_format": output_format}
@@ -451,8 +460,7 @@ def _folder_job(
         contents, styles = positionals[:-1], positionals[-1:]
     if args.previews is not None or args.preview_every is not None:
         parser.error("--previews takes one picture; leave it out when -o names a folder")
-    if not args.output.parent.is_dir():
-        parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
+    _require_output_folder(args, parser)
     options = {**_set_options(args), "output_format": args.output_format or "png"}
     try:
         planned = plan(contents, args.output, options["output_format"])
@@ -580,10 +588,8 @@ def _made_by(result: Result) -> str:
 def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.output.suffix.lower() not in VIDEO_SUFFIXES:
         parser.error(f"-o: name a {', '.join(VIDEO_SUFFIXES)} file, got {str(args.output)!r}")
-    if not args.output.parent.is_dir():
-        parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
-    if not args.styles and not args.style_id:
-        parser.error("give style pictures, or --style-id")
+    _require_output_folder(args, parser)
+    _require_styles(args, parser)
     try:
         clip = open_video(args.input)
     except ModuleNotFoundError as err:

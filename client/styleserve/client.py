@@ -102,7 +102,9 @@ class Client(Calls):
         the loop early (``break``, an exception, Ctrl-C) cancels the jobs in flight. ``timeout``
         is each job's deadline."""
         if concurrency is None:
-            slots = self.info(timeout=timeout).limits.job_slots
+            # Kept as ``_uploaded`` keeps it, which then need not ask again.
+            self._server = server = self.info(timeout=timeout)
+            slots = server.limits.job_slots
             concurrency = batch_concurrency(slots, self.target, self.load_balancing)
         in_flight = InFlight()
 
@@ -180,7 +182,9 @@ class Client(Calls):
         behind the target, as for ``stylize_many``). Bad input raises ``VideoError`` before
         any call; leaving the loop early, or a chunk failing, cancels every call in flight.
         ``options`` and ``timeout`` (each chunk's deadline) are as for ``stylize``."""
-        limits = self.info(timeout=timeout).limits
+        # Kept as ``_uploaded`` keeps it, which then need not ask again.
+        self._server = server = self.info(timeout=timeout)
+        limits = server.limits
         frames, frame_count, rate = clip_frames(video, fps, limits)
         job = video_job(styles, style_id, request_id, options)
         if concurrency is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from styleserve.convert import effective_options, from_proto
-from styleserve.events import FeedForwardInfo, PrecisionChoice, provenance
+from styleserve.events import FeedForwardInfo, PrecisionChoice, _fields, provenance
 from styleserve.options import Limits, StyleOptions
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -57,7 +57,7 @@ class UploadStoreInfo:
 
     @classmethod
     def from_proto(cls, message: pb.UploadStoreInfo) -> UploadStoreInfo:
-        return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
+        return cls(**_fields(message, cls))
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class JobStoreInfo:
 
     @classmethod
     def from_proto(cls, message: pb.JobStoreInfo) -> JobStoreInfo:
-        return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
+        return cls(**_fields(message, cls))
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,13 @@ def picture_message(picture: Picture, *, what: str = "picture") -> pb.Image:
     return pb.Image(data=encode_picture(picture, what=what))
 
 
+def published_mode(target: Path) -> int:
+    """The mode for a temporary file about to replace ``target``: mkstemp makes it private
+    (0600), but a result is for sharing like any other file, so it takes the mode of the file
+    it replaces, or 0644 for a new one."""
+    return stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, so that readers
     see the old file or the whole new one, never a part."""
@@ -79,9 +86,7 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-            # mkstemp makes the file private (0600); a picture is for sharing like any other.
-            mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
-            os.fchmod(file.fileno(), mode)
+            os.fchmod(file.fileno(), published_mode(target))
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -142,7 +142,7 @@ def plan_climb(size: tuple[int, int], scales: Sequence[float], iterations: int) 
         return plan_stages(size, scales, iterations)
     shrink = math.sqrt(SETTLE_PIXELS / (width * height))
     stages = plan_stages((round(width * shrink), round(height * shrink)), scales, iterations)
-    climbs = max(1, iterations and round(iterations * _CLIMB_SHARE))
+    climbs = max(1, round(iterations * _CLIMB_SHARE))
     while (stages[-1].width, stages[-1].height) != size:
         last = stages[-1]
         w, h = min(2 * last.width, width), min(2 * last.height, height)

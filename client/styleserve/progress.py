@@ -14,10 +14,11 @@ from typing import IO, TYPE_CHECKING, NoReturn
 from tqdm import tqdm
 
 from styleserve.events import Event, Progress, Queued, Started
-from styleserve.video_jobs import VideoProgress
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from styleserve.video_jobs import VideoProgress
 
 __all__ = ["FramesBar", "PicturesBar", "ProgressBar"]
 

@@ -15,6 +15,7 @@ without the extra still imports styleserve, and a missing one says how to instal
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from PIL import Image
 
 from styleserve.errors import VideoError
 from styleserve.info import ServerLimits
+from styleserve.pictures import published_mode
 
 if TYPE_CHECKING:
     import av.container
@@ -142,11 +144,11 @@ class VideoClip:
         av = load_av()
         info = self.info
         count = 0
+        turns = _turns(info.rotation)
         try:
             with av.open(str(info.path)) as container:
                 for frame in container.decode(video=0):
                     image = frame.to_image()
-                    turns = _turns(info.rotation)
                     yield image.transpose(_TURNS[turns]) if turns else image
                     count += 1
         except av.FFmpegError as err:
@@ -162,8 +164,6 @@ class VideoClip:
     @staticmethod
     def encode_frame(image: Image.Image) -> bytes:
         """A frame as the PNG sent to the server (lossless, and quick to make)."""
-        import io
-
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=_FRAME_PNG_LEVEL)
         return buffer.getvalue()
@@ -386,6 +386,7 @@ class VideoWriter:
             finally:
                 self._close()
             if exc_type is None:
+                os.chmod(self._temp, published_mode(self.path))
                 os.replace(self._temp, self.path)
         except self._av.FFmpegError as err:
             raise VideoError(

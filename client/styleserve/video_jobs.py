@@ -32,7 +32,7 @@ from styleserve.batch import InFlight
 from styleserve.calls import JobEvents, translated
 from styleserve.convert import effective_options
 from styleserve.errors import Internal, InvalidArgument, NotFound, VideoError
-from styleserve.events import Receipt, Timings, _EncodedPicture, missing_result
+from styleserve.events import Receipt, Timings, _EncodedPicture, _fields, missing_result
 from styleserve.info import ServerLimits
 from styleserve.options import StyleOptions
 from styleserve.pictures import Picture, encode_picture
@@ -285,12 +285,11 @@ class VideoCall:
     register: Callable[[Registration], object]
 
     def start(self, chunk: Chunk, job: pb.StyleTransferRequest) -> pb.VideoStart:
-        request = pb.StyleTransferRequest()
-        request.CopyFrom(job)
+        start = pb.VideoStart(job=job, frame_count=len(chunk), frames_per_second=self.fps)
         if job.request_id:
             suffix = f".{chunk.index}"
-            request.request_id = job.request_id[: 128 - len(suffix)] + suffix
-        return pb.VideoStart(job=request, frame_count=len(chunk), frames_per_second=self.fps)
+            start.job.request_id = job.request_id[: 128 - len(suffix)] + suffix
+        return start
 
     def run(self, chunk: Chunk, frames: list[bytes], out: queue.Queue[_Message]) -> None:
         """Stylises ``chunk`` and puts its answers on ``out``, ending with its result or
@@ -353,17 +352,11 @@ class VideoCall:
 
 
 def _chunk_result(chunk: Chunk, result: pb.VideoResult) -> ChunkResult:
-    timings = Timings(
-        result.timings.queue_seconds,
-        result.timings.setup_seconds,
-        result.timings.optimize_seconds,
-        result.timings.total_seconds,
-    )
     return ChunkResult(
         chunk,
         result.width,
         result.height,
-        timings,
+        Timings(**_fields(result.timings, Timings)),
         effective_options(result.effective_options),
         Receipt.from_proto(result.receipt),
     )
@@ -439,13 +432,8 @@ def run_video(
             elif message.result is not None:
                 running.discard(message.chunk.index)
                 results.append(message.result)
-        first = min(results, key=lambda r: r.chunk.index)
-        yield VideoResult(
-            joiner.next,
-            first.width,
-            first.height,
-            tuple(sorted(results, key=lambda r: r.chunk.index)),
-        )
+        ordered = tuple(sorted(results, key=lambda r: r.chunk.index))
+        yield VideoResult(joiner.next, ordered[0].width, ordered[0].height, ordered)
     finally:
         # Nothing is in flight after the last result; otherwise the caller left early or a
         # chunk failed, and every other call stops now.

@@ -54,7 +54,6 @@ from styleserve_server.regions import (
     label_pixels,
     mask_pixels,
 )
-from styleserve_server.uploads import no_uploads
 
 if TYPE_CHECKING:
     # A type only: checking a request needs no torch.
@@ -128,6 +127,8 @@ class CheckedRequest:
     # the engine run them, and Started reports their iterations when the slot is granted,
     # before any picture is decoded.
     stages: tuple[Stage, ...]
+    # The content's upright (width, height), read from its header.
+    content_size: tuple[int, int]
     # A style the server holds, standing for ``styles`` (then empty).
     style: PreparedStyle | None = None
     # Where each style paints, at the output's size; None: every style paints everywhere.
@@ -147,8 +148,8 @@ def check(
     backbone: str,
     preview_size: int,
     output_quality: int,
+    uploads: Uploads,
     registered: CheckedStyle | None = None,
-    uploads: Uploads = no_uploads,
 ) -> CheckedRequest:
     """Validates ``request`` for a server serving ``backbone`` (its delivery defaults
     ``preview_size`` and ``output_quality``), ``registered`` being the registration of the
@@ -185,6 +186,7 @@ def check(
         styles=styles,
         init_image=init_image,
         stages=tuple(plan(content_size, options)),
+        content_size=content_size,
         regions=labels,
     )
 
@@ -310,7 +312,7 @@ def check_registration(
     limits: Limits,
     *,
     backbone: str,
-    uploads: Uploads = no_uploads,
+    uploads: Uploads,
 ) -> CheckedStyle:
     """Validates a RegisterStyle ``request`` for a server serving ``backbone`` as ``check``
     does a job's style pictures (``uploads`` reading those it names by upload id) and options
@@ -339,7 +341,7 @@ def check_registration(
 
 
 def check_frame(
-    field: str, image: pb.Image, limits: Limits, uploads: Uploads = no_uploads
+    field: str, image: pb.Image, limits: Limits, uploads: Uploads
 ) -> tuple[bytes, tuple[int, int]]:
     """A video frame's encoded bytes (sent, or read from the upload it names) and its upright
     (width, height), checked as a job's content is: the bytes within ``max_image_bytes``, the

@@ -137,7 +137,11 @@ class KeptJob:
     async def _follow(self, after: int, send: Send) -> None:
         while True:
             changed = self._changed
-            for sequence, message in [(s, m) for s, m in self.events.items() if s > after]:
+            # The events numbered since ``after``, taken at once (the sends may await): only
+            # the new numbers are read, skipping older previews a newer one dropped.
+            events = self.events
+            fresh = [(s, events[s]) for s in range(after + 1, self.newest + 1) if s in events]
+            for sequence, message in fresh:
                 await send(message)
                 after = sequence
             if self.done and after >= self.newest:

@@ -194,8 +194,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         kept: KeptJob | None = None
         if request.detachable:
             # Refused before it queues, and bound to the caller before any await can lose it.
-            token_checked = self._settings.auth_token is not None
-            kept = self._jobs.open(caller_identity(context, token_checked=token_checked))
+            kept = self._jobs.open(self._owner(context))
         admission = self._instant if instant else self._admission
         write = _Write(context)
         enqueued = time.monotonic()
@@ -603,9 +602,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     async def _watch_job(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext, request_id: str
     ) -> None:
-        token_checked = self._settings.auth_token is not None
-        owner = caller_identity(context, token_checked=token_checked)
-        kept = self._jobs.find(request.job_id, owner, request.after_sequence)
+        kept = self._jobs.find(request.job_id, self._owner(context), request.after_sequence)
         self._metrics.jobs_reattached.inc()
         log.info("job watched", extra={"job_id": kept.job_id, "after": request.after_sequence})
         await _send_headers(context, request_id)
@@ -615,6 +612,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
 
         # Not the job's own call: its end (a cancel included) leaves the job running.
         await self._jobs.follow(kept, request.after_sequence, send)
+
+    def _owner(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller identity a detachable job is bound to (``access.caller_identity``)."""
+        return caller_identity(context, token_checked=self._settings.auth_token is not None)
 
     def _serving(self) -> Backbone:
         if self._draining:

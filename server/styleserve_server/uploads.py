@@ -40,7 +40,6 @@ __all__ = [
     "UploadStore",
     "UploadTooLarge",
     "UploadsOff",
-    "no_uploads",
 ]
 
 # What UploadPictureResponse.upload_id holds; anything else (of any length) is refused without
@@ -83,11 +82,6 @@ class UploadCorrupt(Exception):
             f"header.sha256: the bytes received hash to {received}, not to the declared "
             f"{declared}: nothing was stored; upload the picture again"
         )
-
-
-def no_uploads(field: str, upload_id: str) -> bytes:
-    """The upload lookup of a server without a store: every id is refused."""
-    raise UploadsOff
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from styleserve_server.engine import (
 from styleserve_server.metrics import Metrics
 from styleserve_server.status import NoFeedForward
 
-__all__ = ["FrameWindow", "VideoHost", "stylize_video"]
+__all__ = ["VideoHost", "stylize_video"]
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +84,6 @@ class VideoHost:
     # The cancel events of running jobs, which the end of a shutdown's grace sets.
     running: set[threading.Event]
     provenance: outputs.Provenance
-
-
-class FrameWindow:
-    """Frames read and not yet answered, at most ``most``: ``reserve`` before reading a frame
-    waits while that many are out, ``answered`` after writing one's answer frees its place."""
-
-    def __init__(self, most: int) -> None:
-        self._places = asyncio.Semaphore(most)
-
-    async def reserve(self) -> None:
-        await self._places.acquire()
-
-    def answered(self) -> None:
-        self._places.release()
 
 
 @dataclass(frozen=True)
@@ -219,7 +205,9 @@ class _Call:
     start: pb.VideoStart
     checked: inputs.CheckedRequest
     size: tuple[int, int]
-    window: FrameWindow
+    # Frames read and not yet answered, at most max_frames_in_flight: acquired before reading
+    # a frame (waiting while that many are out), released after writing one's answer.
+    window: asyncio.Semaphore
     frames: queue.Queue[bytes]
     records: _Records
 
@@ -233,7 +221,7 @@ class _Call:
         host = self.host
         try:
             for index in range(1, self.count):
-                await self.window.reserve()
+                await self.window.acquire()
                 frame = await _message(self.messages, index, self.count)
                 field = f"frames[{index}].image"
                 data, size = await asyncio.to_thread(
@@ -345,7 +333,7 @@ class _Call:
                             record.index, record.data, record.losses, record.consistent_fraction
                         )
                     )
-                    self.window.answered()
+                    self.window.release()
                     frames_done += 1
                 await self.context.write(
                     self._progress(frames_done, iteration, total, time.monotonic() - started)
@@ -396,8 +384,8 @@ async def _first_frame(
         raise NoFeedForward("start.job.options." + ("method" if instant else "init"))
     # Previews do not apply: a frame's answer is its picture.
     checked = dataclasses.replace(checked, options=options.replace(preview_every=0))
-    data, size = inputs.check_frame("frames[0].image", frame.image, host.limits, host.uploads)
-    return dataclasses.replace(checked, content=data), size
+    # The check read the first frame as the content and its size from its header.
+    return checked, checked.content_size
 
 
 async def stylize_video(
@@ -413,8 +401,8 @@ async def stylize_video(
     start = first.start
     _check_start(start, host.limits)
     # One frame is read before the call queues: its size decides the plan and the memory.
-    window = FrameWindow(host.limits.max_frames_in_flight)
-    await window.reserve()
+    window = asyncio.Semaphore(host.limits.max_frames_in_flight)
+    await window.acquire()
     checked, size = await _first_frame(host, messages, start)
     options = checked.options
     admission, executor = host.instant if options.method == "feed_forward" else host.optimisation
@@ -422,9 +410,9 @@ async def stylize_video(
     async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
         position = await anext(positions)
         await send_headers()
-        await context.write(pb.StylizeVideoResponse(queued=pb.Queued(position=position)))
+        await context.write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
         async for position in positions:
-            await context.write(pb.StylizeVideoResponse(queued=pb.Queued(position=position)))
+            await context.write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
     # A slot is held from here: the worker's end releases it, with no await between.
     queue_seconds = time.monotonic() - enqueued
     host.metrics.queue_wait.observe(queue_seconds)
@@ -466,13 +454,8 @@ async def stylize_video(
     reader = asyncio.create_task(call.read())
     try:
         total = video_iterations(size, options, start.frame_count)
-        await context.write(
-            pb.StylizeVideoResponse(
-                started=pb.Started(
-                    queue_seconds=queue_seconds, device=host.device, total_iterations=total
-                )
-            )
-        )
+        started = outputs.started(queue_seconds, host.device, total).started
+        await context.write(pb.StylizeVideoResponse(started=started))
         await call.relay(reader, future, total, began, queue_seconds)
     finally:
         cancel.set()

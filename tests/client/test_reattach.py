@@ -3,7 +3,7 @@
 Connections are broken for real, by a loopback TCP proxy between client and server
 (``tcp_proxy``), never by cancelling a call or stopping the server. Against the stand-in
 server of ``fake_jobs`` the drops land exactly where a test wants them (between Progress
-events, between two chunks of the result); against the real server (once it serves WatchJob)
+events, between two chunks of the result); against the real server
 they land wherever the job is when the client has read a given Progress.
 """
 
@@ -165,17 +165,6 @@ def test_a_deadline_is_kept_across_reattaches():
 # --- against the real server ---------------------------------------------------------------
 
 
-def _serves_watch_job() -> bool:
-    try:
-        from styleserve_server.service import StyleTransferService
-    except ImportError:
-        return False
-    return "WatchJob" in vars(StyleTransferService)
-
-
-real_server = pytest.mark.skipif(
-    not _serves_watch_job(), reason="the server does not serve WatchJob yet"
-)
 _REAL_ITERATIONS = 40
 
 
@@ -187,7 +176,6 @@ def _iterations_run(srv) -> float:
     return _sample(srv, "styleserve_iterations_total")
 
 
-@real_server
 def test_real_server_two_drops_every_progress_once_and_the_job_ran_once(
     start_server, content, style
 ):
@@ -212,7 +200,6 @@ def started_total(events):
     return next(e.total_iterations for e in events if isinstance(e, Started))
 
 
-@real_server
 def test_real_server_a_second_client_watches_a_running_job_by_id(start_server, content, style):
     with start_server(job_slots=1) as srv:
         with Client(srv.target, timeout=120) as owner, Client(srv.target, timeout=120) as other:
@@ -227,7 +214,6 @@ def test_real_server_a_second_client_watches_a_running_job_by_id(start_server, c
         assert _iterations_run(srv) == started.total_iterations
 
 
-@real_server
 def test_real_server_a_job_that_is_not_detachable_fails_on_a_drop(start_server, content, style):
     with start_server(job_slots=1) as srv, TcpProxy(srv.target) as proxy:
         with Client(proxy.target, timeout=120) as client:

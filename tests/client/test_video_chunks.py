@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import queue
 import random
 import threading
 import time
@@ -223,21 +224,28 @@ def test_no_more_frames_are_unanswered_than_the_server_allows():
     original = call.stub.StylizeVideo
 
     def counting(requests: Iterator[pb.StylizeVideoRequest], **kwargs: object) -> _Call:
-        def counted() -> Iterator[pb.StylizeVideoRequest]:
+        # Like real gRPC, a thread of its own pulls the request generator as fast as it yields,
+        # whether or not the server has answered: only the gate holds the frames back.
+        pulled: queue.Queue[pb.StylizeVideoRequest | None] = queue.Queue()
+
+        def drain() -> None:
             for request in requests:
                 sent.append(request.WhichOneof("part") == "frame")
-                yield request
+                pulled.put(request)
+            pulled.put(None)
 
-        return original(counted(), **kwargs)
+        threading.Thread(target=drain, daemon=True).start()
+        return original(iter(pulled.get, None), **kwargs)
 
     server.StylizeVideo = counting  # type: ignore[method-assign]
     events = run_video(call, _frames(10), plan_chunks(10, 12), concurrency=1)
     assert isinstance(next(events), VideoProgress)
     reader = threading.Thread(target=lambda: list(events))
     reader.start()
-    # The fake reads a frame only to answer it; the generator stops at two unanswered.
+    # The drain pulls every frame the generator gives; the gate stops it at two unanswered
+    # (without the gate all ten would be pulled by now).
     threading.Event().wait(0.5)
-    assert sum(sent) <= 3  # two waiting for an answer, one being answered
+    assert sum(sent) <= 3
     server.wait.set()
     reader.join(10)
     assert sum(sent) == 10
@@ -249,6 +257,7 @@ def test_a_failed_chunk_cancels_the_others_and_raises():
     with pytest.raises(Internal, match="broke the network"):
         list(run_video(_video_call(server), _frames(30), plan_chunks(30, 12, 4), concurrency=3))
     assert server.running == 0
+    assert server.cancelled == 2  # the two chunks that did not fail
 
 
 def test_leaving_early_cancels_every_call():
@@ -261,6 +270,7 @@ def test_leaving_early_cancels_every_call():
     events.close()
     server.wait.set()
     assert server.running == 0
+    assert server.cancelled == 3
 
 
 def test_a_short_answer_is_an_error():

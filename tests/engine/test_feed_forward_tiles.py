@@ -30,7 +30,7 @@ from styleserve_server.engine.feed_forward import (
 )
 from styleserve_server.engine.feed_forward_tiles import PLANE_LIMIT, plan_tiles
 
-from benchmarks.seams import seam_ratio
+from benchmarks.seams import borders, seam_ratio
 
 CPU = torch.device("cpu")
 STARRY_NIGHT = Path(__file__).resolve().parents[2] / "examples" / "starry_night.jpg"
@@ -140,12 +140,6 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
     return Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
-
-
-def borders(tiles: list[tuple[int, int, int, int]], width: int, height: int):
-    columns = sorted({left for _, left, _, _ in tiles if 0 < left < width})
-    rows = sorted({top for top, _, _, _ in tiles if 0 < top < height})
-    return columns, rows
 
 
 def own_statistics(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import grpc
 import pytest
-from service_helpers import connect, kinds, request, rpc_error
+from service_helpers import connect, kinds, request, rpc_error, sample
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_server.job_store import MAX_JOB_ID_LENGTH, JobStore, UnknownJob
@@ -17,10 +15,6 @@ from styleserve_server.metrics import Metrics
 
 # A job long enough to drop its call in the middle of (several seconds on the tiny network).
 LONG = {"iterations": 400}
-
-
-def _sample(srv, name: str, **labels: str) -> float:
-    return srv.server.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def _detached(stub: pb_grpc.StyleTransferServiceStub, progress: int = 2, **options):
@@ -48,14 +42,8 @@ def _jobs_info(stub) -> pb.JobStoreInfo:
     return stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).jobs
 
 
-@contextmanager
-def _stub(target: str) -> Iterator[pb_grpc.StyleTransferServiceStub]:
-    with connect(target) as stub:
-        yield stub
-
-
 def test_every_event_of_a_plain_job_is_numbered_from_one(server):
-    with _stub(server.target) as stub:
+    with connect(server.target) as stub:
         delivery = pb.DeliveryOptions(preview_every=1, preview_size=24)
         responses = list(stub.StyleTransfer(request(iterations=4, delivery=delivery), timeout=60))
     assert [r.sequence for r in responses] == list(range(1, len(responses) + 1))
@@ -66,7 +54,7 @@ def test_every_event_of_a_plain_job_is_numbered_from_one(server):
 def test_result_chunks_are_numbered_too(server):
     # A big result in small messages: chunks, then the Result, all numbered on.
     delivery = pb.DeliveryOptions(max_message_bytes=64 * 1024)
-    with _stub(server.target) as stub:
+    with connect(server.target) as stub:
         responses = list(stub.StyleTransfer(request(size=256, delivery=delivery), timeout=120))
     assert "result_chunk" in kinds(responses)
     assert [r.sequence for r in responses] == list(range(1, len(responses) + 1))
@@ -74,12 +62,12 @@ def test_result_chunks_are_numbered_too(server):
 
 def test_a_dropped_detachable_job_runs_on_and_is_watched_from_another_channel(start_server):
     with start_server(advertise_address="10.0.0.7:50051") as srv:
-        with _stub(srv.target) as stub:
+        with connect(srv.target) as stub:
             seen = _detached(stub)
         started = next(r.started for r in seen if r.HasField("started"))
         assert len(started.job_id) >= 32 and started.replica == "10.0.0.7:50051"
         last = seen[-1].sequence
-        with _stub(srv.target) as other:
+        with connect(srv.target) as other:
             rest = _watch(other, started.job_id, after=last)
             replay = _watch(other, started.job_id)
         # Each event once, in order, right after the last one seen (no previews: none dropped).
@@ -91,12 +79,12 @@ def test_a_dropped_detachable_job_runs_on_and_is_watched_from_another_channel(st
         # From 0: everything kept since Started (the queue's events were never kept).
         assert kinds(replay)[0] == "started" and replay[0].started.job_id == started.job_id
         assert replay[-1] == rest[-1]
-        assert _sample(srv, "styleserve_jobs_detached_total") == 1
-        assert _sample(srv, "styleserve_jobs_reattached_total") == 2
+        assert sample(srv, "styleserve_jobs_detached_total") == 1
+        assert sample(srv, "styleserve_jobs_reattached_total") == 2
 
 
 def test_a_watch_from_the_future_is_out_of_range_and_bad_ids_not_found(server):
-    with _stub(server.target) as stub:
+    with connect(server.target) as stub:
         seen = _detached(stub)
         job_id = next(r.started.job_id for r in seen if r.HasField("started"))
         with pytest.raises(grpc.RpcError) as error:
@@ -141,8 +129,7 @@ def test_another_callers_job_is_not_found_like_an_unknown_one():
 def test_a_token_binds_the_job_to_its_caller(start_server):
     with start_server(auth_token="s3cret") as srv:
         good = (("authorization", "Bearer s3cret"),)
-        with grpc.insecure_channel(srv.target) as channel:
-            stub = pb_grpc.StyleTransferServiceStub(channel)
+        with connect(srv.target) as stub:
             message = request()
             message.detachable = True
             responses = list(stub.StyleTransfer(message, timeout=60, metadata=good))
@@ -154,7 +141,7 @@ def test_a_token_binds_the_job_to_its_caller(start_server):
 
 
 def test_a_finished_result_expires_after_its_retention(start_server):
-    with start_server(job_retention_seconds=1) as srv, _stub(srv.target) as stub:
+    with start_server(job_retention_seconds=1) as srv, connect(srv.target) as stub:
         message = request()
         message.detachable = True
         responses = list(stub.StyleTransfer(message, timeout=60))
@@ -166,7 +153,7 @@ def test_a_finished_result_expires_after_its_retention(start_server):
         error = rpc_error(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=10))
         assert error.code() is grpc.StatusCode.NOT_FOUND
         assert _jobs_info(stub).used_bytes == 0
-        assert _sample(srv, "styleserve_jobs_expired_total", reason="retention") == 1
+        assert sample(srv, "styleserve_jobs_expired_total", reason="retention") == 1
 
 
 def _slot_frees(stub, within: float) -> float:
@@ -184,7 +171,7 @@ def _slot_frees(stub, within: float) -> float:
 
 def test_an_unwatched_detached_job_is_cancelled_after_its_grace(start_server):
     settings = {"job_slots": 1, "queue_size": 0, "detach_grace_seconds": 1}
-    with start_server(**settings) as srv, _stub(srv.target) as stub:
+    with start_server(**settings) as srv, connect(srv.target) as stub:
         seen = _detached(stub, iterations=2000)
         job_id = next(r.started.job_id for r in seen if r.HasField("started"))
         with pytest.raises(grpc.RpcError) as busy:
@@ -194,11 +181,11 @@ def test_an_unwatched_detached_job_is_cancelled_after_its_grace(start_server):
         assert 0.5 < waited < 10
         error = rpc_error(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=10))
         assert error.code() is grpc.StatusCode.NOT_FOUND
-        assert _sample(srv, "styleserve_jobs_expired_total", reason="grace") == 1
+        assert sample(srv, "styleserve_jobs_expired_total", reason="grace") == 1
 
 
 def test_a_dropped_plain_job_frees_its_slot_at_once(start_server):
-    with start_server(job_slots=1, queue_size=0) as srv, _stub(srv.target) as stub:
+    with start_server(job_slots=1, queue_size=0) as srv, connect(srv.target) as stub:
         call = stub.StyleTransfer(request(iterations=2000), timeout=60)
         for response in call:
             if response.HasField("progress"):

@@ -25,6 +25,7 @@ __all__ = [
     "gram_divisor",
     "gram_sum",
     "guided_gram",
+    "memory_layout",
     "squared_error",
     "style_loss",
     "total_variation",
@@ -59,7 +60,7 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (features,) = ctx.saved_tensors
-        result = torch.empty_like(features, memory_format=_layout(features))
+        result = torch.empty_like(features, memory_format=memory_layout(features))
         torch.mm((grad + grad.T).to(features.dtype), _flat(features), out=_flat(result))
         return result
 
@@ -81,7 +82,7 @@ class _GuidedGram(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         features, weights = ctx.saved_tensors
         flat = _flat(features)
-        result = torch.empty_like(features, memory_format=_layout(features))
+        result = torch.empty_like(features, memory_format=memory_layout(features))
         torch.mm((grad + grad.T).to(flat.dtype), flat * weights.to(flat.dtype), out=_flat(result))
         return result, None
 
@@ -91,7 +92,7 @@ def _flat(features: Tensor) -> Tensor:
     return features.flatten(2)[0]
 
 
-def _layout(features: Tensor) -> torch.memory_format:
+def memory_layout(features: Tensor) -> torch.memory_format:
     """Channels-last where ``features`` are; NCHW otherwise, so that ``_flat`` is a view."""
     channels_last = features.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if channels_last else torch.contiguous_format

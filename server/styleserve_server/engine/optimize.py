@@ -117,7 +117,7 @@ class Evaluator:
         assert x is not None, "bind() the variable first"
         # Points that clamp to the same picture have the same loss and (straight-through)
         # gradient: the projection that ends a step costs no evaluation.
-        point = x.detach().clone() if self._box is None else self._box.bounded(x)
+        point = x.detach() if self._box is None else self._box.bounded(x)
         if self._last is not None and torch.equal(self._last[0], point):
             _, x.grad, last_loss = self._last
             return last_loss
@@ -127,6 +127,9 @@ class Evaluator:
         # picture's evaluation holds one of each. The gradient of the clamped picture is the
         # straight-through gradient of ``x``.
         self._last, x.grad = None, None
+        if self._box is None:
+            # ``point`` shares ``x``'s storage: the cache keeps a copy the steps leave be.
+            point = point.clone()
         point.requires_grad_(True)
         with torch.enable_grad():
             loss, terms = self._objective(point)

@@ -77,23 +77,32 @@ def _grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return columns + flow[..., 0], rows + flow[..., 1]
 
 
-def warp(picture: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """``picture`` sampled at ``x + flow(x)`` (bilinear; positions outside repeat the edge):
-    the previous frame carried onto the current one, given the current frame's flow to it."""
-    columns, rows = _grid(flow)
+def _remap(picture: np.ndarray, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``picture`` sampled at (``columns``, ``rows``) (bilinear; positions outside repeat the
+    edge)."""
     warped: np.ndarray = cv2.remap(
         picture, columns, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
     return warped
 
 
-def reliable(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
+def warp(picture: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``picture`` sampled at ``x + flow(x)`` (bilinear; positions outside repeat the edge):
+    the previous frame carried onto the current one, given the current frame's flow to it."""
+    return _remap(picture, *_grid(flow))
+
+
+def reliable(
+    flow: np.ndarray, back: np.ndarray, grid: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """(H, W) bool: where the current frame's ``flow`` to the previous frame holds, given the
     previous frame's flow ``back`` to the current one. Not where the two disagree (a
     disocclusion: ``|w + w_back(x + w)|^2 > 0.01 (|w|^2 + |w_back(x + w)|^2) + 0.5``), at
     motion boundaries (``|grad u|^2 + |grad v|^2 > 0.01 |w|^2 + 0.002``), nor where ``x + w``
-    falls outside the previous frame (what came into view)."""
-    returned = warp(back, flow)
+    falls outside the previous frame (what came into view). ``grid`` is ``flow``'s sampling
+    positions (columns, rows) where the caller has them already."""
+    columns, rows = _grid(flow) if grid is None else grid
+    returned = _remap(back, columns, rows)
     speed = np.square(flow).sum(axis=-1)
     mismatch = np.square(flow + returned).sum(axis=-1)
     bound = _CONSISTENCY_SHARE * (speed + np.square(returned).sum(axis=-1)) + _CONSISTENCY_PIXELS
@@ -102,7 +111,6 @@ def reliable(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     dv_rows, dv_columns = np.gradient(flow[..., 1])
     gradient = du_rows**2 + du_columns**2 + dv_rows**2 + dv_columns**2
     smooth = gradient <= _BOUNDARY_SHARE * speed + _BOUNDARY_GRADIENT
-    columns, rows = _grid(flow)
     height, width = flow.shape[:2]
     inside = (columns >= 0) & (columns <= width - 1) & (rows >= 0) & (rows <= height - 1)
     mask: np.ndarray = consistent & smooth & inside
@@ -142,8 +150,9 @@ class FlowTracker:
         flow = optical_flow(self._dis, current, previous, None if guess is None else guess[0])
         back = optical_flow(self._dis, previous, current, None if guess is None else guess[1])
         self._guess = (flow, back)
-        picture = warp(stylised.astype(np.float32), flow)
-        return Carried(picture, reliable(flow, back))
+        grid = _grid(flow)
+        picture = _remap(stylised.astype(np.float32), *grid)
+        return Carried(picture, reliable(flow, back, grid))
 
 
 def blend(stylised: np.ndarray, carried: Carried, share: float) -> np.ndarray:

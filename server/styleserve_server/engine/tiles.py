@@ -45,6 +45,7 @@ from styleserve.options import PRESETS
 from torch import Tensor
 
 from styleserve_server.engine.features import FeatureNet
+from styleserve_server.engine.losses import memory_layout
 from styleserve_server.engine.regions import footprints
 
 __all__ = [
@@ -117,11 +118,6 @@ class Tile:
         return source[..., rows, columns]
 
 
-def _layout(features: Tensor) -> torch.memory_format:
-    channels_last = features.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 class _Interior(torch.autograd.Function):
     """``features[..., rows, columns]``, copied in the features' layout; the backward pass
     writes the gradient into zeros of the features' shape and layout."""
@@ -130,7 +126,7 @@ class _Interior(torch.autograd.Function):
     def forward(ctx: Any, features: Tensor, rows: slice, columns: slice) -> Tensor:
         ctx.shape, ctx.layout, ctx.rows, ctx.columns = (
             features.shape,
-            _layout(features),
+            memory_layout(features),
             rows,
             columns,
         )
@@ -150,8 +146,6 @@ class TilePlan:
     """A (height, width) picture's tiles; ``rows`` and ``columns`` are where interiors meet
     (the first pixel of each interior after the first), for measuring seams."""
 
-    height: int
-    width: int
     tiles: tuple[Tile, ...]
     rows: tuple[int, ...]
     columns: tuple[int, ...]
@@ -211,7 +205,7 @@ def plan_tiles(
     ``tile_pixels`` cannot hold one stride's interior and its halo."""
     whole = (0, 0, height, width)
     if tile_pixels is None or height * width <= tile_pixels:
-        return TilePlan(height, width, (Tile(whole, whole, True),), (), ())
+        return TilePlan((Tile(whole, whole, True),), (), ())
     stride, halo = _reach(arch, layers)
     across = [_bands(height, n, stride, halo) for n in range(1, max(1, height // stride) + 1)]
     along = [_bands(width, n, stride, halo) for n in range(1, max(1, width // stride) + 1)]
@@ -235,8 +229,6 @@ def plan_tiles(
         for c, ci in zip(columns.windows, columns.interiors, strict=True)
     )
     return TilePlan(
-        height,
-        width,
         tiles,
         tuple(lo for lo, _ in rows.interiors[1:]),
         tuple(lo for lo, _ in columns.interiors[1:]),

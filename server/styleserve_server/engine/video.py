@@ -125,7 +125,8 @@ def run_video(
     if not instant and backbone is None:
         raise ValueError("the optimisation needs a backbone")
     consistent = options.temporal_weight > 0
-    tracker = FlowTracker()
+    # Without the temporal term no frame looks at the one before: no flow, no working copies.
+    tracker = FlowTracker() if consistent else None
     previous: tuple[np.ndarray, np.ndarray, Losses] | None = None  # input, output, losses
     setup = 0.0
     choice: PrecisionChoice | None = None
@@ -134,10 +135,12 @@ def run_video(
     for index, frame in enumerate(frames):
         _stop_if_cancelled(cancel)
         size = output_size(frame.size, options)
-        working = np.asarray(resize(frame, size, options.resize))
         carried: Carried | None = None
-        if consistent and previous is not None:
-            carried = tracker.carry(previous[0], working, previous[1])
+        working: np.ndarray | None = None
+        if tracker is not None:
+            working = np.asarray(resize(frame, size, options.resize))
+            if previous is not None:
+                carried = tracker.carry(previous[0], working, previous[1])
         if instant:
             assert feed_forward is not None
             picture = feed_forward.picture(frame, [], options, style=kept)
@@ -185,7 +188,8 @@ def run_video(
                 index, finished.image, finished.losses, finished.iterations, _fraction(carried)
             )
         yield done
-        previous = (working, np.asarray(done.image), done.losses)
+        if working is not None:
+            previous = (working, np.asarray(done.image), done.losses)
         count += 1
     yield VideoDone(
         frames=count,
