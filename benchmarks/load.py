@@ -28,15 +28,22 @@ loop follows every stream, as a backend would) and psutil on the server's pid:
    of the hardening issue (7 million scales, 2 million layer names, 16 MB of bytes no decoder
    knows, a registration worked at 4096x4096: the cost model refuses each as it arrives) and
    20 streams without the token that carry 15 MB each, every hostile caller a process of its
-   own.
+   own;
+6. dropped connections, on a server of its own that keeps a finished detachable job
+   ``RETENTION_SECONDS`` and an unwatched one ``GRACE_SECONDS``: ``--reattach-jobs`` detachable
+   jobs at once, each caller behind a TCP proxy of its own (``tests/client/tcp_proxy.py``) that
+   resets its connection at moments drawn per caller (``Drops``: while queued, mid-job, or
+   twice), the SDK reattaching by itself: events lost (Progress numbers missing, jobs without
+   a Result) and seen twice, the jobs the server ran beyond one per caller, and the server's
+   RSS once the store has forgotten every job, against before.
 
     python benchmarks/load.py [--streams 100] [--seconds 60] [--cancels 2000] [--jobs 2000]
                               [--hostile-rounds 20] [--hostile-costly 4] [--hostile-streams 20]
-                              [--hostile-only]
+                              [--reattach-jobs 50] [--hostile-only | --reattach-only]
 
 Prints the hardware, then one line per figure with its threshold and PASS or FAIL (or "-"
 for a figure that has none); exits 1 when any fails. ``tests/reliability/test_reliability.py``
-runs the same measurements at CI size.
+runs parts 1-4 at CI size, ``tests/reliability/test_reattach_load.py`` part 6.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -69,17 +77,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from styleserve import AsyncClient, Event, Progress, Result, Started, StyleserveError
+from styleserve import AsyncClient, Event, Progress, Queued, Result, Started, StyleserveError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+# The proxy the SDK's reattach tests break connections with, the same here.
+sys.path.insert(0, str(ROOT / "tests" / "client"))
 # The scripts folder is no package; this one's own folder is on the path when it runs (the
 # test puts it there).
 from instant import free_port, health_p99  # noqa: E402
 from seed_vs_default import machine  # noqa: E402
+from tcp_proxy import TcpProxy  # noqa: E402
 from wait_healthy import wait_healthy  # noqa: E402
 
 __all__ = [
+    "Drops",
     "Figure",
     "Server",
     "StreamLog",
@@ -87,6 +99,7 @@ __all__ = [
     "dead_clients",
     "hardware",
     "hostile_neighbours",
+    "reattach",
     "sequential",
     "serve",
     "soak",
@@ -274,13 +287,21 @@ class StreamLog:
         return sum(b <= a for a, b in itertools.pairwise(self.iterations))
 
 
-async def _follow(client: AsyncClient, log: StreamLog, options: dict[str, Any]) -> None:
-    """Runs one job, logging its events; a failure is logged as its status, not raised."""
+async def _follow(
+    client: AsyncClient,
+    log: StreamLog,
+    options: dict[str, Any],
+    each: Callable[[Event], None] | None = None,
+) -> None:
+    """Runs one job, logging its events (and passing each to ``each``, after the log has
+    it); a failure is logged as its status, not raised."""
     content, style = _pictures()
     try:
         async with contextlib.aclosing(client.stream(content, style, **options)) as events:
             async for event in events:
                 log.record(event)
+                if each is not None:
+                    each(event)
         if log.outcome != OK:
             log.outcome = "ended without a Result"
     except StyleserveError as error:
@@ -576,7 +597,9 @@ def _neighbour(target: str, request: int | None, go: Any, codes: Any) -> None:
     with grpc.insecure_channel(target, options=options) as channel:
         metadata: tuple[tuple[str, str], ...] = ()
         if request is None:
-            call: Any = health_pb2_grpc.HealthStub(channel).Watch
+            # Any: the type stubs of grpcio-health-checking declare HealthStub without methods.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            call: Any = stub.Watch
             message: Any = health_pb2.HealthCheckRequest(service="s" * 15_000_000)
         else:
             method, message = _hostile_request(request)
@@ -597,7 +620,7 @@ def _legitimate(
     """(the times of ``jobs`` legitimate jobs run one after another, ``before_each`` called as
     each starts; health check times meanwhile)."""
     content, style = _pictures()
-    stop, health = threading.Event(), []
+    stop, health = threading.Event(), list[float]()
     checker = threading.Thread(target=health_p99, args=(server.target, stop, health))
 
     async def run() -> list[float]:
@@ -703,6 +726,132 @@ def hostile_neighbours(
     ]
 
 
+# The reattach part's jobs, whose 80 Progress records its drops land between.
+REATTACHED: dict[str, Any] = {**STREAMED, "detachable": True}
+# Its server forgets a finished job, and cancels one nobody watches, this soon: its RSS is
+# read again once every job of the part is gone.
+RETENTION_SECONDS = 5
+GRACE_SECONDS = 10
+
+
+@dataclasses.dataclass
+class Drops:
+    """When one caller's connection is reset (``proxy.drop``, every connection it has open):
+    at the first Queued event it reads (``queued``), and as each Progress numbered in ``at``
+    arrives; counts the drops that reset a connection."""
+
+    proxy: TcpProxy
+    queued: bool
+    at: frozenset[int]
+    while_queued: int = 0
+    mid_job: int = 0
+
+    @classmethod
+    def drawn(cls, proxy: TcpProxy, index: int, rng: random.Random) -> Drops:
+        """Caller ``index``'s drops, in turn: while queued; once mid-job; twice mid-job; while
+        queued and again mid-job (the Progress drawn from ``rng``). A first Queued may come
+        just before the job's Started: that drop lands as the job starts."""
+        kind = index % 4
+        at = rng.sample(range(1, REATTACHED["iterations"]), (0, 1, 2, 1)[kind])
+        return cls(proxy, queued=kind in (0, 3), at=frozenset(at))
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Queued) and self.queued:
+            self.queued = False
+            self.while_queued += self.proxy.drop() > 0
+        elif isinstance(event, Progress) and event.iteration in self.at:
+            self.mid_job += self.proxy.drop() > 0
+
+
+def _total(server: Server, name: str) -> float:
+    """The sum of ``name``'s samples over their labels, as the metrics port says now."""
+    return sum(sample.value for sample in server.samples() if sample.name == name)
+
+
+def _dropped(server: Server, count: int, rng: random.Random) -> tuple[list[StreamLog], list[Drops]]:
+    """``count`` detachable jobs at once, each caller with a proxy and a client of its own
+    whose connection ``Drops.drawn`` resets."""
+
+    async def run() -> None:
+        async def caller(log: StreamLog, drops: Drops) -> None:
+            async with _client(drops.proxy.target) as client:
+                await _follow(client, log, REATTACHED, drops)
+
+        await asyncio.gather(*(caller(log, drops) for log, drops in zip(logs, plans, strict=True)))
+
+    with contextlib.ExitStack() as proxies:
+        plans = [
+            Drops.drawn(proxies.enter_context(TcpProxy(server.target)), index, rng)
+            for index in range(count)
+        ]
+        logs = [StreamLog(time.perf_counter()) for _ in plans]
+        asyncio.run(run())
+    return logs, plans
+
+
+def _forgotten(server: Server) -> float:
+    """Seconds until the server runs no job and its store holds none (infinity after the
+    retention and grace and a minute)."""
+
+    def empty() -> bool:
+        return server.idle() and _total(server, "styleserve_job_store_entries") == 0
+
+    return asyncio.run(_until(empty, timeout=RETENTION_SECONDS + GRACE_SECONDS + 60))
+
+
+def reattach(slots: int, jobs: int, *, rss_growth_mb: float = 20, seed: int = 22) -> list[Figure]:
+    """Part 6, on a server of its own with a short retention and detach grace: ``jobs``
+    detachable jobs at once through proxies that drop their connections (``Drops``)."""
+    rng = random.Random(seed)
+    retention = ("--job-retention-seconds", str(RETENTION_SECONDS))
+    grace = ("--detach-grace-seconds", str(GRACE_SECONDS))
+    with serve(slots, jobs, *retention, *grace) as server:
+        # A round of every kind of drop first, forgotten again, for the same reason as the
+        # soak's warm-up round.
+        _dropped(server, 4 * slots, rng)
+        if _forgotten(server) == math.inf:
+            raise RuntimeError("the warm-up's jobs were never forgotten")
+        rss_before = server.rss()
+        ran_before = _total(server, "styleserve_job_duration_seconds_count")
+        began = time.perf_counter()
+        logs, plans = _dropped(server, jobs, rng)
+        seconds = time.perf_counter() - began
+        ran = _total(server, "styleserve_job_duration_seconds_count") - ran_before
+        forgotten = _forgotten(server)
+        rss_after = server.rss()
+    without = [log.outcome for log in logs if log.outcome != OK]
+    outcomes = {outcome: without.count(outcome) for outcome in sorted(set(without))}
+    seen_twice = sum(len(log.iterations) - len(set(log.iterations)) for log in logs)
+    name = f"reattach, {jobs} detachable jobs through dropping proxies ({slots} slots):"
+    return [
+        Figure(f"{name} time for every job", seconds, "s", 1),
+        Figure(f"{name} drops while queued", sum(plan.while_queued for plan in plans)),
+        Figure(f"{name} drops mid-job", sum(plan.mid_job for plan in plans)),
+        Figure(
+            f"{name} callers dropped more than once",
+            sum(plan.while_queued + plan.mid_job > 1 for plan in plans),
+        ),
+        Figure(f"{name} jobs ended without a Result {outcomes}", len(without), at_most=0),
+        Figure(f"{name} Progress records lost", sum(log.lost() for log in logs), at_most=0),
+        Figure(f"{name} Progress records seen twice", seen_twice, at_most=0),
+        Figure(
+            f"{name} Progress records out of order",
+            sum(log.out_of_order() for log in logs),
+            at_most=0,
+        ),
+        Figure(f"{name} jobs the server ran beyond one per caller", ran - jobs, at_most=0),
+        Figure(f"{name} time until the store held no job", forgotten, "s", 1),
+        Figure(f"{name} server RSS before", rss_before / MB, "MB", 1),
+        Figure(
+            f"{name} server RSS once every job was forgotten - before",
+            (rss_after - rss_before) / MB,
+            "MB",
+            1,
+            below=rss_growth_mb,
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=100, help="concurrent soak streams")
@@ -724,8 +873,13 @@ def main(argv: list[str] | None = None) -> int:
         "--hostile-streams", type=int, default=20, help="streams without the token per job"
     )
     parser.add_argument(
+        "--reattach-jobs", type=int, default=50, help="detachable jobs whose connections drop"
+    )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--hostile-only", action="store_true", help="run the hostile-neighbours part alone"
     )
+    only.add_argument("--reattach-only", action="store_true", help="run the reattach part alone")
     args = parser.parse_args(argv)
     print(f"hardware: {machine()}; load average {os.getloadavg()[0]:.2f} at the start")
     parts: list[Callable[[Server], list[Figure]]] = [
@@ -734,22 +888,33 @@ def main(argv: list[str] | None = None) -> int:
         dead_clients,
         lambda server: sequential(server, args.jobs),
     ]
-    failed = 0
+    # The parts with a server of their own, each started as its turn comes.
+    alone: list[Callable[[], list[Figure]]] = []
+    if not args.reattach_only:
+        alone.append(
+            lambda: hostile_neighbours(
+                args.slots,
+                args.hostile_rounds,
+                costly=args.hostile_costly,
+                without_token=args.hostile_streams,
+            )
+        )
     if not args.hostile_only:
+        alone.append(lambda: reattach(args.slots, args.reattach_jobs))
+    failed = 0
+
+    def report(figures: list[Figure]) -> None:
+        nonlocal failed
+        for figure in figures:
+            print(figure.line(hardware()), flush=True)
+            failed += not figure.passed
+
+    if not (args.hostile_only or args.reattach_only):
         with serve(args.slots, queue_size=max(args.streams, args.slots)) as server:
             for part in parts:
-                for figure in part(server):
-                    print(figure.line(hardware()), flush=True)
-                    failed += not figure.passed
-    hostile = hostile_neighbours(
-        args.slots,
-        args.hostile_rounds,
-        costly=args.hostile_costly,
-        without_token=args.hostile_streams,
-    )
-    for figure in hostile:
-        print(figure.line(hardware()), flush=True)
-        failed += not figure.passed
+                report(part(server))
+    for own_server in alone:
+        report(own_server())
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print("all figures within their thresholds" if not failed else f"{failed} figures FAILED")
     return 1 if failed else 0

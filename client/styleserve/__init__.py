@@ -39,6 +39,7 @@ from styleserve.events import (
     Timings,
 )
 from styleserve.info import ServerInfo, ServerLimits
+from styleserve.jobs import JobStatus
 from styleserve.options import PRESETS, JobOptions, OptionsError, StyleOptions
 from styleserve.pictures import UploadedPicture
 from styleserve.regions import Regions
@@ -63,6 +64,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "JobOptions",
+    "JobStatus",
     "Losses",
     "NotFound",
     "OptionsError",

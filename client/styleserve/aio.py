@@ -20,6 +20,7 @@ from styleserve.calls import Calls, JobEvents, final_result, translated, watchin
 from styleserve.errors import NotFound, Unavailable
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
+from styleserve.jobs import JobStatus, add_page, list_request
 from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
@@ -137,6 +138,34 @@ class AsyncClient(Calls):
         events, resumption = self._watch(job_id, after_sequence, replica, timeout)
         return self._watched(events, resumption)
 
+    async def get_job(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """See ``Client.get_job``."""
+        with translated():
+            operation = await self._operations.GetOperation(
+                self._get_job_request(job_id), **self._call_options(timeout)
+            )
+        return JobStatus.from_operation(operation)
+
+    async def list_jobs(self, *, timeout: float | None = None) -> list[JobStatus]:
+        """See ``Client.list_jobs``."""
+        jobs: list[JobStatus] = []
+        token = ""
+        while True:
+            with translated():
+                page = await self._operations.ListOperations(
+                    list_request(token), **self._call_options(timeout)
+                )
+            token = add_page(jobs, page)
+            if not token:
+                return jobs
+
+    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> None:
+        """See ``Client.cancel_job``."""
+        with translated():
+            await self._operations.CancelOperation(
+                self._cancel_request(job_id), **self._call_options(timeout)
+            )
+
     async def register_style(
         self, styles: Styles, *, timeout: float | None = None, **options: Unpack[JobOptions]
     ) -> str:
@@ -219,7 +248,7 @@ class AsyncClient(Calls):
                 await self._register(registration.request, timeout)
                 request = with_pictures(request, registration)
             except Unavailable as error:
-                resumption = self._resumption(events, error, timeout)
+                resumption = self._resumption(request, events, error, timeout)
                 break
             finally:
                 # See Client._events: stops the job on the server when the caller left early.
@@ -235,16 +264,20 @@ class AsyncClient(Calls):
         try:
             for attempt in resumption.attempts(self._watch_stubs(replica)):
                 await asyncio.sleep(attempt.delay)
-                call = attempt.stub.WatchJob(attempt.request, **self._call_options(attempt.timeout))
+                call, job_event = self._reattach(attempt)
                 try:
                     with watching(resumption):
                         async for response in call:
-                            event = events.event(response.event)
+                            event = events.event(job_event(response))
                             if event is not None:
                                 yield event
                         return
                 finally:
                     call.cancel()
+                if resumption.moved(attempt):
+                    break
         finally:
             if replica is not None:
                 await replica.close()
+        async for event in self._watched(events, resumption):
+            yield event

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from styleserve.channel import Connection
 from styleserve.errors import NotFound, Unavailable, from_rpc_error
 from styleserve.events import Event, Result, event_from_proto, missing_result
 from styleserve.info import ServerInfo
+from styleserve.jobs import job_name
 from styleserve.pictures import Picture
 from styleserve.regions import Regions
 from styleserve.request import Registration, Styles, build_registration, build_request
-from styleserve.resume import JobPosition, Resumption
+from styleserve.resume import Attempt, JobPosition, Resumption
 from styleserve.uploads import PLAIN_REQUEST_BYTES, Request, ResultAssembly, to_upload
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
@@ -65,6 +67,14 @@ def watching(resumption: Resumption) -> Iterator[None]:
         resumption.failed(error)
     except NotFound as error:
         raise resumption.lost(error) from error
+
+
+def _itself(response: pb.StyleTransferResponse) -> pb.StyleTransferResponse:
+    return response
+
+
+def _watched_event(response: pb.WatchJobResponse) -> pb.StyleTransferResponse:
+    return response.event
 
 
 def final_result(results: list[Result]) -> Result:
@@ -114,6 +124,19 @@ class Calls(Connection):
         # Any: the type stubs of grpcio-health-checking declare HealthStub without methods.
         return health_pb2_grpc.HealthStub(self._channel)
 
+    @functools.cached_property
+    def _operations(self) -> Any:
+        # Any: the generated stub is untyped (googleapis-common-protos types its messages only).
+        return operations_pb2_grpc.OperationsStub(self._channel)
+
+    @staticmethod
+    def _get_job_request(job_id: str) -> operations_pb2.GetOperationRequest:
+        return operations_pb2.GetOperationRequest(name=job_name(job_id))
+
+    @staticmethod
+    def _cancel_request(job_id: str) -> operations_pb2.CancelOperationRequest:
+        return operations_pb2.CancelOperationRequest(name=job_name(job_id))
+
     @staticmethod
     def _health_request(service: str) -> health_pb2.HealthCheckRequest:
         return health_pb2.HealthCheckRequest(service=service)
@@ -162,11 +185,16 @@ class Calls(Connection):
         return to_upload(message, self._server)
 
     def _resumption(
-        self, events: JobEvents, error: Unavailable, timeout: float | None
+        self,
+        request: pb.StyleTransferRequest,
+        events: JobEvents,
+        error: Unavailable,
+        timeout: float | None,
     ) -> Resumption:
-        """How to follow a job whose call broke with ``error``; re-raises it for a job that
-        is not detachable or had not started."""
-        return Resumption.after(events.position, error, self._call_options(timeout)["timeout"])
+        """How to follow the job of ``request`` whose call broke with ``error``; re-raises it
+        for a job that is not detachable."""
+        deadline = self._call_options(timeout)["timeout"]
+        return Resumption.after(events.position, error, deadline, request)
 
     def _watch(
         self, job_id: str, after_sequence: int, replica: str, timeout: float | None
@@ -174,6 +202,16 @@ class Calls(Connection):
         """The events and attempts of ``watch_job``: a reattach that starts without a break."""
         events = JobEvents(JobPosition(job_id, after_sequence, replica))
         return events, Resumption(events.position, None, self._call_options(timeout)["timeout"])
+
+    def _reattach(
+        self, attempt: Attempt[StyleTransferServiceStub]
+    ) -> tuple[Any, Callable[[Any], pb.StyleTransferResponse]]:
+        """The call of ``attempt`` (WatchJob, or the request sent again) and how each of its
+        responses holds the job's event."""
+        options = self._call_options(attempt.timeout)
+        if attempt.resend:
+            return attempt.stub.StyleTransfer(attempt.request, **options), _itself
+        return attempt.stub.WatchJob(attempt.request, **options), _watched_event
 
     def _watch_stubs(self, replica: Any) -> list[StyleTransferServiceStub]:
         """Where to watch a job: on its replica's own channel first, when there is one."""

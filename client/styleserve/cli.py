@@ -1,4 +1,5 @@
-"""The ``styleserve`` command: stylise pictures, register styles and describe a server.
+"""The ``styleserve`` command: stylise pictures, register styles, follow detachable jobs
+(``styleserve jobs``) and describe a server.
 
 Every ``StyleOptions`` field has a flag, built from the field itself (its type, closed choices
 and help text live in ``styleserve.options``), so an option added there is on the command line
@@ -33,6 +34,7 @@ from styleserve.errors import StyleserveError
 from styleserve.events import Preview, Result
 from styleserve.folders import SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
+from styleserve.jobs import JobStatus
 from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.plan import total_iterations
@@ -319,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(video)
     _add_connection(video)
 
+    _add_jobs(commands)
+
     info = commands.add_parser("info", help="describe the server")
     info.set_defaults(run=_info)
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -333,6 +337,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection(health)
     return parser
+
+
+def _add_jobs(commands: Any) -> None:
+    """``styleserve jobs ...``: the detachable jobs of this caller that a server keeps."""
+    jobs = commands.add_parser(
+        "jobs",
+        help="list, look up, follow or cancel the detachable jobs the server keeps for you",
+        description="Jobs started with detachable set; each is bound to its caller's token or "
+        "client certificate, and kept on the replica that runs it.",
+    )
+    actions = jobs.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every job the server keeps for you, oldest first")
+    listing.set_defaults(run=_jobs_list)
+    get = actions.add_parser("get", help="how a job is doing (running, or how it ended)")
+    get.set_defaults(run=_jobs_get)
+    watch = actions.add_parser(
+        "watch", help="follow a job to its end (reattaching on a break) and write its result"
+    )
+    watch.set_defaults(run=_jobs_watch)
+    cancel = actions.add_parser("cancel", help="stop a running job (its slot frees at once)")
+    cancel.set_defaults(run=_jobs_cancel)
+    for action in (get, watch, cancel):
+        action.add_argument("job_id", metavar="ID", help="the job's id (Started.job_id)")
+    watch.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resume after the N-th event (its sequence number; default: replay all)",
+    )
+    watch.add_argument(
+        "--replica",
+        default="",
+        metavar="HOST:PORT",
+        help="the replica that runs the job (Started.replica), tried before --server",
+    )
+    watch.add_argument(
+        "-o", "--output", type=Path, help="write the result here: .png, .jpg or .webp"
+    )
+    watch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    for action in (listing, get, watch, cancel):
+        action.add_argument("--json", action="store_true", help="print JSON")
+        _add_connection(action)
 
 
 def _connect(args: argparse.Namespace) -> Client:
@@ -557,8 +604,12 @@ def _describe_failure(err: Failure, request_id: str, planned: Planned) -> dict[s
 
 def _describe_result(result: Result, output: Path) -> dict[str, Any]:
     """The --json object: where the picture went and how it was made."""
+    return {"output": str(output), **_made_how(result)}
+
+
+def _made_how(result: Result) -> dict[str, Any]:
+    """How a result was made, for --json."""
     return {
-        "output": str(output),
         "width": result.width,
         "height": result.height,
         "iterations": result.iterations,
@@ -726,6 +777,82 @@ def _health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         status = client.health(args.service)
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _describe_job(job: JobStatus) -> dict[str, Any]:
+    """A job's --json object: its state, newest progress and result (or error)."""
+    result = job.result
+    return {
+        "job_id": job.job_id,
+        "state": job.state,
+        "progress": None if job.progress is None else dataclasses.asdict(job.progress),
+        "result": None if result is None else _made_how(result),
+        "error": None
+        if job.error is None
+        else {"code": job.error.code.name, "message": job.error.details},
+    }
+
+
+def _job_line(job: JobStatus) -> str:
+    """A job in one line: its id, state and how far it got."""
+    line = f"{job.job_id}  {job.state}"
+    if job.progress is not None:
+        line += f"  {job.progress.iteration}/{job.progress.total_iterations} iterations"
+    if job.result is not None:
+        line += f"  {job.result.width}x{job.result.height}, sha256 {job.result.sha256[:12]}"
+    if job.error is not None:
+        line += f"  {job.error.code.name}: {job.error.details}"
+    return line
+
+
+def _jobs_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with _connect(args) as client:
+        jobs = client.list_jobs()
+    if args.json:
+        print(json.dumps([_describe_job(job) for job in jobs], indent=2))
+    else:
+        print("\n".join(_job_line(job) for job in jobs) if jobs else "no jobs kept for you")
+    return 0
+
+
+def _jobs_get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with _connect(args) as client:
+        job = client.get_job(args.job_id)
+    print(json.dumps(_describe_job(job), indent=2) if args.json else _job_line(job))
+    return 0
+
+
+def _jobs_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.output is not None:
+        _require_output_folder(args, parser)
+    results: list[Result] = []
+    with (
+        _connect(args) as client,
+        ProgressBar(disable=True if args.quiet else None) as bar,
+    ):
+        for event in client.watch_job(args.job_id, args.after, replica=args.replica):
+            bar.show(event)
+            if isinstance(event, Result):
+                if args.output is not None:
+                    event.save(args.output)
+                results.append(event)
+    result = final_result(results)
+    if args.json:
+        described = _describe_result(result, args.output) if args.output else None
+        print(json.dumps({"job_id": args.job_id, "result": described}, indent=2))
+    elif args.output is not None:
+        print(f"wrote {args.output} ({result.width}x{result.height}, {_made_by(result)})")
+    else:
+        print(f"{args.job_id} done ({result.width}x{result.height}, {_made_by(result)})")
+    return 0
+
+
+def _jobs_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with _connect(args) as client:
+        client.cancel_job(args.job_id)
+        job = client.get_job(args.job_id)
+    print(json.dumps(_describe_job(job), indent=2) if args.json else _job_line(job))
+    return 0
 
 
 def _failure_line(err: Failure, request_id: str | None, *, subject: Path | None = None) -> str:

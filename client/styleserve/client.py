@@ -21,6 +21,7 @@ from styleserve.calls import Calls, JobEvents, final_result, translated, watchin
 from styleserve.errors import NotFound, Unavailable
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
+from styleserve.jobs import JobStatus, add_page, list_request
 from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
 from styleserve.request import Styles, with_pictures
@@ -155,6 +156,40 @@ class Client(Calls):
         expired, or another caller's). Leaving the loop stops watching, not the job."""
         events, resumption = self._watch(job_id, after_sequence, replica, timeout)
         return self._watched(events, resumption)
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """How the detachable job ``job_id`` (``Started.job_id``) is doing, without following
+        it: running with its newest Progress, or how it ended (its Result without the
+        picture, which ``watch_job`` brings; or its error). ``NotFound``: the server does not
+        hold it (unknown, expired, or another caller's)."""
+        with translated():
+            operation = self._operations.GetOperation(
+                self._get_job_request(job_id), **self._call_options(timeout)
+            )
+        return JobStatus.from_operation(operation)
+
+    def list_jobs(self, *, timeout: float | None = None) -> list[JobStatus]:
+        """Every detachable job of this caller that the server keeps, oldest first (each
+        page a call, ``timeout`` each)."""
+        jobs: list[JobStatus] = []
+        token = ""
+        while True:
+            with translated():
+                page = self._operations.ListOperations(
+                    list_request(token), **self._call_options(timeout)
+                )
+            token = add_page(jobs, page)
+            if not token:
+                return jobs
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> None:
+        """Stop the running detachable job ``job_id`` (its slot frees at once; its followers
+        get ``Cancelled``); a finished one stays as it ended. ``NotFound`` as for
+        ``get_job``."""
+        with translated():
+            self._operations.CancelOperation(
+                self._cancel_request(job_id), **self._call_options(timeout)
+            )
 
     def stylize_video(
         self,
@@ -316,7 +351,7 @@ class Client(Calls):
                 self._register(registration.request, timeout)
                 request = with_pictures(request, registration)
             except Unavailable as error:
-                resumption = self._resumption(events, error, timeout)
+                resumption = self._resumption(request, events, error, timeout)
                 break
             finally:
                 # Only does something when the caller left early or an error (Ctrl-C
@@ -335,23 +370,26 @@ class Client(Calls):
         try:
             for attempt in resumption.attempts(self._watch_stubs(replica)):
                 time.sleep(attempt.delay)
-                call = attempt.stub.WatchJob(attempt.request, **self._call_options(attempt.timeout))
+                call, job_event = self._reattach(attempt)
                 if in_flight is not None:
                     in_flight.add(call)
                 try:
                     with watching(resumption):
                         for response in call:
-                            event = events.event(response.event)
+                            event = events.event(job_event(response))
                             if event is not None:
                                 yield event
                         return
                 finally:
-                    # Stops watching when the caller left. Not the job: WatchJob cannot cancel
-                    # it, and until a cancel by id exists the server ends it after its detach
-                    # grace with nobody watching.
+                    # Stops watching when the caller left, not the job (a resent call alike:
+                    # it follows the job as a watch does): cancel_job stops it, or the server
+                    # after its detach grace with nobody watching.
                     call.cancel()
                     if in_flight is not None:
                         in_flight.discard(call)
+                if resumption.moved(attempt):
+                    break
         finally:
             if replica is not None:
                 replica.close()
+        yield from self._watched(events, resumption, in_flight)

@@ -29,6 +29,7 @@ __all__ = [
     "Unavailable",
     "VideoError",
     "from_rpc_error",
+    "from_status",
 ]
 
 # Trailing-metadata key in which the server suggests, in seconds, when to retry a refused job.
@@ -186,12 +187,24 @@ def _seconds(value: str | None) -> float | None:
 def from_rpc_error(error: grpc.RpcError) -> StyleserveError:
     """The styleserve exception for a failed call (``grpc.RpcError`` or ``AioRpcError``)."""
     call = cast(_FailedCall, error)
-    code = call.code()
-    details = call.details() or code.name.lower().replace("_", " ")
     trailers = call.trailing_metadata()
+    retry_after = _seconds(_metadata_value(trailers, RETRY_AFTER_KEY))
     request_id = _metadata_value(trailers, REQUEST_ID_KEY)
+    return from_status(call.code(), call.details(), request_id, retry_after)
+
+
+def from_status(
+    code: grpc.StatusCode | int,
+    details: str | None,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> StyleserveError:
+    """The styleserve exception for a status: a failed call's, or one a server reports in a
+    message (a failed job's ``google.rpc.Status``, whose ``code`` is the number)."""
+    if isinstance(code, int):
+        code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    details = details or code.name.lower().replace("_", " ")
     cls = _BY_CODE.get(code, StyleserveError)
     if cls is ResourceExhausted:
-        retry_after = _seconds(_metadata_value(trailers, RETRY_AFTER_KEY))
         return ResourceExhausted(details, code, request_id=request_id, retry_after=retry_after)
     return cls(details, code, request_id=request_id)

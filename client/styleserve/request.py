@@ -9,6 +9,7 @@ in the rest from the preset.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +109,9 @@ def build_request(
         init_image=picture_message(init_image, what="initial picture")
         if init_image is not None
         else None,
-        request_id=request_id or "",
+        # A detachable request is sent again after a break before it started
+        # (``styleserve.resume``): its id is what lets the server find the job it started.
+        request_id=request_id or (uuid.uuid4().hex if detachable else ""),
         style_id=style_id or "",
         regions=regions_message,
         detachable=detachable,

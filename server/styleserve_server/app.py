@@ -39,12 +39,13 @@ from styleserve_server.engine import (
     return_freed_memory,
 )
 from styleserve_server.metrics import Metrics
+from styleserve_server.operations import OPERATIONS_SERVICE
 from styleserve_server.priority import background_thread
 from styleserve_server.server_info import version
 from styleserve_server.service import StyleTransferService, add_to_server
 from styleserve_server.settings import Settings
 
-__all__ = ["SERVICE_NAME", "StyleServer", "create_server"]
+__all__ = ["OPERATIONS_NAME", "SERVICE_NAME", "StyleServer", "create_server"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 _STOP_JOBS_SECONDS = 5.0
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
+# google.longrunning.Operations, served beside it over its detachable jobs (``operations``).
+OPERATIONS_NAME = OPERATIONS_SERVICE.full_name
 
 
 class StyleServer:
@@ -169,6 +172,9 @@ class StyleServer:
             self._service.stop_jobs()
             await asyncio.wait({idle}, timeout=_STOP_JOBS_SECONDS)
             idle.cancel()
+        # Before gRPC's cut-off: a watcher of a job that is still going hears UNAVAILABLE now,
+        # and no timer of a kept job outlives the server.
+        self._service.close()
         await closing
         if self._health_grpc is not None:
             # Closed last: until the TLS port is gone, probes read NOT_SERVING rather than a
@@ -185,7 +191,7 @@ class StyleServer:
         await self.grpc.wait_for_termination()
 
     async def _set_health(self, status: int) -> None:  # a HealthCheckResponse.ServingStatus
-        for service in (OVERALL_HEALTH, SERVICE_NAME):
+        for service in (OVERALL_HEALTH, SERVICE_NAME, OPERATIONS_NAME):
             await self.health.set(service, status)
 
 
@@ -301,7 +307,7 @@ def create_server(
     add_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, OPERATIONS_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     credentials = _server_credentials(settings)

@@ -16,6 +16,18 @@ replay): Progress, the newest Preview, the result chunks and the Result. A finis
 for the retention time, within the store's byte budget (oldest finished evicted first); the
 events of running jobs are never dropped, so while they alone exceed the budget the store holds
 more than it for as long as they run.
+
+A request id names one request (AIP-155): a detachable request whose caller and request id are
+those of a job the store still keeps is that request sent again (typically by an SDK whose call
+broke before Started reached it), so it follows that job from its first kept event instead of
+starting a second one (``JobStore.resubmitted``). A job joins the store when it gets its slot,
+so a call that broke while queued left no job (its queue wait ended with it), and its resend
+queues again. Ids are matched per caller and only while the job is kept.
+
+Besides following, a caller may look its jobs up, list them and cancel one by id
+(``operations``, google.longrunning.Operations). A job cancelled so stays, cancelled, for the
+retention time like a finished one; the server's stop ends every job still running UNAVAILABLE
+to its watchers (``close``).
 """
 
 from __future__ import annotations
@@ -30,16 +42,20 @@ from dataclasses import dataclass
 from styleserve.options import OptionsError
 from styleserve.v1 import style_transfer_pb2 as pb
 
+from styleserve_server.admission import ShuttingDown
 from styleserve_server.metrics import Metrics
 
 __all__ = [
     "MAX_JOB_ID_LENGTH",
+    "CancelledById",
     "FutureSequence",
     "JobStore",
+    "JobRunning",
     "JobStoreInfo",
     "JobsOff",
     "KeptJob",
     "Send",
+    "StartedMeanwhile",
     "UnknownJob",
 ]
 
@@ -84,6 +100,34 @@ class JobsOff(Exception):
         )
 
 
+class StartedMeanwhile(Exception):
+    """A request queued while the same request (its caller and request id), sent before, got
+    a slot and started: following that job is the answer, and its call is the way to it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this request (its request id) started on this server while it queued, sent "
+            "before; send it again with the same request id to follow that job"
+        )
+
+
+class CancelledById(Exception):
+    """The job's caller cancelled it by id (CancelOperation)."""
+
+    def __init__(self) -> None:
+        super().__init__("the job was cancelled by id (CancelOperation)")
+
+
+class JobRunning(Exception):
+    """A job was to be forgotten while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "name: the job is still running; cancel it (CancelOperation) or wait for its end "
+            "before deleting it"
+        )
+
+
 @dataclass(frozen=True)
 class JobStoreInfo:
     """What GetServerInfo reports of the store (``pb.JobStoreInfo``'s fields)."""
@@ -97,9 +141,15 @@ class JobStoreInfo:
 class KeptJob:
     """One detachable job's kept events, its end, and who follows it."""
 
-    def __init__(self, job_id: str, owner: str) -> None:
+    def __init__(self, job_id: str, owner: str, request_id: str = "") -> None:
         self.job_id = job_id
         self.owner = owner
+        self.request_id = request_id
+        # Its place in the order jobs joined the store (listing pages resume after it).
+        self.number = 0
+        # The newest Progress and the Result, for a look-up without a replay.
+        self.progress: pb.Progress | None = None
+        self.result: pb.Result | None = None
         # By sequence number, in order (dicts keep insertion order; numbers only grow).
         self.events: dict[int, pb.StyleTransferResponse] = {}
         self.newest = 0
@@ -111,10 +161,16 @@ class KeptJob:
         self.timer: asyncio.TimerHandle | None = None
         self._preview = 0
         self._changed = asyncio.Event()
+        # Set once at the end, for a wait that does not follow the events.
+        self.ended = asyncio.Event()
 
     def _keep(self, message: pb.StyleTransferResponse) -> int:
         """Files ``message`` (numbered already); returns the bytes the job's events grew by."""
         grown = message.ByteSize()
+        if message.HasField("progress"):
+            self.progress = message.progress
+        elif message.HasField("result"):
+            self.result = message.result
         if message.HasField("preview"):
             if self._preview:
                 grown -= self.events.pop(self._preview).ByteSize()
@@ -126,8 +182,10 @@ class KeptJob:
         return grown
 
     def _end(self, error: BaseException | None) -> None:
-        self.done, self.error = True, error
-        self._wake()
+        if not self.done:
+            self.done, self.error = True, error
+            self.ended.set()
+            self._wake()
 
     def _wake(self) -> None:
         # A fresh event per change: each waiter took the one current when it last looked.
@@ -163,24 +221,36 @@ class JobStore:
         self._retention = retention_seconds
         self._metrics = metrics
         self._jobs: dict[str, KeptJob] = {}
+        # (owner, request id) -> its job, for a request sent again (the module's docstring).
+        self._requests: dict[tuple[str, str], KeptJob] = {}
         # Finished jobs, oldest first: the order of eviction for room.
         self._finished: collections.OrderedDict[str, KeptJob] = collections.OrderedDict()
         self._used = 0
+        self._joined = 0
 
     def info(self) -> JobStoreInfo:
         return JobStoreInfo(self._grace, self._retention, self._max_bytes, self._used)
 
-    def open(self, owner: str) -> KeptJob:
+    def open(self, owner: str, request_id: str = "") -> KeptJob:
         """A new job bound to ``owner`` (a caller identity, ``access.caller_identity``), with a
-        fresh unguessable id; held once it ``run``s. Raises JobsOff when the store is off."""
+        fresh unguessable id, for the request ``request_id`` ("": none to send again); held
+        once it ``run``s. Raises JobsOff when the store is off."""
         if not self._max_bytes:
             raise JobsOff
-        return KeptJob(secrets.token_urlsafe(_ID_BYTES), owner)
+        return KeptJob(secrets.token_urlsafe(_ID_BYTES), owner, request_id)
+
+    def resubmitted(self, owner: str, request_id: str) -> KeptJob | None:
+        """The job ``owner``'s request ``request_id`` runs already, if the store keeps one."""
+        return self._requests.get((owner, request_id))
 
     def run(self, kept: KeptJob, produce: Callable[[Send], Awaitable[None]]) -> None:
         """Runs ``produce(send)`` (which makes the job's numbered events, from Started on) as a
         task of its own, so that it outlives the call that started it."""
         self._jobs[kept.job_id] = kept
+        if kept.request_id:
+            self._requests[kept.owner, kept.request_id] = kept
+        self._joined += 1
+        kept.number = self._joined
 
         async def send(message: pb.StyleTransferResponse) -> None:
             if self._jobs.get(kept.job_id) is kept:
@@ -191,6 +261,8 @@ class JobStore:
                 await produce(send)
             except asyncio.CancelledError:
                 kept._end(asyncio.CancelledError())
+                # Kept when cancelled by id (a dropped job is held no more).
+                self._finish(kept)
                 raise
             except BaseException as error:  # noqa: BLE001 - the watchers raise it as theirs
                 kept._end(error)
@@ -200,17 +272,43 @@ class JobStore:
 
         kept.task = asyncio.ensure_future(work())
 
-    def find(self, job_id: str, owner: str, after: int) -> KeptJob:
-        """``owner``'s job ``job_id``, checked for a watch resuming after ``after``."""
+    def find(self, job_id: str, owner: str, after: int = 0, *, field: str = "job_id") -> KeptJob:
+        """``owner``'s job ``job_id``, checked for a watch resuming after ``after``; ``field``
+        names the id in an error."""
         if len(job_id) > MAX_JOB_ID_LENGTH:
             # Not echoed: a value this long is no id of this server's.
-            raise OptionsError("job_id", f"is longer than a job id ({MAX_JOB_ID_LENGTH} at most)")
+            raise OptionsError(field, f"is longer than a job id ({MAX_JOB_ID_LENGTH} at most)")
         kept = self._jobs.get(job_id)
         if kept is None or not secrets.compare_digest(kept.owner, owner):
             raise UnknownJob
         if after > kept.newest:
             raise FutureSequence(after, kept.newest)
         return kept
+
+    def listed(self, owner: str, after: int, most: int) -> list[KeptJob]:
+        """``owner``'s jobs that joined the store after the ``after``-th (``KeptJob.number``),
+        oldest first, at most ``most``."""
+        mine = (kept for kept in self._jobs.values() if kept.owner == owner)
+        return sorted((kept for kept in mine if kept.number > after), key=lambda k: k.number)[:most]
+
+    def cancel(self, kept: KeptJob) -> None:
+        """Stops ``kept`` now (its slot frees as a cancelled job's does); it stays, cancelled,
+        for the retention time. A finished job stays as it ended."""
+        if kept.done or kept.task is None:
+            return
+        log.info("job cancelled by id", extra={"job_id": kept.job_id})
+        self._metrics.jobs_cancelled.inc()
+        # Ended first, so that its followers hear why rather than a bare cancel.
+        kept._end(CancelledById())
+        kept.task.cancel()
+
+    def forget(self, kept: KeptJob) -> None:
+        """Drops a finished ``kept`` (its events and result) before its retention ends; raises
+        JobRunning for a job that runs."""
+        if not kept.done:
+            raise JobRunning
+        self._metrics.jobs_expired.labels("deleted").inc()
+        self._drop(kept)
 
     async def follow(self, kept: KeptJob, after: int, send: Send, *, own: bool = False) -> None:
         """Sends ``kept``'s events numbered above ``after`` through ``send``, then the live ones,
@@ -234,8 +332,10 @@ class JobStore:
                     kept.timer = loop.call_later(self._grace, self._unwatched, kept)
 
     def close(self) -> None:
-        """Stops every kept job and timer (the server is stopping)."""
+        """Stops every kept job and timer (the server is stopping): the watchers of a job still
+        running get ShuttingDown (UNAVAILABLE) rather than waiting on it."""
         for kept in list(self._jobs.values()):
+            kept._end(ShuttingDown())
             self._drop(kept)
 
     def _unwatched(self, kept: KeptJob) -> None:
@@ -272,6 +372,8 @@ class JobStore:
     def _drop(self, kept: KeptJob) -> None:
         """Forgets ``kept`` (its bytes freed once its last watcher lets go) and stops it."""
         self._jobs.pop(kept.job_id, None)
+        if self._requests.get((kept.owner, kept.request_id)) is kept:
+            del self._requests[kept.owner, kept.request_id]
         self._finished.pop(kept.job_id, None)
         self._used -= kept.nbytes
         if kept.timer is not None:

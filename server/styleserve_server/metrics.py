@@ -156,8 +156,20 @@ class Metrics:
         self.jobs_expired = Counter(
             "styleserve_jobs_expired",
             "Detachable jobs forgotten, by reason: grace (unwatched too long, cancelled), "
-            "retention (result kept its time) or room (evicted for newer results).",
+            "retention (result kept its time), room (evicted for newer results) or deleted "
+            "(DeleteOperation).",
             ["reason"],
+            registry=self.registry,
+        )
+        self.jobs_cancelled = Counter(
+            "styleserve_jobs_cancelled",
+            "Detachable jobs cancelled by id (CancelOperation) while they ran.",
+            registry=self.registry,
+        )
+        self.jobs_resubmitted = Counter(
+            "styleserve_jobs_resubmitted",
+            "Detachable requests sent again with a kept job's request id, which followed that "
+            "job instead of starting another.",
             registry=self.registry,
         )
         self.job_store_bytes = Gauge(

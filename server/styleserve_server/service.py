@@ -14,6 +14,8 @@ from its slot) and for its call's deadline (counted by the caller, queue include
 comes first, and ends with its best picture so far. UploadPicture streams a picture larger than
 a request into the store of uploads (``uploads``), whose ids requests name instead of bytes; a
 result larger than the caller's largest message leaves in chunks (``outputs.delivered``).
+google.longrunning.Operations (``operations``) looks up, lists and cancels the caller's
+detachable jobs, in the same frame as every other call.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any, TypeVar
 import grpc
 import torch
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from styleserve.options import PRESETS, OptionsError, StyleOptions, check_request_id
 from styleserve.plan import Stage
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -54,10 +57,11 @@ from styleserve_server.engine import (
     prepare_style,
     targets_nbytes,
 )
-from styleserve_server.job_store import JobStore, KeptJob, Send
+from styleserve_server.job_store import JobStore, KeptJob, Send, StartedMeanwhile
 from styleserve_server.jobs import FirstPicture, Job, OutOfTime, run_instant
 from styleserve_server.memory import check_fits, measured_budget
 from styleserve_server.metrics import Metrics
+from styleserve_server.operations import OPERATIONS_SERVICE, Handle, JobOperations
 from styleserve_server.server_info import server_info, version
 from styleserve_server.settings import Settings
 from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ended_by_caller, status
@@ -103,8 +107,9 @@ async def _send_headers(context: grpc.aio.ServicerContext, request_id: str) -> N
 
 
 class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
-    """Serves StyleTransfer, StylizeVideo (``video``), RegisterStyle, UploadPicture and
-    GetServerInfo once ``serve`` has handed it a backbone."""
+    """Serves StyleTransfer, StylizeVideo (``video``), RegisterStyle, UploadPicture,
+    GetServerInfo and WatchJob once ``serve`` has handed it a backbone, and
+    google.longrunning.Operations over its detachable jobs (``operation``)."""
 
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, instant_executor: Executor
@@ -138,6 +143,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             settings.job_retention_seconds,
             metrics,
         )
+        self._operations = JobOperations(self._jobs)
         self._backbone: Backbone | None = None
         self._feed_forward: FeedForward | None = None
         self._precision: PrecisionChoice | None = None
@@ -181,10 +187,24 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         """Returns when no job is running."""
         await asyncio.gather(self._admission.idle(), self._instant.idle())
 
+    def close(self) -> None:
+        """Ends what outlives calls (the server is stopping): the kept detachable jobs, whose
+        watchers get UNAVAILABLE."""
+        self._jobs.close()
+
     async def _style_transfer(
         self, request: pb.StyleTransferRequest, context: grpc.aio.ServicerContext, request_id: str
     ) -> None:
         backbone = self._serving()
+        if request.detachable:
+            sent = self._jobs.resubmitted(self._owner(context), request_id)
+            if sent is not None:
+                # This request, sent again (job_store): its job, not a second one.
+                self._metrics.jobs_resubmitted.inc()
+                log.info("request sent again: following its job", extra={"job_id": sent.job_id})
+                await _send_headers(context, request_id)
+                await self._jobs.follow(sent, 0, context.write, own=True)
+                return
         message_bytes = outputs.message_bytes(request.delivery.max_message_bytes)
         checked = await asyncio.to_thread(self._check, request, backbone)
         options = checked.options
@@ -194,7 +214,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         kept: KeptJob | None = None
         if request.detachable:
             # Refused before it queues, and bound to the caller before any await can lose it.
-            kept = self._jobs.open(self._owner(context))
+            kept = self._jobs.open(self._owner(context), request_id)
         admission = self._instant if instant else self._admission
         write = _Write(context)
         enqueued = time.monotonic()
@@ -206,6 +226,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             async for position in positions:
                 await write(outputs.queued(position))
         # A slot is held from here: the job's completion releases it, with no await between.
+        if kept is not None and self._jobs.resubmitted(kept.owner, request_id) is not None:
+            # The same request, sent before, started while this one queued: this call has
+            # numbered events of its own already, so the caller is sent back to that job.
+            admission.release(nbytes=checked.memory_bytes)
+            raise StartedMeanwhile
         queue_seconds = time.monotonic() - enqueued
         provenance = self._provenance(backbone, request_id)
         if instant:
@@ -613,6 +638,27 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         # Not the job's own call: its end (a cancel included) leaves the job running.
         await self._jobs.follow(kept, request.after_sequence, send)
 
+    async def _operation(
+        self,
+        request: Message,
+        context: grpc.aio.ServicerContext,
+        request_id: str,
+        *,
+        handle: Handle,
+    ) -> Message:
+        """One google.longrunning.Operations call (``operations``), on the caller's jobs."""
+        response = await handle(request, self._owner(context), context.time_remaining())
+        await _send_headers(context, request_id)
+        return response
+
+    def operation(self, name: str) -> Callable[..., Awaitable[Message]]:
+        """The gRPC method ``name`` of google.longrunning.Operations, in ``_call``'s frame as
+        the methods below are (it takes the request's bytes)."""
+        method = OPERATIONS_SERVICE.methods_by_name[name]
+        handle = self._operations.handles[name]
+        body = functools.partial(StyleTransferService._operation, handle=handle)
+        return functools.partial(self._call, name, GetMessageClass(method.input_type), body)
+
     def _owner(self, context: grpc.aio.ServicerContext) -> str:
         """The caller identity a detachable job is bound to (``access.caller_identity``)."""
         return caller_identity(context, token_checked=self._settings.auth_token is not None)
@@ -728,26 +774,28 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
 
 
 def add_to_server(service: StyleTransferService, server: grpc.aio.Server) -> None:
-    """Serves ``service``'s methods on ``server`` as the contract declares them, except that
-    each receives its request (each message of a streamed one) as bytes, which ``wire``
-    bounds before protobuf parses them."""
-    descriptor = pb.DESCRIPTOR.services_by_name["StyleTransferService"]
+    """Serves ``service``'s methods on ``server`` as the contract declares them, and
+    google.longrunning.Operations beside them, except that each receives its request (each
+    message of a streamed one) as bytes, which ``wire`` bounds before protobuf parses them."""
     kinds: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
         (True, False): grpc.stream_unary_rpc_method_handler,
         (True, True): grpc.stream_stream_rpc_method_handler,
     }
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for name, method in descriptor.methods_by_name.items():
-        response = getattr(pb, method.output_type.name)
-        kind = kinds[method.client_streaming, method.server_streaming]
-        handlers[name] = kind(
-            getattr(service, name),
-            request_deserializer=None,
-            response_serializer=response.SerializeToString,
+    own = pb.DESCRIPTOR.services_by_name["StyleTransferService"]
+    served = ((own, functools.partial(getattr, service)), (OPERATIONS_SERVICE, service.operation))
+    for descriptor, method_of in served:
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for name, method in descriptor.methods_by_name.items():
+            response = GetMessageClass(method.output_type)
+            kind = kinds[method.client_streaming, method.server_streaming]
+            handlers[name] = kind(
+                method_of(name),
+                request_deserializer=None,
+                response_serializer=response.SerializeToString,
+            )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
         )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
-    )
-    server.add_registered_method_handlers(descriptor.full_name, handlers)
+        server.add_registered_method_handlers(descriptor.full_name, handlers)

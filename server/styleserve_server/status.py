@@ -17,7 +17,14 @@ from styleserve.options import OptionsError
 from styleserve_server import logs
 from styleserve_server.admission import QueueFull, ShuttingDown
 from styleserve_server.engine import JobCancelled
-from styleserve_server.job_store import FutureSequence, JobsOff, UnknownJob
+from styleserve_server.job_store import (
+    CancelledById,
+    FutureSequence,
+    JobRunning,
+    JobsOff,
+    StartedMeanwhile,
+    UnknownJob,
+)
 from styleserve_server.memory import TooBig
 from styleserve_server.style_cache import StyleCacheOff, StyleTooLarge, UnknownStyle
 from styleserve_server.uploads import UnknownUpload, UploadCorrupt, UploadsOff, UploadTooLarge
@@ -89,10 +96,12 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         # Callers cancel by ending their call; a job cancelled under a live call was stopped
         # by the server (stop_jobs).
         error = GraceOver()
-    if isinstance(error, ShuttingDown | NotReady | GraceOver):
+    if isinstance(error, ShuttingDown | NotReady | GraceOver | StartedMeanwhile):
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
-    if isinstance(error, NoFeedForward | StyleCacheOff | UploadsOff | JobsOff):
+    if isinstance(error, NoFeedForward | StyleCacheOff | UploadsOff | JobsOff | JobRunning):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
+    if isinstance(error, CancelledById):
+        return grpc.StatusCode.CANCELLED, str(error), ()
     if isinstance(error, FutureSequence):
         return grpc.StatusCode.OUT_OF_RANGE, str(error), ()
     if isinstance(error, UnknownStyle | UnknownUpload | UnknownJob):

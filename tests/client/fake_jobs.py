@@ -63,6 +63,8 @@ class FakeJobs(pb_grpc.StyleTransferServiceServicer):
         self.drop_before: dict[int, Callable[[], object]] = {}
         self.jobs_run = 0
         self.watches = 0
+        self.resends = 0
+        self._request_ids: set[str] = set()
         self.forget = False
         self._server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
         pb_grpc.add_StyleTransferServiceServicer_to_server(self, self._server)
@@ -77,7 +79,12 @@ class FakeJobs(pb_grpc.StyleTransferServiceServicer):
     def StyleTransfer(  # noqa: N802 - gRPC's method name
         self, request: pb.StyleTransferRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StyleTransferResponse]:
-        self.jobs_run += 1
+        if request.detachable and request.request_id in self._request_ids:
+            # Sent again (the server's request-id rule): its job, followed from its start.
+            self.resends += 1
+        else:
+            self.jobs_run += 1
+            self._request_ids.add(request.request_id)
         events = self._events if request.detachable else self._plain_events()
         yield from self._send(events, 0, context)
 
@@ -105,6 +112,9 @@ class FakeJobs(pb_grpc.StyleTransferServiceServicer):
         for event in events[after:]:
             drop = self.drop_before.pop(event.sequence, None)
             if drop is not None:
+                # The caller reads what came before first (a reset loses what is unread, even
+                # Started, and these tests are about what follows a break, not a lost start).
+                time.sleep(0.3)
                 drop()
                 # The connection is gone; the job goes on without this call.
                 while context.is_active():
