@@ -6,7 +6,8 @@ tubingen.jpg enlarged to the size, uploaded in chunks when it is larger than a r
 carry; the result comes back in chunks, digest-checked) and prints:
 
 - seconds per stage (from the Progress events: set-up included) and in total;
-- the server's peak RSS;
+- the server's peak RSS, beside the job's predicted peak (``engine.memory``, in bfloat16) that
+  admission holds against the budget, on top of what the server holds after start-up;
 - the seam measure of the delivered picture on the borders of the tiles its last stage was
   evaluated in (``seams.seam_ratio``: 1.0 means the borders look like anywhere else).
 
@@ -38,6 +39,7 @@ from seed_vs_default import machine, proc_status
 from styleserve import Client, Progress, ResourceExhausted, Result
 from styleserve.options import resolve
 from styleserve.plan import plan
+from styleserve_server.engine.memory import predicted_peak_bytes
 from styleserve_server.engine.tiles import tile_borders
 from styleserve_server.settings import Settings
 
@@ -67,6 +69,8 @@ class Run:
     stage_seconds: list[float]
     total_seconds: float
     peak_rss: int
+    base_rss: int
+    predicted: int
     seams: float | None
 
 
@@ -76,6 +80,7 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
     content, size = _content(megapixels, folder)
     port = free_port()
     server = start_server(cache_dir, port, "--max-output-side", "16384", "--job-slots", "1")
+    base = proc_status("VmRSS", server.pid)
     try:
         ends: dict[int, float] = {}
         result: Result | None = None
@@ -98,7 +103,10 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
     picture = Image.open(io.BytesIO(result.data)).convert("RGB")
     save_views(picture, out, f"{megapixels:g}mp")
     stage_seconds = [ends[i] - ends.get(i - 1, 0.0) for i in sorted(ends)]
-    return Run(megapixels, size, stage_seconds, total, peak, seam_measure(picture))
+    options = resolve("default", size=max(size))
+    stages = [(stage.width, stage.height) for stage in plan(size, options)]
+    predicted = predicted_peak_bytes(stages, options, "bfloat16", TILE_PIXELS)
+    return Run(megapixels, size, stage_seconds, total, peak, base, predicted, seam_measure(picture))
 
 
 def save_views(picture: Image.Image, out: Path, name: str) -> None:
@@ -185,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         seams = "whole (no tiles)" if run.seams is None else f"{run.seams:.3f}"
         print(
             f"{megapixels:g} MP ({run.size[0]}x{run.size[1]}): {run.total_seconds:.0f} s "
-            f"(stages {stages}), peak RSS {run.peak_rss / GIB:.2f} GiB, seams {seams}",
+            f"(stages {stages}), peak RSS {run.peak_rss / GIB:.2f} GiB (after start-up "
+            f"{run.base_rss / GIB:.2f}, job predicted {run.predicted / GIB:.2f}), seams {seams}",
             flush=True,
         )
     return _goals(runs, seconds)

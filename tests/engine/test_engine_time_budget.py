@@ -3,10 +3,12 @@ unchanged. The engine's clock is one the test moves, so that where a job stops i
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from styleserve.options import resolve
-from styleserve_server.engine import Finished, Iterate, StopAt, run_job
+from styleserve_server.engine import Finished, Iterate, StopAt, optimize, run_job
 from styleserve_server.engine import job as engine_job
 from styleserve_server.engine.imaging import resize
 
@@ -106,3 +108,23 @@ def test_no_time_for_any_iteration_delivers_the_start(tiny, content, warm_style,
     # From the content, the start carried to the output size is the content itself.
     start = np.asarray(resize(content, (48, 32), options.resize), dtype=np.int16)
     assert np.abs(np.asarray(finished.image, dtype=np.int16) - start).max() <= 1
+
+
+@pytest.mark.parametrize("form", ["round", "step", "compact"])
+def test_lbfgs_iterates_never_rise_so_a_stop_delivers_the_last(
+    form, tiny, content, warm_style, clock, monkeypatch
+) -> None:
+    """The stopped L-BFGS job keeps its iterate itself, not a copy (``Optimizer.monotone``):
+    true only because no L-BFGS iteration raises the loss, in each of its three forms (the
+    tutorial's rounds, one continuous run, and the compact one of print sizes)."""
+    if form == "compact":
+        monkeypatch.setattr(optimize, "_STATE_BYTES", 1)
+    evals = 5 if form == "round" else 1
+    options = _options(iterations=12, scales=(1.0,), evals_per_iteration=evals)
+    iterates, finished = _stopped_after(10, clock, tiny, content, [warm_style], options)
+    totals = [r.losses.total for r in iterates]
+    assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(totals)), totals
+    assert totals[-1] < 0.9 * totals[0]  # they did fall
+    assert finished.partial and finished.losses == iterates[-1].losses
+    again = list(run_job(tiny, content, [warm_style], options.replace(iterations=10)))
+    assert finished.image.tobytes() == again[-1].image.tobytes()

@@ -138,7 +138,7 @@ def test_a_loss_that_overflows_is_the_requests_fault_not_the_servers() -> None:
     """Whatever still overflows within the options' bounds ends as OptionsError (the service
     answers INVALID_ARGUMENT), before an optimiser divides by it."""
     x = torch.zeros(1, 3, 4, 4, requires_grad=True)
-    evaluator = Evaluator(lambda v: ((v + float("inf")).sum(), torch.zeros(3)))
+    evaluator = Evaluator(lambda v, _: ((v + float("inf")).sum(), torch.zeros(3)))
     evaluator.bind(x, None)
     with pytest.raises(OptionsError, match="the loss overflowed"):
         evaluator()

@@ -12,6 +12,7 @@ import torch
 from engine_pictures import landscape, stripes
 from styleserve.options import PRESETS, VGG_LAYERS, resolve
 from styleserve_server.engine import JobCancelled, optimize, run_job
+from styleserve_server.engine.box import Box
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import to_tensor
 from styleserve_server.engine.losses import gram
@@ -217,9 +218,9 @@ def test_a_tiled_job_makes_the_untiled_picture(tiny) -> None:
 
 def test_the_compact_lbfgs_falls_as_torchs(tiny, monkeypatch) -> None:
     """Over the state budget (here every picture is), continuous L-BFGS keeps its history in
-    bfloat16 and searches its steps for sufficient decrease only: with its least history (2
-    pairs) it ends within 15% of torch's L-BFGS with 50 (11% and 7% measured at 96 and 128
-    px)."""
+    bfloat16 and searches its steps for sufficient decrease only: with its least history (1
+    pair) it is within 5% of torch's L-BFGS with 50 after the 10 iterations a climbing stage
+    runs, and within 20% after 30 (1.9% and 15.3% measured)."""
     content = landscape(96, 64)
     style = stripes(40, 40, ((250, 60, 20), (250, 200, 30), (120, 20, 10)))
     options = resolve("default", seed=7, size=96, iterations=30, scales=(1.0,), precision="float32")
@@ -232,15 +233,16 @@ def test_the_compact_lbfgs_falls_as_torchs(tiny, monkeypatch) -> None:
     compact = totals()
     assert compact != plain  # the patch took effect: another optimiser ran
     assert compact[-1] < 0.3 * compact[0]
-    assert compact[-1] < 1.15 * plain[-1]
+    assert compact[9] < 1.05 * plain[9]
+    assert compact[-1] < 1.2 * plain[-1]
 
 
 def test_big_pictures_hold_bounded_state() -> None:
-    """At 12 MP the optimiser's state fits its budget of 1 GiB (torch's L-BFGS would hold
-    (7 + 2 x 5) float32 pictures, 2.3 GiB); a job's predicted peak grows past the tile size
-    by the stages' own per-pixel state only."""
-    pixels = 4000 * 3000
-    assert state_bytes("lbfgs", 1, 3 * pixels) <= 2**30
+    """At 12 and 24 MP the optimiser's state fits its budget of 1 GiB (torch's L-BFGS would
+    hold (7 + 2 x 5) float32 pictures, 2.3 GiB at 12 MP); a job's predicted peak grows past the
+    tile size by the stages' own per-pixel state only."""
+    for pixels in (4000 * 3000, 5657 * 4243):
+        assert state_bytes("lbfgs", 1, 3 * pixels) <= 2**30
     options = resolve("default", limits=None, size=4000)
 
     def peak(side: int, tile_pixels: int | None) -> int:
@@ -249,3 +251,30 @@ def test_big_pictures_hold_bounded_state() -> None:
 
     assert peak(4000, 2**20) < peak(4000, None) / 4
     assert peak(2048, 2**20) < peak(4000, 2**20) < 3 * 2**30
+
+
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_a_box_clamps_each_window_as_the_whole_picture(tiny, per_pixel: bool) -> None:
+    """The evaluator hands the objective the variable itself and its box (uniform bounds, or
+    per pixel as with colour preserved): each window clamped, its gradient passed straight
+    through, gives the terms and gradient of the whole clamped picture, whole or in tiles."""
+    net = FeatureNet(tiny, "float32")
+    content, style, picture = _pictures(SIDE, net.device)
+    picture = picture * 1.5 - 60.0  # a good part of it outside 0-255
+    if per_pixel:
+        margin = torch.rand((1, 1, SIDE, SIDE), generator=torch.Generator().manual_seed(1)) * 50
+        box = Box(margin, 255.0 - margin)
+    else:
+        box = Box(torch.tensor(0.0), torch.tensor(255.0))
+    weights = Weights.from_options(DEFAULT)
+    whole = Objective(net, weights, content, [style])
+    clamped = box.bounded(picture)
+    assert not torch.equal(clamped, picture)
+    terms, gradient = _evaluate(whole, clamped)
+    for tile_pixels in (None, TILE):
+        objective = Objective(net, weights, content, [style], tile_pixels=tile_pixels)
+        x = picture.clone().requires_grad_(True)
+        loss, boxed_terms = objective(x, box)
+        (boxed_gradient,) = torch.autograd.grad(loss, x)
+        assert torch.allclose(boxed_terms.detach(), terms, rtol=RELATIVE)
+        assert _relative(boxed_gradient, gradient) < RELATIVE

@@ -30,6 +30,7 @@ from styleserve_export.artifact import Backbone
 from torch import Tensor
 from torch.nn import functional as F
 
+from styleserve_server.engine.box import Box
 from styleserve_server.engine.colour import Colour
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import (
@@ -42,7 +43,7 @@ from styleserve_server.engine.imaging import (
     to_tensor,
 )
 from styleserve_server.engine.objective import Objective, StylePart, Weights
-from styleserve_server.engine.optimize import Box, Evaluator, Optimizer
+from styleserve_server.engine.optimize import Evaluator, Optimizer
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
 from styleserve_server.engine.prepared import PreparedStyle
 from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
@@ -148,19 +149,19 @@ def _prepare(
         poll=poll,
     )
     if temporal is None:
-        evaluator = Evaluator(lambda v: objective(colour.render(v)), box)
+        evaluator = Evaluator(lambda v, box: objective(colour.render(v), box), box)
     else:
         evaluator = Evaluator(functools.partial(_with_temporal, objective, colour, temporal), box)
     return colour, box, content_px, content_var, evaluator
 
 
 def _with_temporal(
-    objective: Objective, colour: Colour, temporal: TemporalTarget, v: Tensor
+    objective: Objective, colour: Colour, temporal: TemporalTarget, v: Tensor, box: Box | None
 ) -> tuple[Tensor, Tensor]:
-    """``objective`` of the variable ``v`` with the temporal term of the picture it delivers
-    added: (total, its four terms)."""
-    total, terms = objective(colour.render(v))
-    held = temporal(colour.output(v))
+    """``objective`` of the variable ``v`` (clamped into ``box``) with the temporal term of the
+    picture it delivers added: (total, its four terms)."""
+    total, terms = objective(colour.render(v), box)
+    held = temporal(colour.output(v if box is None else box.straight(v)))
     return total + held, torch.cat((terms, held.reshape(1)))
 
 
@@ -236,8 +237,14 @@ class _Best:
         """The starting picture: what a job with no time for any iteration delivers."""
         self.stage, self.x, self.losses = stage, x.detach().clone(), losses
 
-    def offer(self, stage: int, x: Tensor, losses: Losses) -> None:
-        """An iterate: kept when it is the first of its stage or lower than the best."""
+    def offer(self, stage: int, x: Tensor, losses: Losses, *, live: bool) -> None:
+        """An iterate: kept when it is the first of its stage or lower than the best. ``live``:
+        the optimiser's iterates never rise (``Optimizer.monotone``), so the iterate is the
+        best and is kept as ``x`` itself, which no step moves after the job stops: at print
+        sizes a copy is a whole picture's memory beside the optimiser's."""
+        if live:
+            self.stage, self.x, self.losses, self._iterate = stage, x, losses, True
+            return
         best = self.losses
         if not self._iterate or stage != self.stage or best is None or losses.total < best.total:
             self.start(stage, x, losses)
@@ -452,7 +459,7 @@ def run_job(
             )
             pace.iterated(time.perf_counter() - begun)
             if stop is not None:
-                best.offer(stage.index, x, record.losses)
+                best.offer(stage.index, x, record.losses, live=optimizer.monotone)
             yield record
         # Its state (L-BFGS's history) must not outlive the stage into the next one's set-up.
         del optimizer

@@ -41,6 +41,12 @@ _FORWARD_BYTES = {"bfloat16": 484, "float16": 484, "float32": 778}
 _RGB = 12
 # A region's guides: one float32 per cell of each style layer (4/3 of the pixels at most).
 _GUIDE = 6
+# What the tensors counted here leave out (the content picture in 8 bits, the allocator's and
+# oneDNN's working memory, the copies of a tile's interiors): benchmarks/big.py measured peaks
+# 0.14, 0.15 and 0.22 GiB above the rest at 1, 4 and 12 MP (2-core Sapphire Rapids, bfloat16),
+# and 0.6 GiB above what the compact L-BFGS's tensors add up to at 24 MP.
+_UNCOUNTED = 256 * 2**20
+_UNCOUNTED_PIXEL = 16
 
 
 def _window(height: int, width: int, tile_pixels: int | None) -> int:
@@ -68,11 +74,11 @@ def predicted_peak_bytes(
     measured on VGG16 on a CPU (``_EVALUATION_BYTES``): what a stage keeps per pixel of its own
     (the picture, the content term's targets, the guides), plus the larger of its set-up's
     memory (the content, a style picture at the stage's size times ``style_scale``, a square at
-    most, and a forward pass of its largest tile) and its evaluations' (the point evaluated,
-    the gradient, the optimiser's state, ``optimize.state_bytes``, and a forward and backward
-    pass of the largest tile). Measured peaks of
-    default-preset jobs stayed 5-10% under it at 4, 12 and 24 MP in a process that had called
-    ``return_freed_memory``; without, glibc's heaps added up to 1.1 GB at 12 MP."""
+    most, and a forward pass of its largest tile) and its evaluations' (the gradient, the
+    optimiser's state, ``optimize.state_bytes``, and a forward and backward pass of the
+    largest tile: the point evaluated is the variable itself). Measured peaks of default-preset jobs
+    stayed 7-8% under it at 1, 4 and 12 MP in a process that had called
+    ``return_freed_memory`` (without, glibc's heaps added up to 1.1 GB at 12 MP)."""
     reach = footprints("vgg16")
     shapes = conv_shapes("vgg16")
     value_bytes = 4 if precision == "float32" else 2
@@ -82,6 +88,7 @@ def predicted_peak_bytes(
     # Through the whole stage: the picture variable, the content term's targets, the guides,
     # and with colour preserved the content's chroma and the variable's bounds.
     kept = variable + targets + _GUIDE * regions + (16 if options.preserve_color else 0)
+    kept += _UNCOUNTED_PIXEL
     peak = 0
     for width, height in stages:
         pixels = width * height
@@ -90,12 +97,14 @@ def predicted_peak_bytes(
         # The content (RGB and as a variable) and a style picture, with a forward pass.
         setup = (_RGB + variable) * pixels + _RGB * side * side
         setup += _FORWARD_BYTES[precision] * max(window, _window(side, side, tile_pixels))
-        # The point evaluated and the rendered picture's gradient, the optimiser's state, and
-        # a forward and backward pass.
-        evaluation = (variable + _RGB) * pixels + _EVALUATION_BYTES[precision] * window
+        # The rendered picture's gradient (and, with colour preserved, the variable's, which is
+        # smaller), the optimiser's state, and a forward and backward pass; the point evaluated
+        # is the variable itself, clamped a window at a time (``box``).
+        gradients = _RGB + (variable if options.preserve_color else 0)
+        evaluation = gradients * pixels + _EVALUATION_BYTES[precision] * window
         evaluation += state_bytes(options.optimizer, options.evals_per_iteration, channels * pixels)
         peak = max(peak, int(kept * pixels + max(setup, evaluation)))
-    return peak
+    return _UNCOUNTED + peak
 
 
 def return_freed_memory() -> bool:

@@ -29,6 +29,7 @@ the targets come from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ import torch
 from styleserve.options import StyleOptions
 from torch import Tensor
 
+from styleserve_server.engine.box import Box
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.losses import (
     gram_divisor,
@@ -392,7 +394,14 @@ class Objective:
         tv = self._weights.tv * sums["tv"] / (self._tv_count if mean else 1)
         return torch.stack((content, style, tv))
 
-    def __call__(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
-        """(total, terms): the scalar loss of ``pixels`` and its weighted (content, style, tv)."""
-        terms = evaluate(pixels, self._plan, self._tile_sums, self._terms, self._poll)
+    def __call__(self, pixels: Tensor, box: Box | None = None) -> tuple[Tensor, Tensor]:
+        """(total, terms): the scalar loss of ``pixels`` (clamped into ``box``, the gradient
+        passed straight through, a window at a time) and its weighted (content, style, tv)."""
+        window = Tile.crop if box is None else functools.partial(_clamped, box)
+        terms = evaluate(pixels, self._plan, self._tile_sums, self._terms, self._poll, window)
         return terms.sum(), terms
+
+
+def _clamped(box: Box, tile: Tile, pixels: Tensor) -> Tensor:
+    """``tile``'s window of ``pixels``, clamped into ``box`` (``Box.straight``)."""
+    return box.crop(tile.crop).straight(tile.crop(pixels))

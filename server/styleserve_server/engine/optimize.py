@@ -34,6 +34,7 @@ the bounds) or a projection that leaves L-BFGS's step as it planned it (its line
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import threading
 from collections.abc import Callable
@@ -42,9 +43,10 @@ import torch
 from styleserve.options import OptionsError
 from torch import Tensor
 
+from styleserve_server.engine.box import Box
 from styleserve_server.engine.records import JobCancelled
 
-__all__ = ["Box", "Evaluator", "Optimizer", "state_bytes"]
+__all__ = ["Evaluator", "Optimizer", "state_bytes"]
 
 # Rounds keep scipy's L-BFGS-B default memory, which the Keras example relies on. A continuous
 # run converges faster with more (on the seed objective at 300x500, evaluations to reach the
@@ -60,46 +62,37 @@ _STEP_EVALS = 6
 # evaluations (its gradient, the previous one, the direction, the line search's start and its
 # three gradients). Where they and the least history pass this budget (pictures above about
 # 5.3 MP in RGB), the compact L-BFGS (``_CompactLBFGS``) takes over, its history as long as the
-# same budget allows but never shorter than ``_LEAST_COMPACT_HISTORY``: 2 pairs keep it within
-# the budget up to about 25 MP (3 would pass it from 20 MP on). On the tiny network at 96 to
-# 160 px, 2 pairs against 3 ended 1.4-3.7% higher after 30 iterations and -0.5 to 2.1% after
-# 10, what a climbing stage runs.
+# same budget allows beside what its step holds (its first gradient and direction in bfloat16,
+# and the float32 gradient its line search brings), but never shorter than one pair: 2 pairs
+# and more up to about 20 MP, 1 beyond, so that its state stays within the budget up to 24 MP
+# and grows by 8 bytes per pixel beyond. On the tiny network at 96, 128 and 160 px, after the
+# 10 iterations a climbing stage runs, 1 pair ended 1.9%, 0.3% and 11.5% above torch's L-BFGS
+# with 50 and 2 pairs 1.7%, 0.8% and 9.4%; after 30, 15.3%, 7.1% and 9.9% against 7.5%, 12.5%
+# and 3.9%.
 _TORCH_PICTURES = 7
 _STATE_BYTES = 2**30
-_LEAST_COMPACT_HISTORY = 2
+_LEAST_COMPACT_HISTORY = 1
 # The sufficient decrease a compact step must reach (Armijo's c1, as torch's line search).
 _ARMIJO = 1e-4
 # Elements per product when dotting whole pictures: their float32 copies stay small.
 _CHUNK = 1 << 22
 
 
-class Box:
-    """Per-pixel bounds ``lo <= x <= hi`` of the optimised picture (tensors that broadcast)."""
-
-    def __init__(self, lo: Tensor, hi: Tensor) -> None:
-        self.lo, self.hi = lo, hi
-
-    def bounded(self, x: Tensor) -> Tensor:
-        """A copy of ``x`` moved into the box."""
-        with torch.no_grad():
-            return torch.minimum(torch.maximum(x, self.lo), self.hi)
-
-    def project_(self, x: Tensor) -> None:
-        """Moves ``x`` into the box, in place."""
-        with torch.no_grad():
-            torch.minimum(torch.maximum(x, self.lo), self.hi, out=x)
-
-
 class Evaluator:
     """Loss and gradient of ``objective`` at ``x`` (clamped into ``box``, if any), with the
     last point cached.
 
-    Sets ``x.grad``; raises JobCancelled when ``cancel`` is set, so that a cancel lands within
-    one evaluation even inside a long L-BFGS round.
+    ``objective(v, box)`` gets the variable itself (its storage, no copy: at print sizes a copy
+    is a whole picture beside the optimiser's state) and clamps what it reads of it into
+    ``box`` with the gradient passed straight through (``Box.straight``, a window at a time
+    when it works in tiles). Sets ``x.grad``; raises JobCancelled when ``cancel`` is set, so
+    that a cancel lands within one evaluation even inside a long L-BFGS round.
     """
 
     def __init__(
-        self, objective: Callable[[Tensor], tuple[Tensor, Tensor]], box: Box | None = None
+        self,
+        objective: Callable[[Tensor, Box | None], tuple[Tensor, Tensor]],
+        box: Box | None = None,
     ) -> None:
         self._objective = objective
         self._box = box
@@ -112,28 +105,27 @@ class Evaluator:
         """Evaluate at ``x`` from now on, polling ``cancel``."""
         self._x, self._cancel = x, cancel
 
+    def _point(self, x: Tensor) -> Tensor:
+        """The picture ``x`` stands for: a copy that the steps leave be."""
+        return x.detach().clone() if self._box is None else self._box.bounded(x)
+
     def __call__(self) -> Tensor:
         x = self._x
         assert x is not None, "bind() the variable first"
         # Points that clamp to the same picture have the same loss and (straight-through)
         # gradient: the projection that ends a step costs no evaluation.
-        point = x.detach() if self._box is None else self._box.bounded(x)
-        if self._last is not None and torch.equal(self._last[0], point):
+        if self._last is not None and torch.equal(self._last[0], self._point(x)):
             _, x.grad, last_loss = self._last
             return last_loss
         if self._cancel is not None and self._cancel.is_set():
             raise JobCancelled("the job was cancelled")
         # The last point and its gradient go before the next evaluation, so that a big
-        # picture's evaluation holds one of each. The gradient of the clamped picture is the
-        # straight-through gradient of ``x``.
+        # picture's evaluation holds one of each.
         self._last, x.grad = None, None
-        if self._box is None:
-            # ``point`` shares ``x``'s storage: the cache keeps a copy the steps leave be.
-            point = point.clone()
-        point.requires_grad_(True)
+        variable = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            loss, terms = self._objective(point)
-            (grad,) = torch.autograd.grad(loss, point)
+            loss, terms = self._objective(variable, self._box)
+            (grad,) = torch.autograd.grad(loss, variable)
         if not bool(torch.isfinite(loss)):
             # The options' weights and powers are bounded to keep the arithmetic finite; what
             # still overflows is the request's doing, and the caller's to change.
@@ -142,7 +134,8 @@ class Evaluator:
                 "the loss overflowed (inf or NaN) with these options: lower content_weight, "
                 "style_weight, tv_weight or tv_power",
             )
-        self._last = (point.detach(), grad, loss.detach())
+        # Copied now that the evaluation's working memory is free again.
+        self._last = (self._point(x), grad, loss.detach())
         self.terms = terms.detach()
         # Shared with the cache: the optimisers read gradients and never write them.
         x.grad = grad
@@ -176,6 +169,14 @@ class Optimizer:
         self._adam_opt: torch.optim.Adam | None = None
         self._lbfgs_opt: torch.optim.LBFGS | None = None
         self._compact: _CompactLBFGS | None = None
+
+    @property
+    def monotone(self) -> bool:
+        """Whether no iteration raises the loss: L-BFGS's line searches accept a step only
+        where the loss falls (torch's strong-Wolfe search ends on the lowest point it found,
+        the compact one undoes a step it cannot accept), and a step ends on the point its
+        search evaluated (the box's projection of it); Adam's steps may overshoot."""
+        return self._kind == "lbfgs"
 
     def iteration(self) -> None:
         if self._kind == "adam":
@@ -275,14 +276,14 @@ def _dot(a: Tensor, b: Tensor) -> float:
 
 
 class _CompactLBFGS:
-    """L-BFGS for a picture too big for torch's state: its curvature pairs and its direction in
-    bfloat16 (torch's are float32), and a backtracking line search that keeps only the step's
-    first gradient (torch's strong-Wolfe search keeps its start and up to three gradients).
-    At 12 MP with 5 pairs it holds 0.94 GB through an evaluation where torch's L-BFGS would
-    hold 2.45 GB. The line search asks for sufficient decrease only (Armijo, shortened by quadratic
-    interpolation) where torch's asks for the strong Wolfe conditions too; a pair whose
-    curvature is not positive is left out, as L-BFGS-B leaves it. Steps end in the box as
-    ``Optimizer._step`` ends torch's, the pair being the step taken."""
+    """L-BFGS for a picture too big for torch's state: its curvature pairs, its direction and
+    the step's first gradient in bfloat16 (torch's are float32), and a backtracking line search
+    that keeps only that gradient (torch's strong-Wolfe search keeps its start and up to three
+    gradients). At 12 MP with 5 pairs it holds 0.86 GB through an evaluation where torch's
+    L-BFGS would hold 2.45 GB. The line search asks for sufficient decrease only (Armijo,
+    shortened by quadratic interpolation) where torch's asks for the strong Wolfe conditions
+    too; a pair whose curvature is not positive is left out, as L-BFGS-B leaves it. Steps end
+    in the box as ``Optimizer._step`` ends torch's, the pair being the step taken."""
 
     def __init__(self, x: Tensor, evaluate: Evaluator, history: int, box: Box | None) -> None:
         self._x = x
@@ -326,6 +327,10 @@ class _CompactLBFGS:
             slope = _dot(gradient, direction)
         if not slope < 0:
             return False
+        # Through the line search the first gradient is kept in bfloat16, as the pairs are: in
+        # float32 it would be a whole picture more beside the search's evaluations.
+        first = gradient.to(torch.bfloat16)
+        del gradient
         t = 1.0 if self._pairs else first_step / float(direction.abs().max())
         x.add_(direction, alpha=t)
         for _ in range(_STEP_EVALS):
@@ -341,14 +346,24 @@ class _CompactLBFGS:
             x.add_(direction, alpha=-t)
             return False
         assert self._x.grad is not None
-        change = self._x.grad.flatten() - gradient
-        step = direction.float().mul_(t)
-        if self._box is not None:
-            picture = self._x.detach()
-            correction = self._box.bounded(picture).sub_(picture).view(-1)
-            x.add_(correction)
-            step.add_(correction)
-        pair = (step.to(torch.bfloat16), change.to(torch.bfloat16))
+        # The pair (the step taken, ending in the box, and the gradient's change) by chunks:
+        # float32 copies of whole pictures are what a print-size step would otherwise hold.
+        step, change = torch.empty_like(direction), torch.empty_like(first)
+        unbounded = itertools.repeat(None)
+        los, his = (unbounded, unbounded) if self._box is None else self._box.flat(_CHUNK)
+        parts = zip(
+            *(v.split(_CHUNK) for v in (x, direction, step, self._x.grad.view(-1), first, change)),
+            strict=True,
+        )
+        for (at, d, s, reached, g, y), lo, hi in zip(parts, los, his, strict=False):
+            taken = d.float().mul_(t)
+            if lo is not None and hi is not None:
+                moved = torch.minimum(torch.maximum(at, lo), hi)
+                taken.add_(moved).sub_(at)
+                at.copy_(moved)
+            s.copy_(taken)
+            y.copy_(reached - g)
+        pair = (step, change)
         curvature = _dot(*pair)
         if curvature > 1e-10:
             self._pairs.append((*pair, 1.0 / curvature))
@@ -366,9 +381,9 @@ def _compact(elements: int) -> bool:
 
 
 def _compact_history(elements: int) -> int:
-    """The compact L-BFGS's pairs (bfloat16) within the budget, beside its first gradient
-    (float32) and its direction (bfloat16)."""
-    pairs = (_STATE_BYTES - 6 * elements) // (4 * elements)
+    """The compact L-BFGS's pairs (bfloat16) within the budget, beside its first gradient and
+    direction (bfloat16) and the gradient its line search brings (float32)."""
+    pairs = (_STATE_BYTES - 8 * elements) // (4 * elements)
     return max(_LEAST_COMPACT_HISTORY, min(_MAX_HISTORY, pairs))
 
 
@@ -376,11 +391,17 @@ def state_bytes(kind: str, evals: int, elements: int) -> int:
     """The most the optimiser ``Optimizer(kind, x, _, evals, ...)`` holds, beside the picture
     and its gradient, through an evaluation over a picture ``x`` of ``elements`` float32
     values (3 per pixel, 1 with ``preserve_color``): Adam's two moments, torch's L-BFGS's
-    pictures and history, or the compact L-BFGS's."""
+    pictures and history, or the compact L-BFGS's. A continuous L-BFGS's history shortens as
+    the picture grows, a pair at a time within its budget, so what it holds drops at each
+    step: counted here as the budget it fills (a pair more at most), so that a job's predicted
+    peak grows with its size, which admission's search for the largest size that fits needs."""
     if kind == "adam":
         return 8 * elements
     if evals > 1:
         return (_TORCH_PICTURES + 2 * _ROUND_HISTORY) * 4 * elements
     if _compact(elements):
-        return 6 * elements + 4 * elements * _compact_history(elements)
-    return (_TORCH_PICTURES + 2 * _torch_history(elements)) * 4 * elements
+        return max(_STATE_BYTES, 8 * elements)
+    history = min(
+        2 * _MAX_HISTORY * 4 * elements, max(_HISTORY_BYTES, 2 * _MIN_HISTORY * 4 * elements)
+    )
+    return _TORCH_PICTURES * 4 * elements + history

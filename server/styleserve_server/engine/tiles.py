@@ -280,6 +280,7 @@ class _Evaluation:
     sums: Callable[[Tile, Tensor], Sums]
     terms: Callable[[Sums], Tensor]
     poll: Callable[[], None]
+    window: Callable[[Tile, Tensor], Tensor]
 
 
 class _Tiled(torch.autograd.Function):
@@ -291,7 +292,7 @@ class _Tiled(torch.autograd.Function):
         total: Sums = {}
         for tile in evaluation.plan.tiles:
             evaluation.poll()
-            accumulate(total, evaluation.sums(tile, tile.crop(pixels)))
+            accumulate(total, evaluation.sums(tile, evaluation.window(tile, pixels)))
         leaves = {key: value.detach().requires_grad_(True) for key, value in total.items()}
         with torch.enable_grad():
             terms = evaluation.terms(leaves)
@@ -312,7 +313,7 @@ class _Tiled(torch.autograd.Function):
         for tile in evaluation.plan.tiles:
             evaluation.poll()
             with torch.enable_grad():
-                window = tile.crop(pixels).detach().requires_grad_(True)
+                window = evaluation.window(tile, pixels).detach().requires_grad_(True)
                 sums = evaluation.sums(tile, window)
                 surrogate = sum(
                     ((s * sums[k]).sum() for k, s in by_key.items()), window.new_zeros(())
@@ -328,12 +329,15 @@ def evaluate(
     sums: Callable[[Tile, Tensor], Sums],
     terms: Callable[[Sums], Tensor],
     poll: Callable[[], None],
+    window: Callable[[Tile, Tensor], Tensor] = Tile.crop,
 ) -> Tensor:
-    """``terms`` of the sums of ``pixels`` (a tile's: ``sums(tile, its window)``, which must
-    add up over ``plan``'s tiles to the whole picture's), differentiable by ``pixels``;
-    ``poll`` is called before each tile's pass (it may raise to stop)."""
+    """``terms`` of the sums of ``pixels`` (a tile's: ``sums(tile, window(tile, pixels))``,
+    which must add up over ``plan``'s tiles to the whole picture's), differentiable by
+    ``pixels``; ``poll`` is called before each tile's pass (it may raise to stop). ``window``
+    cuts a tile's window out (differentiably): by default as it is, or clamped, so that a
+    whole clamped picture is never held."""
     if len(plan.tiles) == 1:
         (tile,) = plan.tiles
-        return terms(sums(tile, tile.crop(pixels)))
-    result: Tensor = _Tiled.apply(pixels, _Evaluation(plan, sums, terms, poll))
+        return terms(sums(tile, window(tile, pixels)))
+    result: Tensor = _Tiled.apply(pixels, _Evaluation(plan, sums, terms, poll, window))
     return result
