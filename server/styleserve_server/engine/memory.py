@@ -76,9 +76,9 @@ def predicted_peak_bytes(
     memory (the content, a style picture at the stage's size times ``style_scale``, a square at
     most, and a forward pass of its largest tile) and its evaluations' (the gradient, the
     optimiser's state, ``optimize.state_bytes``, and a forward and backward pass of the
-    largest tile: the point evaluated is the variable itself). Measured peaks of default-preset jobs
-    stayed 7-8% under it at 1, 4 and 12 MP in a process that had called
-    ``return_freed_memory`` (without, glibc's heaps added up to 1.1 GB at 12 MP)."""
+    largest tile: the point evaluated is the variable itself). Measured peaks of
+    default-preset jobs stayed 7-12% under it at 1, 4, 12 and 24 MP in a process that had
+    called ``return_freed_memory`` (without, glibc's heaps added up to 1.1 GB at 12 MP)."""
     reach = footprints("vgg16")
     shapes = conv_shapes("vgg16")
     value_bytes = 4 if precision == "float32" else 2
