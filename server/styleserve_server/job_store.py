@@ -65,6 +65,15 @@ log = logging.getLogger(__name__)
 MAX_JOB_ID_LENGTH = 64
 _ID_BYTES = 24
 
+
+def _new_id() -> str:
+    """A fresh job id that does not start with "-": a command line would take it for an option
+    (``styleserve jobs watch ID``); one id in 64 is drawn again."""
+    while (job_id := secrets.token_urlsafe(_ID_BYTES)).startswith("-"):
+        pass
+    return job_id
+
+
 Send = Callable[[pb.StyleTransferResponse], Awaitable[None]]
 
 
@@ -237,7 +246,7 @@ class JobStore:
         once it ``run``s. Raises JobsOff when the store is off."""
         if not self._max_bytes:
             raise JobsOff
-        return KeptJob(secrets.token_urlsafe(_ID_BYTES), owner, request_id)
+        return KeptJob(_new_id(), owner, request_id)
 
     def resubmitted(self, owner: str, request_id: str) -> KeptJob | None:
         """The job ``owner``'s request ``request_id`` runs already, if the store keeps one."""

@@ -10,6 +10,7 @@ import pytest
 from service_helpers import connect, kinds, request, rpc_error, sample
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+from styleserve_server import job_store
 from styleserve_server.job_store import MAX_JOB_ID_LENGTH, JobStore, UnknownJob
 from styleserve_server.metrics import Metrics
 
@@ -193,3 +194,11 @@ def test_a_dropped_plain_job_frees_its_slot_at_once(start_server):
         call.cancel()
         # The quick job's own run is in the figure; a 2000-iteration job would take far longer.
         assert _slot_frees(stub, within=5) < 4
+
+
+def test_a_job_id_never_starts_with_a_dash(monkeypatch):
+    """``styleserve jobs watch ID`` would take such an id for an option: it is drawn again."""
+    drawn = iter(["-looks-like-a-flag", "a-fine-id"])
+    monkeypatch.setattr(job_store.secrets, "token_urlsafe", lambda _: next(drawn))
+    store = JobStore(2**20, 60, 60, Metrics())
+    assert store.open("alice").job_id == "a-fine-id"
