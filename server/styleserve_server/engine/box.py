@@ -11,7 +11,7 @@ the box, its gradient passed straight through, and every step ends on the clampe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,12 +29,12 @@ class Box:
     def bounded(self, x: Tensor) -> Tensor:
         """A copy of ``x`` moved into the box."""
         with torch.no_grad():
-            return torch.minimum(torch.maximum(x, self.lo), self.hi)
+            return x.clamp(self.lo, self.hi)
 
     def project_(self, x: Tensor) -> None:
         """Moves ``x`` into the box, in place."""
         with torch.no_grad():
-            torch.minimum(torch.maximum(x, self.lo), self.hi, out=x)
+            x.clamp_(self.lo, self.hi)
 
     def crop(self, crop: Callable[[Tensor], Tensor]) -> Box:
         """The box of the part of the picture that ``crop`` cuts out (per-pixel bounds cut
@@ -47,14 +47,13 @@ class Box:
         result: Tensor = _StraightThrough.apply(x, self.lo, self.hi)
         return result
 
-    def flat(self, size: int) -> tuple[Iterable[Tensor], Iterable[Tensor]]:
-        """The bounds of each ``size``-element chunk of the flattened picture, as
+    def parts(self, size: int) -> Iterator[Box]:
+        """The box of each ``size``-element chunk of the flattened picture, as
         ``x.view(-1).split(size)`` cuts it (per-pixel bounds have the picture's shape)."""
-
-        def parts(bound: Tensor) -> Iterable[Tensor]:
-            return itertools.repeat(bound) if bound.dim() == 0 else bound.reshape(-1).split(size)
-
-        return parts(self.lo), parts(self.hi)
+        if self.lo.dim() == 0 and self.hi.dim() == 0:
+            return itertools.repeat(self)
+        cut = (b.expand(self.lo.shape).reshape(-1).split(size) for b in (self.lo, self.hi))
+        return itertools.starmap(Box, zip(*cut, strict=True))
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -62,7 +61,7 @@ class _StraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-        return torch.minimum(torch.maximum(x, lo), hi)
+        return x.clamp(lo, hi)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:

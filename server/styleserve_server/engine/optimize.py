@@ -349,16 +349,15 @@ class _CompactLBFGS:
         # The pair (the step taken, ending in the box, and the gradient's change) by chunks:
         # float32 copies of whole pictures are what a print-size step would otherwise hold.
         step, change = torch.empty_like(direction), torch.empty_like(first)
-        unbounded = itertools.repeat(None)
-        los, his = (unbounded, unbounded) if self._box is None else self._box.flat(_CHUNK)
+        boxes = itertools.repeat(None) if self._box is None else self._box.parts(_CHUNK)
         parts = zip(
             *(v.split(_CHUNK) for v in (x, direction, step, self._x.grad.view(-1), first, change)),
             strict=True,
         )
-        for (at, d, s, reached, g, y), lo, hi in zip(parts, los, his, strict=False):
+        for (at, d, s, reached, g, y), box in zip(parts, boxes, strict=False):
             taken = d.float().mul_(t)
-            if lo is not None and hi is not None:
-                moved = torch.minimum(torch.maximum(at, lo), hi)
+            if box is not None:
+                moved = box.bounded(at)
                 taken.add_(moved).sub_(at)
                 at.copy_(moved)
             s.copy_(taken)
