@@ -2,13 +2,15 @@
 
 pyproject.toml keeps honest floors for people who install the library; the locks under
 ``locks/`` are what the project itself installs, exact versions with hashes, so no new release
-on the package index can change a developer's, CI's or the image's environment. Three
+on the package index can change a developer's, CI's or the image's environment. Four
 environments, all CPython 3.11 on Linux x86-64 (what CI and the image run):
 
 - ``locks/dev-cpu.txt``: development, CI and the demo (server, dev and video extras, torch's CPU
   build) - scripts/venv.sh makes .venv equal to it;
 - ``locks/image-cuda.txt``: the server image for GPU nodes (server and cuda extras, torch's
   CUDA build) - the Dockerfile installs it and nothing else;
+- ``locks/image-cpu.txt``: the server image for CPU nodes (server extra, torch's CPU build) -
+  the Dockerfile's ``cpu`` target installs it and nothing else;
 - ``locks/client.txt``: the client alone (no extra).
 
 Every lock carries the build backend too, so the project itself is built from the lock
@@ -66,6 +68,7 @@ LOCKS = (
         "development and CI, CPU",
     ),
     Lock("locks/image-cuda.txt", ("server", "cuda"), "constraints/cuda.txt", "the server image"),
+    Lock("locks/image-cpu.txt", ("server",), "constraints/cpu.txt", "the server image, CPU"),
     Lock("locks/client.txt", (), None, "the client alone"),
 )
 
