@@ -32,10 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from instant import free_port, start_server
+from harness import CONTENT, ROOT, STYLE, machine, serve
 from PIL import Image
 from seams import seam_ratio
-from seed_vs_default import machine, proc_status
 from styleserve import Client, Progress, ResourceExhausted, Result
 from styleserve.options import resolve
 from styleserve.plan import plan
@@ -43,12 +42,11 @@ from styleserve_server.engine.memory import predicted_peak_bytes
 from styleserve_server.engine.tiles import tile_borders
 from styleserve_server.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
-CONTENT = ROOT / "examples" / "tubingen.jpg"
-STYLE = ROOT / "examples" / "starry_night.jpg"
 GIB = 2**30
 # The server's, which this benchmark runs with.
 TILE_PIXELS = Settings.model_fields["tile_pixels"].default
+# Its servers' setting beyond the defaults: outputs up to 24 MP and past (16384 px on a side).
+PRINT_SIZES = {"max_output_side": 16384}
 
 
 def _content(megapixels: float, folder: Path) -> tuple[Path, tuple[int, int]]:
@@ -78,14 +76,12 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
     """One default-preset job at ``megapixels`` on a fresh server."""
     folder = Path(tempfile.mkdtemp())
     content, size = _content(megapixels, folder)
-    port = free_port()
-    server = start_server(cache_dir, port, "--max-output-side", "16384", "--job-slots", "1")
-    base = proc_status("VmRSS", server.pid)
-    try:
+    with serve(cache_dir=cache_dir, job_slots=1, **PRINT_SIZES) as server:
+        base = server.rss()
         ends: dict[int, float] = {}
         result: Result | None = None
         started = time.perf_counter()
-        with Client(f"127.0.0.1:{port}", timeout=6 * 3600) as client:
+        with Client(server.target, timeout=6 * 3600) as client:
             # Detachable: a job of an hour outlives a connection (the server's connection age
             # and its grace end it), and the SDK follows the job on from where it was cut.
             stream = client.stream(content, STYLE, width=size[0], height=size[1], detachable=True)
@@ -95,10 +91,7 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
                 elif isinstance(event, Result):
                     result = event
         total = time.perf_counter() - started
-        peak = proc_status("VmHWM", server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+        peak = server.peak_rss()
     assert result is not None
     picture = Image.open(io.BytesIO(result.data)).convert("RGB")
     save_views(picture, out, f"{megapixels:g}mp")
@@ -130,21 +123,17 @@ def seam_measure(picture: Image.Image) -> float | None:
 def refusal(cache_dir: Path | None) -> tuple[float, str]:
     """How long a server with a 2 GiB budget takes to refuse an 8000 px job (48 MP), and
     what it says: (seconds, message)."""
-    port = free_port()
-    flags = ("--max-output-side", "16384", "--memory-budget-bytes", str(2 * GIB))
-    server = start_server(cache_dir, port, *flags)
-    try:
-        with Client(f"127.0.0.1:{port}", timeout=60) as client:
-            client.info()  # the SDK's one look at the limits, apart from the call timed
-            started = time.perf_counter()
-            try:
-                client.stylize(CONTENT, STYLE, size=8000)
-            except ResourceExhausted as error:
-                return time.perf_counter() - started, str(error)
-            raise AssertionError("the 48 MP job was admitted")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with (
+        serve(cache_dir=cache_dir, memory_budget_bytes=2 * GIB, **PRINT_SIZES) as server,
+        Client(server.target, timeout=60) as client,
+    ):
+        client.info()  # the SDK's one look at the limits, apart from the call timed
+        started = time.perf_counter()
+        try:
+            client.stylize(CONTENT, STYLE, size=8000)
+        except ResourceExhausted as error:
+            return time.perf_counter() - started, str(error)
+        raise AssertionError("the 48 MP job was admitted")
 
 
 def tune(longest: int, climb: int, cache_dir: Path | None) -> None:

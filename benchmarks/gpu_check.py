@@ -8,7 +8,7 @@ whole check is one prepared command that fits in 8 minutes on one H200:
 2. seconds per loss+gradient of the default objective at 512 px, float32 and bfloat16;
 3. a default job at 512 px / 500 iterations in each precision: seconds, final loss, and the
    device's peak memory for it (``torch.cuda.max_memory_allocated``);
-4. jobs per second through a real server (``create_server`` in-process, called with
+4. jobs per second through a real server (a ``styleserve-server`` process, called with
    ``styleserve.Client``) at 1, 4 and 16 concurrent jobs, with as many ``--job-slots``;
 5. the instant tier's latency (``preset="instant"``), when the server has one;
 6. a bfloat16 job of 3. with two regions (each half of the picture its own style, as
@@ -28,26 +28,23 @@ test network at tiny sizes in seconds: the test suite runs it so that this scrip
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
-import contextlib
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from harness import CONTENT, STYLE, serve
 from PIL import Image
 from styleserve import Client
 from styleserve.options import resolve
 from styleserve.plan import fit_longest_side
 from styleserve_export.artifact import ArtifactError, Backbone
 from styleserve_export.loader import load_backbone, load_feed_forward
-from styleserve_server.app import create_server
 from styleserve_server.engine import (
     FeedForward,
     Finished,
@@ -61,8 +58,6 @@ from styleserve_server.engine.imaging import to_tensor
 from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CONTENT, STYLE = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg"
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -241,52 +236,18 @@ def video_step(
     return per_frame, len(made) / (time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """A real server for ``settings`` on its own event loop in a thread; yields its target."""
-    ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event, int]]
-    ready = concurrent.futures.Future()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        try:
-            server, port = create_server(settings)
-            await server.start()
-            await server.wait_ready()
-        except BaseException as error:
-            ready.set_exception(error)
-            return
-        ready.set_result((asyncio.get_running_loop(), stop, port))
-        await stop.wait()
-        await server.stop(0)
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="gpu-check-server")
-    thread.start()
-    try:
-        loop, stop, port = ready.result(timeout=300)
-    except BaseException:
-        thread.join()
-        raise
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=60)
-
-
-def _settings(plan: Plan, cache_dir: Path | None, slots: int, feed_forward: str) -> Settings:
-    return Settings(
-        port=0,
-        backbone=plan.backbone,
-        cache_dir=cache_dir,
-        device=plan.device,
-        job_slots=slots,
-        queue_size=slots * plan.jobs_per_slot,
-        grace_seconds=0.0,
-        log_level="ERROR",
-        log_format="text",
-        feed_forward=feed_forward,
-    )
+def _settings(plan: Plan, cache_dir: Path | None, slots: int, feed_forward: str) -> dict[str, Any]:
+    """The server's settings for ``slots`` concurrent jobs (``harness.serve``'s keywords)."""
+    return {
+        "backbone": plan.backbone,
+        "cache_dir": cache_dir,
+        "device": plan.device,
+        "job_slots": slots,
+        "queue_size": slots * plan.jobs_per_slot,
+        "grace_seconds": 0.0,
+        "log_level": "ERROR",
+        "feed_forward": feed_forward,
+    }
 
 
 def jobs_per_second(target: str, slots: int, plan: Plan) -> float:
@@ -404,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[int, float] = {}
     latencies: list[float] | None = None
     for slots in plan.concurrency:
-        with serving(_settings(plan, args.cache_dir, slots, feed_forward)) as target:
-            rates[slots] = jobs_per_second(target, slots, plan)
+        with serve(**_settings(plan, args.cache_dir, slots, feed_forward)) as server:
+            rates[slots] = jobs_per_second(server.target, slots, plan)
             print(
                 f"server with --job-slots {slots}, {slots} concurrent jobs of"
                 f" {plan.server_size} px / {plan.server_iterations} iterations:"
@@ -413,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if latencies is None and feed_forward != "none":
-                latencies = instant_latency(target, plan)
+                latencies = instant_latency(server.target, plan)
     if latencies is None:
         instant = "instant tier: not measured"
     else:

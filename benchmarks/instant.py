@@ -27,47 +27,13 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness import CONTENT, STYLE, machine, serve, time_health_checks
 from styleserve import Client, Preview, Progress
-
-ROOT = Path(__file__).resolve().parents[1]
-CONTENT = ROOT / "examples" / "tubingen.jpg"
-STYLE = ROOT / "examples" / "starry_night.jpg"
-sys.path.insert(0, str(ROOT / "scripts"))
-# The scripts folder is no package; this one's own folder is on the path when it runs.
-from seed_vs_default import machine  # noqa: E402
-from wait_healthy import wait_healthy  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(cache_dir: Path | None, port: int, *flags: str) -> subprocess.Popen:
-    """A real styleserve-server process on ``port`` with ``flags``, once it is SERVING."""
-    command = [
-        sys.executable, "-m", "styleserve_server.main", "--port", str(port),
-        "--log-level", "WARNING", *flags,
-    ]  # fmt: skip
-    if cache_dir is not None:
-        command += ["--cache-dir", str(cache_dir)]
-    server = subprocess.Popen(command)
-    problem = wait_healthy(f"127.0.0.1:{port}", timeout=600, pid=server.pid)
-    if problem is not None:
-        server.kill()
-        raise SystemExit(f"the server did not start: {problem}")
-    return server
 
 
 def instant_call(client: Client, size: int) -> float:
@@ -90,20 +56,10 @@ def latencies(target: str, sizes: tuple[int, ...], calls: int) -> dict[int, floa
     return medians
 
 
-def health_p99(target: str, stop: threading.Event, out: list[float]) -> None:
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while not stop.is_set():
-            start = time.perf_counter()
-            stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
-            out.append(time.perf_counter() - start)
-            time.sleep(0.02)
-
-
 def throughput(target: str, callers: int, seconds: float, size: int) -> None:
     stop = threading.Event()
     health: list[float] = []
-    checker = threading.Thread(target=health_p99, args=(target, stop, health))
+    checker = threading.Thread(target=time_health_checks, args=(target, stop, health))
     checker.start()
     end = time.perf_counter() + seconds
     done = [0] * callers
@@ -217,13 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     print(f"{machine()}, onnxruntime {onnxruntime.__version__}, feed-forward slots {args.slots}")
-    port = free_port()
-    server = start_server(
-        args.cache_dir, port, "--queue-size", "64", "--feed-forward-slots", str(args.slots),
-        "--feed-forward-queue-size", "64",
-    )  # fmt: skip
-    target = f"127.0.0.1:{port}"
-    try:
+    settings = {"queue_size": 64, "feed_forward_slots": args.slots, "feed_forward_queue_size": 64}
+    with serve(cache_dir=args.cache_dir, **settings) as server:
+        target = server.target
         with Client(target) as client:
             networks = client.info().feed_forward
         print(f"feed-forward networks: {networks}")
@@ -233,9 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         first_pictures(target)
         init_comparison(target, args.init_iterations)
         starvation(target, callers=2)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     print(f"instant_512_seconds={medians[512]:.3f}")
     return 0
 

@@ -35,14 +35,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import CONTENT, STYLE, machine, proc_status
 from PIL import Image
 from seams import borders, seam_ratio
-from seed_vs_default import machine, proc_status
 from styleserve_server.engine.feed_forward_tiles import PLANE_LIMIT
 
-ROOT = Path(__file__).resolve().parents[1]
-CONTENT = ROOT / "examples" / "tubingen.jpg"
-STYLE = ROOT / "examples" / "starry_night.jpg"
 GIB = 2**30
 NAMED = {"33": (7680, 4320), "8k": (7680, 4320), "4k": (3840, 2160)}
 Image.MAX_IMAGE_PIXELS = None  # the pictures here are made, not received

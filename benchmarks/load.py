@@ -31,7 +31,7 @@ loop follows every stream, as a backend would) and psutil on the server's pid:
    own;
 6. dropped connections, on a server of its own that keeps a finished detachable job
    ``RETENTION_SECONDS`` and an unwatched one ``GRACE_SECONDS``: ``--reattach-jobs`` detachable
-   jobs at once, each caller behind a TCP proxy of its own (``tests/client/tcp_proxy.py``) that
+   jobs at once, each caller behind a TCP proxy of its own (``harness.TcpProxy``) that
    resets its connection at moments drawn per caller (``Drops``: while queued, mid-job, or
    twice), the SDK reattaching by itself: events lost (Progress numbers missing, jobs without
    a Result) and seen twice, the jobs the server ran beyond one per caller, and the server's
@@ -66,34 +66,22 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
+import harness
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness import CONTENT, STYLE, Server, TcpProxy, machine, time_health_checks
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 from styleserve import AsyncClient, Event, Progress, Queued, Result, Started, StyleserveError
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-# The proxy the SDK's reattach tests break connections with, the same here.
-sys.path.insert(0, str(ROOT / "tests" / "client"))
-# The scripts folder is no package; this one's own folder is on the path when it runs (the
-# test puts it there).
-from instant import free_port, health_p99  # noqa: E402
-from seed_vs_default import machine  # noqa: E402
-from tcp_proxy import TcpProxy  # noqa: E402
-from wait_healthy import wait_healthy  # noqa: E402
+from styleserve_export.artifact import TINY_BACKBONE, TINY_FEED_FORWARD
 
 __all__ = [
     "Drops",
     "Figure",
-    "Server",
     "StreamLog",
     "cancels",
     "dead_clients",
@@ -105,8 +93,6 @@ __all__ = [
     "soak",
 ]
 
-CONTENT = ROOT / "examples" / "tubingen.jpg"
-STYLE = ROOT / "examples" / "starry_night.jpg"
 # Tiny-network jobs: one Adam evaluation per iteration keeps the Progress records coming
 # steadily; the server keeps every one for a slow reader (jobs.py), so a reader that fell
 # behind must still see them all.
@@ -168,75 +154,28 @@ def hardware() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-@dataclasses.dataclass
-class Server:
-    """A ``styleserve-server`` process: where to call it, its metrics and its pid."""
-
-    process: subprocess.Popen[bytes]
-    target: str
-    metrics_url: str
-    slots: int
-
-    @functools.cached_property
-    def _stats(self) -> psutil.Process:
-        return psutil.Process(self.process.pid)
-
-    def rss(self) -> int:
-        return int(self._stats.memory_info().rss)
-
-    def threads(self) -> int:
-        return int(self._stats.num_threads())
-
-    def fds(self) -> int:
-        return int(self._stats.num_fds())
-
-    def samples(self) -> list[Sample]:
-        """Every sample the metrics port serves now (one read of it)."""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
-            text = reply.read().decode()
-        return [
-            sample for family in text_string_to_metric_families(text) for sample in family.samples
-        ]
-
-    def gauges(self) -> tuple[float, float]:
-        """(running, queued) jobs, as the metrics port says."""
-        values = {sample.name: sample.value for sample in self.samples()}
-        return values["styleserve_running_jobs"], values["styleserve_queue_depth"]
-
-    def idle(self) -> bool:
-        return self.gauges() == (0, 0)
+def serve(slots: int, queue_size: int, **settings: Any) -> AbstractContextManager[Server]:
+    """A server process on the tiny network with ``slots`` job slots, ``queue_size`` places in
+    the queue, its metrics port on (and ``settings``), once it says SERVING; stopped on exit."""
+    return harness.serve(
+        metrics=True,
+        timeout=300,
+        backbone=TINY_BACKBONE,
+        feed_forward=TINY_FEED_FORWARD,
+        job_slots=slots,
+        queue_size=queue_size,
+        **settings,
+    )
 
 
-@contextlib.contextmanager
-def serve(slots: int, queue_size: int, *extra: str) -> Iterator[Server]:
-    """A server process on the tiny network with ``slots`` job slots and ``queue_size``
-    places in the queue (and the flags ``extra``), once it says SERVING; stopped (SIGTERM) on
-    exit."""
-    port, metrics_port = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "styleserve_server.main",
-        *("--port", str(port), "--metrics-port", str(metrics_port)),
-        *("--backbone", "tiny-vgg16", "--feed-forward", "tiny-arbitrary"),
-        *("--job-slots", str(slots), "--queue-size", str(queue_size)),
-        *("--log-level", "WARNING"),
-        *extra,
-    ]
-    process = subprocess.Popen(command)
-    target = f"127.0.0.1:{port}"
-    try:
-        problem = wait_healthy(target, timeout=300, pid=process.pid)
-        if problem is not None:
-            raise RuntimeError(f"the server did not start: {problem}")
-        yield Server(process, target, f"http://127.0.0.1:{metrics_port}/metrics", slots)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _gauges(server: Server) -> tuple[float, float]:
+    """(running, queued) jobs, as the metrics port says."""
+    values = {sample.name: sample.value for sample in server.samples()}
+    return values["styleserve_running_jobs"], values["styleserve_queue_depth"]
+
+
+def _idle(server: Server) -> bool:
+    return _gauges(server) == (0, 0)
 
 
 @functools.cache
@@ -367,7 +306,7 @@ def soak(
         async with _client(server.target) as client:
             # One job per slot first: the server's worker threads and allocator arenas exist
             # before the RSS is read, so that growth means growth.
-            warm = [StreamLog(time.perf_counter()) for _ in range(server.slots)]
+            warm = [StreamLog(time.perf_counter()) for _ in range(server.job_slots)]
             await asyncio.gather(*(_follow(client, log, STREAMED) for log in warm))
             before.append(server.rss())
             checker.start()
@@ -377,7 +316,7 @@ def soak(
 
     before: list[int] = []
     stop, health = threading.Event(), list[float]()
-    checker = threading.Thread(target=health_p99, args=(server.target, stop, health))
+    checker = threading.Thread(target=time_health_checks, args=(server.target, stop, health))
     try:
         logs = asyncio.run(run())
     finally:
@@ -387,7 +326,7 @@ def soak(
     after = server.rss()
     firsts = [log.first_progress for log in logs if log.first_progress is not None]
     queued = [log.started - log.began for log in logs if log.started is not None]
-    name = f"soak, {streams} streams for {seconds:g} s ({server.slots} slots):"
+    name = f"soak, {streams} streams for {seconds:g} s ({server.job_slots} slots):"
     return [
         Figure(f"{name} jobs ended with a Result", sum(log.outcome == OK for log in logs)),
         Figure(
@@ -434,22 +373,22 @@ def cancels(server: Server, count: int, *, rss_growth_mb: float = 20) -> list[Fi
                         before.append(server.rss())
                     await _cancel_once(client, at_progress=index % 2 == 1)
 
-            await asyncio.gather(*(canceller() for _ in range(server.slots)))
-        return await _until(server.idle, timeout=60)
+            await asyncio.gather(*(canceller() for _ in range(server.job_slots)))
+        return await _until(functools.partial(_idle, server), timeout=60)
 
     # A few cancels before the RSS is read, for the same reason as the soak's warm-up round.
-    warmup = 4 * server.slots
+    warmup = 4 * server.job_slots
     before: list[int] = []
     settle = asyncio.run(run())
     growth = (server.rss() - before[0]) / MB
-    running, queued = server.gauges()
+    running, queued = _gauges(server)
     # A cancel that races the server's next write must still count as the caller's doing.
     internal = sum(
         sample.value
         for sample in server.samples()
         if sample.name == "styleserve_requests_total" and sample.labels["code"] == "INTERNAL"
     )
-    name = f"cancels, {count} streams ({server.slots} at a time):"
+    name = f"cancels, {count} streams ({server.job_slots} at a time):"
     return [
         Figure(f"{name} server RSS growth", growth, "MB", 1, below=rss_growth_mb),
         Figure(f"{name} running + queued jobs after", running + queued, at_most=0),
@@ -462,12 +401,12 @@ def dead_clients(server: Server, *, free_seconds: float = 5) -> list[Figure]:
     """Part 3: a CLI process holds each slot, as many jobs wait, the CLIs are SIGKILLed."""
 
     async def run(children: list[subprocess.Popen[bytes]]) -> list[float]:
-        if await _until(lambda: server.gauges()[0] == server.slots, timeout=120) == math.inf:
+        if await _until(lambda: _gauges(server)[0] == server.job_slots, timeout=120) == math.inf:
             raise RuntimeError("the CLI processes never held every slot")
         async with _client(server.target) as client:
-            waiting = [StreamLog(time.perf_counter()) for _ in range(server.slots)]
+            waiting = [StreamLog(time.perf_counter()) for _ in range(server.job_slots)]
             tasks = [asyncio.create_task(_follow(client, log, SMALL)) for log in waiting]
-            if await _until(lambda: server.gauges()[1] == server.slots, timeout=60) == math.inf:
+            if await _until(lambda: _gauges(server)[1] == server.job_slots, timeout=60) == math.inf:
                 raise RuntimeError("the waiting jobs never queued")
             killed = time.perf_counter()
             for child in children:
@@ -479,14 +418,14 @@ def dead_clients(server: Server, *, free_seconds: float = 5) -> list[Figure]:
         command = [sys.executable, "-m", "styleserve.cli", "stylize", str(CONTENT), str(STYLE)]
         command += ["-o", str(Path(folder) / "never.png"), "--server", server.target]
         command += ["--size", "32", "--iterations", str(ENDLESS["iterations"]), "--quiet"]
-        children = [subprocess.Popen(command) for _ in range(server.slots)]
+        children = [subprocess.Popen(command) for _ in range(server.job_slots)]
         try:
             waits = asyncio.run(run(children))
         finally:
             for child in children:
                 child.kill()
                 child.wait()
-    name = f"dead clients, {server.slots} SIGKILLed CLIs holding every slot:"
+    name = f"dead clients, {server.job_slots} SIGKILLed CLIs holding every slot:"
     return [
         Figure(
             f"{name} time until the last waiting job started",
@@ -515,13 +454,13 @@ def sequential(server: Server, jobs: int, *, growth_per_job: float = 1024) -> li
             # The part's own warm-up: whatever a first job allocates once is not growth.
             for _ in range(10):
                 await client.stylize(content, style, **SMALL)
-            await _until(server.idle, timeout=60)
+            await _until(functools.partial(_idle, server), timeout=60)
             counts.append((server.threads(), server.fds()))
             for _ in range(jobs):
                 await client.stylize(content, style, **SMALL)
                 rss.append(server.rss())
             # Counted with the client's connection still open, as before.
-            await _until(server.idle, timeout=60)
+            await _until(functools.partial(_idle, server), timeout=60)
             counts.append((server.threads(), server.fds()))
         return rss
 
@@ -621,7 +560,7 @@ def _legitimate(
     each starts; health check times meanwhile)."""
     content, style = _pictures()
     stop, health = threading.Event(), list[float]()
-    checker = threading.Thread(target=health_p99, args=(server.target, stop, health))
+    checker = threading.Thread(target=time_health_checks, args=(server.target, stop, health))
 
     async def run() -> list[float]:
         times = []
@@ -673,7 +612,7 @@ def hostile_neighbours(
         for gate in gates:
             gate.put(True)
 
-    with serve(slots, slots, "--auth-token", TOKEN) as server:
+    with serve(slots, slots, auth_token=TOKEN) as server:
         neighbours = [
             spawn.Process(target=_neighbour, args=(server.target, r, gate, codes))
             for r, gate in zip(requests, gates, strict=True)
@@ -794,7 +733,7 @@ def _forgotten(server: Server) -> float:
     retention and grace and a minute)."""
 
     def empty() -> bool:
-        return server.idle() and _total(server, "styleserve_job_store_entries") == 0
+        return _idle(server) and _total(server, "styleserve_job_store_entries") == 0
 
     return asyncio.run(_until(empty, timeout=RETENTION_SECONDS + GRACE_SECONDS + 60))
 
@@ -803,9 +742,8 @@ def reattach(slots: int, jobs: int, *, rss_growth_mb: float = 20, seed: int = 22
     """Part 6, on a server of its own with a short retention and detach grace: ``jobs``
     detachable jobs at once through proxies that drop their connections (``Drops``)."""
     rng = random.Random(seed)
-    retention = ("--job-retention-seconds", str(RETENTION_SECONDS))
-    grace = ("--detach-grace-seconds", str(GRACE_SECONDS))
-    with serve(slots, jobs, *retention, *grace) as server:
+    kept = {"job_retention_seconds": RETENTION_SECONDS, "detach_grace_seconds": GRACE_SECONDS}
+    with serve(slots, jobs, **kept) as server:
         # A round of every kind of drop first, forgotten again, for the same reason as the
         # soak's warm-up round.
         _dropped(server, 4 * slots, rng)

@@ -55,9 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from instant import free_port, start_server
+from harness import ROOT, machine, serve
 from PIL import Image
-from seed_vs_default import machine
 from styleserve import Client, Regions
 from styleserve.contact_sheet import contact_sheet
 from styleserve.plan import fit_longest_side
@@ -66,10 +65,8 @@ from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import resize, to_tensor
 from styleserve_server.engine.losses import gram
 
-ROOT = Path(__file__).resolve().parent
-
-EXAMPLES = ROOT.parent / "examples"
-PICTURES = ROOT / "pictures"
+EXAMPLES = ROOT / "examples"
+PICTURES = Path(__file__).resolve().parent / "pictures"
 CONTENTS = {
     "tubingen": EXAMPLES / "tubingen.jpg",
     "golden_gate": PICTURES / "golden_gate.jpg",
@@ -356,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=None, help="exported artifacts")
     parser.add_argument("--size", type=int, default=384, help="longest output side in pixels")
-    parser.add_argument("--out", type=Path, default=ROOT.parent / "docs/images/quality")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/images/quality")
     parser.add_argument(
         "--only", choices=("grid", "strength", "regions"), default=None, help="one part alone"
     )
@@ -376,20 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(), flush=True)
     print(f"size {args.size} px; default preset, old default = {OLD_DEFAULT}", flush=True)
     judge = Judge(args.cache_dir)
-    port = free_port()
-    server = start_server(args.cache_dir, port)
     check = Checks()
-    try:
-        with Client(f"127.0.0.1:{port}") as client:
-            if args.only in (None, "grid"):
-                check_grid(grid(client, judge, args.size, args.out), check)
-            if args.only in (None, "strength"):
-                check_strengths(strengths(client, judge, args.size, args.out), check)
-            if args.only in (None, "regions"):
-                regions(client, judge, args.size, args.out, check)
-    finally:
-        server.terminate()
-        server.wait()
+    with serve(cache_dir=args.cache_dir) as server, Client(server.target) as client:
+        if args.only in (None, "grid"):
+            check_grid(grid(client, judge, args.size, args.out), check)
+        if args.only in (None, "strength"):
+            check_strengths(strengths(client, judge, args.size, args.out), check)
+        if args.only in (None, "regions"):
+            regions(client, judge, args.size, args.out, check)
     print(f"{check.failed} target(s) missed")
     return 1 if check.failed else 0
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from harness import CONTENT, STYLE, machine
 from PIL import Image
 from styleserve.options import PRESETS, StyleOptions, resolve
 from styleserve_export.artifact import Backbone
@@ -50,7 +49,6 @@ from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.engine.precision import auto_precision
 from torch import Tensor
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # One VGG16 forward plus the input-gradient backward up to block5_conv1 at 300x500.
 GFLOP_PER_EVALUATION = 171.0
 # The objective's fields: what (2) takes from the seed preset; the rest is the default's.
@@ -71,8 +69,6 @@ OBJECTIVE_FIELDS = (
     "loss_normalization",
     "style_strength",
 )
-# CPU flags that decide how fast bf16 can be; printed for the record, never acted on.
-CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 # (2)'s 8-bit picture is scored only once its own loss is this close to T: the 8-bit
 # picture of a bounded iterate scores within 1% of it, and scoring costs a forward pass.
 SCORE_MARGIN = 1.02
@@ -173,33 +169,6 @@ def default_on_seed_objective(**overrides: object) -> StyleOptions:
     return resolve("default", **{**fields, **overrides})
 
 
-def proc_status(field: str, pid: int | str = "self") -> int:
-    """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``: resident memory now, at its
-    peak), in bytes; this process's own by default."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def machine() -> str:
-    """CPU model, its precision-relevant flags, torch, oneDNN and thread count."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        text = cpuinfo.read_text()
-        if found := re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE):
-            model = found.group(1).strip()
-        if found := re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE):
-            flags = set(found.group(1).split())
-    marks = " ".join(f"{flag}{'+' if flag in flags else '-'}" for flag in CPU_FLAGS)
-    onednn = re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show())
-    return (
-        f"cpu {model} ({marks}), {torch.get_num_threads()} threads, torch {torch.__version__},"
-        f" oneDNN {onednn.group(1) if onednn else 'absent'}"
-    )
-
-
 def run_seed(
     backbone: Backbone,
     content: Image.Image,
@@ -295,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _benchmark(args: argparse.Namespace, log: Log) -> int:
     backbone = load_backbone("keras-vgg16")
-    content = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB")
-    style = Image.open(EXAMPLES / "starry_night.jpg").convert("RGB")
+    content = Image.open(CONTENT).convert("RGB")
+    style = Image.open(STYLE).convert("RGB")
     log(f"device {backbone.device}, {machine()}")
     seed_options = PRESETS["seed"]
     size = (seed_options.width, seed_options.height)

@@ -26,34 +26,22 @@ import dataclasses
 import statistics
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
+from harness import CONTENT, STYLE, Server, machine, serve
 from styleserve import Client, Result
 
-ROOT = Path(__file__).resolve().parents[1]
-CONTENT = ROOT / "examples" / "tubingen.jpg"
-STYLE = ROOT / "examples" / "starry_night.jpg"
 SIZE = 384
-sys.path.insert(0, str(ROOT / "scripts"))
-# The scripts folder is no package; this one's own folder is on the path when it runs.
-from instant import free_port, start_server  # noqa: E402
-from seed_vs_default import machine  # noqa: E402
 
 
-def cache_counts(metrics_port: int) -> dict[str, float]:
+def cache_counts(server: Server) -> dict[str, float]:
     """The style cache's hits and misses (all lookups) from the server's /metrics."""
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        text = response.read().decode()
     counts = {"hits": 0.0, "misses": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            for kind in counts:
-                if sample.name == f"styleserve_style_cache_{kind}_total":
-                    counts[kind] += sample.value
+    for sample in server.samples():
+        for kind in counts:
+            if sample.name == f"styleserve_style_cache_{kind}_total":
+                counts[kind] += sample.value
     return counts
 
 
@@ -97,45 +85,42 @@ def main(argv: list[str] | None = None) -> int:
         f"default preset with {args.iterations} full-size iterations (cut short so that the run "
         "takes minutes; a real job's 200 iterations make the style's share of it smaller)"
     )
-    port, metrics_port = free_port(), free_port()
-    server = start_server(args.cache_dir, port, "--metrics-port", str(metrics_port))
     options = {"size": SIZE, "iterations": args.iterations, "seed": 0}
     # The same JPEG with a byte after its end: the same pixels and decoding work, but other
     # bytes, so another picture to the cache (which keeps only what is registered): every job
     # sending it computes the style's targets (a miss).
     unregistered = STYLE.read_bytes() + b"\0"
-    try:
-        with Client(f"127.0.0.1:{port}", timeout=600) as client:
-            client.stylize(CONTENT, unregistered, **options)  # warm for this size
-            start = time.perf_counter()
-            style_id = client.register_style(STYLE, size=SIZE)
-            registered = time.perf_counter() - start
-            held = client.info().style_cache
-            assert held is not None
-            print(
-                f"register_style at {SIZE} px: {registered:.3f} s, {held.used_bytes} bytes "
-                f"cached ({STYLE.stat().st_size} of them the encoded picture)"
-            )
-            sent = Way(
-                "pictures sent each time, unregistered (the JPEG with a byte appended)",
-                lambda: client.stylize(CONTENT, unregistered, **options),
-            )
-            named = Way("style_id", lambda: client.stylize(CONTENT, style_id=style_id, **options))
-            again = Way(
-                "pictures sent each time, registered",
-                lambda: client.stylize(CONTENT, STYLE, **options),
-            )
-            ways = [sent, named, again]
-            before = cache_counts(metrics_port)
-            # Taking turns, each way first in a third of the rounds: the shared cores' load
-            # drifts over minutes, and each way sees the same drift.
-            for round_ in range(args.requests):
-                for way in ways[round_ % 3 :] + ways[: round_ % 3]:
-                    way.call()
-            counts = cache_counts(metrics_port)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with (
+        serve(cache_dir=args.cache_dir, metrics=True) as server,
+        Client(server.target, timeout=600) as client,
+    ):
+        client.stylize(CONTENT, unregistered, **options)  # warm for this size
+        start = time.perf_counter()
+        style_id = client.register_style(STYLE, size=SIZE)
+        registered = time.perf_counter() - start
+        held = client.info().style_cache
+        assert held is not None
+        print(
+            f"register_style at {SIZE} px: {registered:.3f} s, {held.used_bytes} bytes "
+            f"cached ({STYLE.stat().st_size} of them the encoded picture)"
+        )
+        sent = Way(
+            "pictures sent each time, unregistered (the JPEG with a byte appended)",
+            lambda: client.stylize(CONTENT, unregistered, **options),
+        )
+        named = Way("style_id", lambda: client.stylize(CONTENT, style_id=style_id, **options))
+        again = Way(
+            "pictures sent each time, registered",
+            lambda: client.stylize(CONTENT, STYLE, **options),
+        )
+        ways = [sent, named, again]
+        before = cache_counts(server)
+        # Taking turns, each way first in a third of the rounds: the shared cores' load
+        # drifts over minutes, and each way sees the same drift.
+        for round_ in range(args.requests):
+            for way in ways[round_ % 3 :] + ways[: round_ % 3]:
+                way.call()
+        counts = cache_counts(server)
     for way in ways:
         print(way.line())
     hits, misses = (counts[kind] - before[kind] for kind in ("hits", "misses"))

@@ -34,15 +34,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from instant import free_port, start_server
+from harness import CONTENT, ROOT, STYLE, machine, serve
 from PIL import Image
-from seed_vs_default import machine
 from styleserve import Client, StylizedFrame, VideoProgress
 from video_motion import Camera, frames, temporal_error
 
-ROOT = Path(__file__).resolve().parents[1]
-CONTENT = ROOT / "examples" / "tubingen.jpg"
-STYLE = ROOT / "examples" / "starry_night.jpg"
 FPS = 24.0
 # Frames on their own, then with the preset's temporal weight.
 MODES: tuple[tuple[str, dict[str, float]], ...] = (
@@ -92,32 +88,29 @@ def main(argv: list[str] | None = None) -> int:
     floor = temporal_error([np.asarray(frame) for frame in clip], CAMERA)
     print(f"clip: {args.frames} frames of {CAMERA.size[0]}x{CAMERA.size[1]} at {FPS:g} fps, "
           f"input temporal error {floor:.2f}", flush=True)  # fmt: skip
-    port = free_port()
-    server = start_server(args.cache_dir, port)
     errors: dict[tuple[str, str], float] = {}
     speed: dict[str, float] = {}
-    try:
-        with Client(f"127.0.0.1:{port}", timeout=6 * 3600) as client:
-            for tier, preset, count in (
-                ("instant", "instant", args.frames),
-                ("optimisation", "default", args.optimisation_frames),
-            ):
-                rows = []
-                for mode, options in MODES:
-                    out, seconds = stylize(client, clip[:count], preset, **options)
-                    errors[tier, mode] = temporal_error(out, CAMERA)
-                    speed[tier] = count / seconds
-                    print(
-                        f"{tier} {mode}: {count} frames in {seconds:.1f} s "
-                        f"({count / seconds:.2f} frames/s, {seconds / count:.2f} s/frame), "
-                        f"temporal error {errors[tier, mode]:.2f}",
-                        flush=True,
-                    )
-                    rows.append(out)
-                save_strip(rows, args.out / f"{tier}_strip.jpg", first=min(count - 4, 4))
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with (
+        serve(cache_dir=args.cache_dir) as server,
+        Client(server.target, timeout=6 * 3600) as client,
+    ):
+        for tier, preset, count in (
+            ("instant", "instant", args.frames),
+            ("optimisation", "default", args.optimisation_frames),
+        ):
+            rows = []
+            for mode, options in MODES:
+                out, seconds = stylize(client, clip[:count], preset, **options)
+                errors[tier, mode] = temporal_error(out, CAMERA)
+                speed[tier] = count / seconds
+                print(
+                    f"{tier} {mode}: {count} frames in {seconds:.1f} s "
+                    f"({count / seconds:.2f} frames/s, {seconds / count:.2f} s/frame), "
+                    f"temporal error {errors[tier, mode]:.2f}",
+                    flush=True,
+                )
+                rows.append(out)
+            save_strip(rows, args.out / f"{tier}_strip.jpg", first=min(count - 4, 4))
     failed = 0
     for tier in ("instant", "optimisation"):
         ratio = errors[tier, "consistent"] / errors[tier, "independent"]

@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -28,6 +27,8 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness import free_port as free_port  # the tests' too (metrics ports, absent servers)
+from opentelemetry.trace import TracerProvider
 from styleserve.options import BACKBONES
 from styleserve_export.artifact import TINY_BACKBONE, Backbone
 from styleserve_export.loader import tiny_backbone
@@ -47,14 +48,6 @@ TEST_SETTINGS: dict[str, Any] = {
     # The untrained feed-forward pair, built in memory: the instant tier without an artifact.
     "feed_forward": "tiny-arbitrary",
 }
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (for the metrics HTTP server, whose 0
-    means "off", and for calls that must find no server)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def health(target: str, service: str = "") -> int:
@@ -107,9 +100,14 @@ class RunningServer:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    backbone: Backbone | None = None, *, wait_ready: bool = True, **overrides: Any
+    backbone: Backbone | None = None,
+    *,
+    wait_ready: bool = True,
+    tracer_provider: TracerProvider | None = None,
+    **overrides: Any,
 ) -> Iterator[RunningServer]:
-    """A running server for ``TEST_SETTINGS`` updated with ``overrides``; stopped on exit."""
+    """A running server for ``TEST_SETTINGS`` updated with ``overrides``; stopped on exit.
+    ``tracer_provider`` receives its spans (``create_server``'s)."""
     if backbone is None:
         backbone = _shared_tiny_backbone()
     values = {**TEST_SETTINGS, "backbone": _settings_name(backbone), **overrides}
@@ -124,7 +122,9 @@ def serve_in_thread(
         nonlocal stop_requested
         stop_requested = asyncio.Event()
         try:
-            server, port = create_server(settings, backbone=backbone)
+            server, port = create_server(
+                settings, backbone=backbone, tracer_provider=tracer_provider
+            )
         except BaseException as error:
             started.set_exception(error)
             return

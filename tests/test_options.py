@@ -3,7 +3,7 @@
 import typing
 
 import pytest
-from styleserve.options import OptionsError, StyleOptions, resolve
+from styleserve.options import OptionsError, StyleOptions, resolve, resolve_given
 
 
 def test_seed_preset_is_the_tutorial():
@@ -37,3 +37,18 @@ def test_job_options_are_the_style_options_fields():
             item = typing.get_args(hint)[0]
             hint = Sequence[item]
         assert hints[name] == hint, name
+
+
+def test_resolve_given_resolves_once_and_records_what_the_caller_chose():
+    resolved = resolve_given({"preset": "seed", "iterations": 7, "seed": None}, init_image=True)
+    assert resolved.options == resolve("seed", iterations=7, init="image")
+    # None is "the preset's": not given. A starting picture makes init "image", as if given.
+    assert resolved.given == {"preset", "iterations", "init"}
+    assert resolve_given({"init": "noise"}, init_image=True).options.init == "noise"
+
+
+def test_resolve_given_refuses_an_unknown_name_and_leaves_limits_to_the_server():
+    with pytest.raises(OptionsError) as err:
+        resolve_given({"itterations": 5})
+    assert err.value.field == "itterations" and err.value.message == "unknown option"
+    assert resolve_given({"size": 10**6}).options.size == 10**6

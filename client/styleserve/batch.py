@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import itertools
 import socket
 import threading
@@ -201,7 +202,9 @@ def run_batch(
         try:
             while True:
                 for job in queue.next_jobs(len(jobs)):
-                    jobs[pool.submit(stylize, job.content, job.request_id)] = job
+                    # In the caller's context, whose trace the call carries (``tracing``).
+                    run = contextvars.copy_context().run
+                    jobs[pool.submit(run, stylize, job.content, job.request_id)] = job
                 # Handed over once the freed slots have work again, so that a caller slow to
                 # take an outcome leaves no slot idle.
                 yield from finished

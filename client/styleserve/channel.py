@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from styleserve.options import LIMITS
+from styleserve.tracing import trace_metadata
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
 __all__ = ["LOAD_BALANCING_POLICIES", "ChannelArgument", "Connection", "PemSource"]
@@ -147,11 +148,12 @@ class Connection:
     ``tls=True`` uses the system's root certificates; ``ca_cert`` trusts a private CA instead,
     and ``client_cert`` with ``client_key`` present a client certificate (mTLS); each is PEM
     bytes or a file's path, and any of them implies TLS. ``credentials`` replaces all of these.
-    ``token`` is sent as ``authorization: Bearer <token>``. ``timeout`` (seconds) is the default
-    deadline of each call. ``retries`` (0 to MAX_RETRIES) is how often a call the server refused
-    before it started (UNAVAILABLE, RESOURCE_EXHAUSTED) is sent again, after the delay the
-    server asks for. ``channel_options`` are extra gRPC channel arguments; a service config
-    among them replaces the client's (balancing and retries).
+    ``token`` is sent as ``authorization: Bearer <token>``; with OpenTelemetry's API installed,
+    the caller's trace context goes with every call too (``styleserve.tracing``). ``timeout``
+    (seconds) is the default deadline of each call. ``retries`` (0 to MAX_RETRIES) is how often
+    a call the server refused before it started (UNAVAILABLE, RESOURCE_EXHAUSTED) is sent
+    again, after the delay the server asks for. ``channel_options`` are extra gRPC channel
+    arguments; a service config among them replaces the client's (balancing and retries).
     """
 
     # ``grpc`` or ``grpc.aio``: both spell the channel constructors the same way.
@@ -212,8 +214,9 @@ class Connection:
         return self._open_channel(replica, arguments)
 
     def _call_options(self, timeout: float | None) -> dict[str, Any]:
-        """Deadline (``timeout`` or the client's default) and metadata of one call."""
+        """Deadline (``timeout`` or the client's default) and metadata of one call, the
+        caller's trace context included (``styleserve.tracing``)."""
         return {
             "timeout": self.timeout if timeout is None else timeout,
-            "metadata": self._metadata,
+            "metadata": (*self._metadata, *trace_metadata()),
         }

@@ -3,10 +3,11 @@
 
 Every ``StyleOptions`` field has a flag, built from the field itself (its type, closed choices
 and help text live in ``styleserve.options``), so an option added there is on the command line
-at once and the defaults ``--help`` shows are the ones the server applies. Flags left off are
-not sent, so the server applies the chosen preset's values. Failures end in one line naming
-the gRPC status and the request id; exit codes: 0 done, 1 failed, 2 bad usage, 130 Ctrl-C
-(which cancels the job on the server).
+at once and the defaults ``--help`` shows are the ones the server applies. Flags left off take
+the chosen preset's values, except the backbone and the delivery defaults (preview size, output
+quality), which the server decides.
+Failures end in one line naming the gRPC status and the request id; exit codes: 0 done,
+1 failed, 2 bad usage, 130 Ctrl-C (which cancels the job on the server).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import shtab
 from PIL import Image, ImageOps
 
 from styleserve import __version__
@@ -35,7 +37,7 @@ from styleserve.events import Preview, Result
 from styleserve.folders import SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus
-from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve
+from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve_given
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.plan import total_iterations
 from styleserve.progress import FramesBar, PicturesBar, ProgressBar
@@ -336,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--service", default="", help="service to ask about (default: the whole server)"
     )
     _add_connection(health)
+    _add_completion(commands)
     return parser
 
 
@@ -380,6 +383,52 @@ def _add_jobs(commands: Any) -> None:
     for action in (listing, get, watch, cancel):
         action.add_argument("--json", action="store_true", help="print JSON")
         _add_connection(action)
+
+
+_COMPLETION_SETUP = """\
+The script completes the commands, their options and the options' choices, and file names
+where a command takes a file. Install it once:
+
+  bash  source <(styleserve completion bash)  in ~/.bashrc, or save the script as
+        ~/.local/share/bash-completion/completions/styleserve
+  zsh   styleserve completion zsh > ~/.zfunc/_styleserve, with fpath=(~/.zfunc $fpath)
+        before compinit in ~/.zshrc
+  tcsh  styleserve completion tcsh > ~/.styleserve.tcsh, and source ~/.styleserve.tcsh
+        in ~/.tcshrc
+
+Regenerate it after upgrading styleserve: new options come with new releases."""
+# The shells the help above explains (shtab makes the scripts for each).
+_COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
+
+
+def _add_completion(commands: Any) -> None:
+    """``styleserve completion SHELL``: shtab's script for SHELL, derived from this parser."""
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script for styleserve (bash, zsh or tcsh)",
+        description=_COMPLETION_SETUP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.set_defaults(run=_completion)
+    completion.add_argument("shell", choices=_COMPLETION_SHELLS, help="the shell to complete")
+
+
+def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _complete_files(parser)
+    print(shtab.complete(parser, shell=args.shell), end="")
+    return 0
+
+
+def _complete_files(parser: argparse.ArgumentParser) -> None:
+    """Marks every argument that names a file or folder (a Path, and stylize's -o, a string
+    for its trailing slash) for shtab's file completion, in every subcommand."""
+    for action in parser._actions:
+        if action.type is Path or action.dest == "output":
+            # shtab's documented way to choose an argument's completion.
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _complete_files(subparser)
 
 
 def _connect(args: argparse.Namespace) -> Client:
@@ -443,10 +492,10 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     if args.previews is not None and args.preview_every is None:
         # The server's own plan of the job, so that previews come at the promised cadence.
         try:
-            planned = resolve(options.get("preset", "default"), None, **options)
+            planned = resolve_given(options, init_image=args.init_image is not None)
         except OptionsError as err:
             parser.error(str(err))
-        total = total_iterations(_content_size(args.content), planned)
+        total = total_iterations(_content_size(args.content), planned.options)
         options["preview_every"] = max(1, total // _PREVIEWS_PER_JOB)
     return options
 

@@ -1,8 +1,9 @@
 """Translates between ``styleserve.options`` and the wire messages, in both directions.
 
-The client turns keyword options into a request and the server turns the request back into
-``resolve`` arguments; both use this one module (no torch) so that the two sides cannot drift
-apart. The mapping is read from the message descriptors, not from hand-kept lists: every
+The client turns the options it resolved into a request and the server turns the request
+back into ``resolve`` arguments; both use this one module (no torch) so that the two sides
+cannot drift apart. Names and values reach ``to_proto`` resolved, so it checks neither again.
+The mapping is read from the message descriptors, not from hand-kept lists: every
 ``StyleOptions`` and ``DeliveryOptions`` field is the option of the same name (one rename:
 ``normalization`` is the ``loss_normalization`` option), an enum maps to the option strings
 by name (``OPTIMIZER_LBFGS`` <-> ``"lbfgs"``), and a test checks that every option has a field.
@@ -15,10 +16,9 @@ float32 wire values come back as the shortest decimal that round-trips (``0.025`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -90,7 +90,6 @@ _FIELDS: dict[str, _Field] = {
     **_fields(pb.DeliveryOptions, "delivery"),
 }
 DELIVERY_FIELDS = tuple(name for name, f in _FIELDS.items() if f.message == "delivery")
-_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StyleOptions))
 
 
 def _shortest(value: float) -> float:
@@ -122,12 +121,10 @@ def _enum_to_name(name: str, number: int, enum: EnumDescriptor) -> str | None:
     return value.name.removeprefix(_prefix(enum)).lower()
 
 
-def _name_to_enum(name: str, value: Any, enum: EnumDescriptor) -> int:
-    found = enum.values_by_name.get(_prefix(enum) + str(value).upper())
-    if found is None or found.number == 0:
-        choices = [v.name.removeprefix(_prefix(enum)).lower() for v in enum.values[1:]]
-        raise OptionsError(name, f"must be one of {', '.join(choices)}; got {shown(value)}")
-    return int(found.number)
+def _name_to_enum(value: str, enum: EnumDescriptor) -> int:
+    """The number of the enum value named by a closed choice (``"lbfgs"``: OPTIMIZER_LBFGS);
+    a test keeps every choice named in its enum."""
+    return int(enum.values_by_name[_prefix(enum) + value.upper()].number)
 
 
 def _read(field: _Field, message: Message) -> Any:
@@ -171,21 +168,23 @@ def from_proto(
 
 
 def to_proto(
-    overrides: Mapping[str, Any], preset: str = "default"
+    options: StyleOptions, names: Collection[str] | None = None
 ) -> tuple[pb.StyleOptions, pb.DeliveryOptions]:
-    """The wire messages for ``preset`` with ``overrides`` (StyleOptions field names; None
-    means unset). ``style_blend`` is not part of these messages: it goes on each
-    StylePicture's ``blend_weight``. Raises OptionsError for an unknown name or enum value."""
-    messages = {"options": pb.StyleOptions(preset=preset), "delivery": pb.DeliveryOptions()}
-    for name, value in overrides.items():
-        if name not in _OPTION_NAMES:
-            raise OptionsError(name, "unknown option")
-        if value is None or name in OFF_WIRE_OPTIONS or name == "preset":
+    """The wire messages of resolved ``options``: the fields of the options ``names`` holds
+    (None: every option), the preset among them. ``style_blend`` is on neither message: it
+    goes on each StylePicture's ``blend_weight``. Raises OptionsError for a value its field
+    cannot hold (an integer past the field's range: a client leaves sizes to the server)."""
+    style, delivery = pb.StyleOptions(), pb.DeliveryOptions()
+    if names is None or "preset" in names:
+        style.preset = options.preset
+    messages: dict[str, Message] = {"options": style, "delivery": delivery}
+    for name, field in _FIELDS.items():
+        value = getattr(options, name)
+        if value is None or (names is not None and name not in names):
             continue
-        field = _FIELDS[name]
         message = messages[field.message]
         if field.enum is not None:
-            setattr(message, field.wire, _name_to_enum(name, value, field.enum))
+            setattr(message, field.wire, _name_to_enum(value, field.enum))
         elif field.repeated:
             getattr(message, field.wire).extend(value)
         else:
@@ -193,17 +192,17 @@ def to_proto(
                 setattr(message, field.wire, value)
             except (TypeError, ValueError) as err:
                 raise OptionsError(name, f"cannot be sent as {shown(value)}: {err}") from None
-    return messages["options"], messages["delivery"]  # type: ignore[return-value]
+    return style, delivery
 
 
 def options_to_proto(options: StyleOptions) -> pb.StyleOptions:
     """Every field of resolved ``options`` on the wire (the effective options of a result)."""
-    return to_proto(options.to_dict(), options.preset)[0]
+    return to_proto(options)[0]
 
 
 def delivery_to_proto(options: StyleOptions) -> pb.DeliveryOptions:
     """The delivery part of resolved ``options``."""
-    return to_proto({name: getattr(options, name) for name in DELIVERY_FIELDS})[1]
+    return to_proto(options, DELIVERY_FIELDS)[1]
 
 
 def effective_options(message: pb.StyleOptions) -> StyleOptions:

@@ -3,16 +3,18 @@
 The CLI, the client library and the server all read their defaults from here (the client
 without torch), so a default changed here changes everywhere and the three never disagree.
 A request names a preset and overrides some fields; ``resolve`` fills in the rest and checks
-them. The checks that depend on a server's limits (sizes, iteration counts) run only where the
-limits are known: the server checks them against its own, and the client leaves them to it,
-so that a server started with raised limits is usable from the SDK and the CLI.
+them. A client resolves a job's options once (``resolve_given``) and sends what it resolved;
+the server resolves what it receives once more, against its own limits. The checks that
+depend on a server's limits (sizes, iteration counts) run only where the limits are known:
+the server checks them against its own, and the client leaves them to it, so that a server
+started with raised limits is usable from the SDK and the CLI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -20,6 +22,7 @@ __all__ = [
     "BACKBONES",
     "DEADLINE_POLICIES",
     "INITS",
+    "KERAS_VGG16",
     "LOSS_NORMALIZATIONS",
     "LIMITS",
     "METHODS",
@@ -29,11 +32,15 @@ __all__ = [
     "PRESETS",
     "RESIZE_FILTERS",
     "STYLE_FIELDS",
+    "TINY_VGG16",
+    "TORCHVISION_VGG16",
+    "TORCHVISION_VGG19",
     "VGG_LAYERS",
     "CEILINGS",
     "JobOptions",
     "Limits",
     "OptionsError",
+    "ResolvedOptions",
     "StyleOptions",
     "MAX_REQUEST_ID_LENGTH",
     "check_lengths",
@@ -41,6 +48,7 @@ __all__ = [
     "check_request_id",
     "check_style_size",
     "resolve",
+    "resolve_given",
     "shown",
 ]
 
@@ -58,13 +66,21 @@ VGG_LAYERS: dict[str, tuple[str, ...]] = {
         for c in range(1, n + 1)
     ),
 }
+# The networks a server may serve, by the names of their artifacts: the exporter writes them
+# under these names and the server loads them by these names (the client has no part of either,
+# so the names live here, where the backbone option's choices need them).
+KERAS_VGG16 = "keras-vgg16"
+TORCHVISION_VGG16 = "torchvision-vgg16"
+TORCHVISION_VGG19 = "torchvision-vgg19"
+# VGG16's shape with 1/16 of the channels and fixed random weights: servers started with it
+# need no exported weights, which makes it the network of fast tests and smoke checks.
+TINY_VGG16 = "tiny-vgg16"
+# Each network's VGG architecture (a key of VGG_LAYERS).
 BACKBONES: dict[str, str] = {
-    "keras-vgg16": "vgg16",
-    "torchvision-vgg16": "vgg16",
-    "torchvision-vgg19": "vgg19",
-    # VGG16's shape with 1/16 of the channels and fixed random weights: servers started with it
-    # need no exported weights, which makes it the network of fast tests and smoke checks.
-    "tiny-vgg16": "vgg16",
+    KERAS_VGG16: "vgg16",
+    TORCHVISION_VGG16: "vgg16",
+    TORCHVISION_VGG19: "vgg19",
+    TINY_VGG16: "vgg16",
 }
 OPTIMIZERS = ("lbfgs", "adam")
 # "feed_forward" starts from the instant tier's picture (see METHODS).
@@ -116,7 +132,7 @@ class StyleOptions:
         choices=METHODS,
     )
     backbone: str = _option(
-        "keras-vgg16", "network whose features are compared", choices=tuple(BACKBONES)
+        KERAS_VGG16, "network whose features are compared", choices=tuple(BACKBONES)
     )
     size: int = _option(512, "longest output side in pixels, keeping the content's aspect ratio")
     width: int = _option(0, "output width in pixels; with height, overrides size")
@@ -213,8 +229,9 @@ class StyleOptions:
 
 class JobOptions(TypedDict, total=False):
     """The keyword options of ``Client.stylize`` / ``stream``: StyleOptions' fields, typed for
-    checkers and IDEs (a misspelt name is an error before the program runs). A test keeps its
-    keys equal to StyleOptions' fields. Options left out take the preset's value."""
+    checkers and IDEs (a misspelt name is an error before the program runs).
+    ``tests/test_options.py`` keeps its keys and types equal to StyleOptions' fields. Options
+    left out take the preset's value."""
 
     preset: str
     method: str
@@ -378,6 +395,32 @@ def resolve(
     if limits is not None:
         _within(options, limits)
     return options
+
+
+@dataclass(frozen=True)
+class ResolvedOptions:
+    """A job's options as the client resolved them, once (``resolve_given``): every value in
+    ``options``, and in ``given`` the names the caller set, or that follow from what it sends
+    (``init`` "image" beside a starting picture). The request carries the resolved values,
+    and the CLI plans from the same object; ``given`` tells which values a caller chose over
+    what a server decides by itself (the backbone it serves, its delivery defaults, a
+    registered style's options)."""
+
+    options: StyleOptions
+    given: frozenset[str]
+
+
+def resolve_given(given: Mapping[str, Any], *, init_image: bool = False) -> ResolvedOptions:
+    """``given`` (StyleOptions fields; None or absent: the preset's) resolved without a
+    server's limits, which the server checks; ``init_image``: a starting picture comes with
+    them, so that ``init`` is "image" unless given. Raises OptionsError naming the first bad
+    field, an unknown name included."""
+    chosen = {name: value for name, value in given.items() if value is not None}
+    if init_image:
+        chosen.setdefault("init", "image")
+    overrides = {name: value for name, value in chosen.items() if name != "preset"}
+    options = resolve(chosen.get("preset", "default"), None, **overrides)
+    return ResolvedOptions(options, frozenset(chosen))
 
 
 # The repeated options and the limit that bounds each one's length.

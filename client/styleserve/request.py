@@ -1,28 +1,34 @@
 """Builds the messages a client sends, from what a caller passes to its calls.
 
-Shared by the sync and asyncio clients. Names, types and closed choices of the options are
-checked here before anything is sent, so a typo fails at once with the field's name; ranges
-that depend on a server's limits (sizes, iteration counts) are left to the server, so a server
-started with raised limits is usable. Only the options the caller set travel: the server fills
-in the rest from the preset.
+Shared by the sync and asyncio clients. The options are resolved here once
+(``styleserve.options.resolve_given``): names, types and closed choices are checked before
+anything is sent, so a typo fails at once with the field's name; ranges that depend on a
+server's limits (sizes, iteration counts) are left to the server, so a server started with
+raised limits is usable. The request carries the values the client resolved, but for those a
+server decides by itself where the caller left them (the backbone it serves, its delivery
+defaults, a registered style's options). Every refusal of the client's own checks becomes
+the SDK's InvalidArgument in one place, where the builders hand their messages out.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from styleserve.convert import to_proto
 from styleserve.errors import InvalidArgument
 from styleserve.options import (
     STYLE_FIELDS,
     OptionsError,
+    ResolvedOptions,
     StyleOptions,
     check_pictures,
     check_request_id,
-    resolve,
+    resolve_given,
 )
 from styleserve.pictures import PICTURE_TYPES, Picture, picture_message
 from styleserve.regions import Regions, check_regions
@@ -33,6 +39,30 @@ __all__ = ["Registration", "Styles", "build_registration", "build_request", "wit
 Styles = Picture | Sequence[Picture]
 """One style picture, or several to blend."""
 
+# What a server fills in where a request leaves it (``styleserve_server.inputs``): the backbone
+# it serves and its delivery defaults (its settings).
+_SERVER_DECIDES = frozenset({"backbone", "preview_size", "output_quality"})
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StyleOptions))
+
+_Parameters = ParamSpec("_Parameters")
+_Built = TypeVar("_Built")
+
+
+def _refusals_as_invalid_argument(
+    build: Callable[_Parameters, _Built],
+) -> Callable[_Parameters, _Built]:
+    """``build`` raising InvalidArgument for an OptionsError, as a server answers it: the one
+    place where the client's own checks become the SDK's error."""
+
+    @functools.wraps(build)
+    def checked(*args: _Parameters.args, **kwargs: _Parameters.kwargs) -> _Built:
+        try:
+            return build(*args, **kwargs)
+        except OptionsError as err:
+            raise InvalidArgument(str(err)) from err
+
+    return checked
+
 
 def _style_list(styles: Styles | None) -> list[Picture]:
     if styles is None:
@@ -42,22 +72,10 @@ def _style_list(styles: Styles | None) -> list[Picture]:
     return list(styles)
 
 
-def _checked_options(
-    options: Mapping[str, Any], styles: int, init_image: bool
-) -> tuple[pb.StyleOptions, pb.DeliveryOptions, StyleOptions]:
-    """The wire options for the caller's ``options`` (None: the preset's), and the options
-    they resolve to with ``styles`` pictures. Raises InvalidArgument naming the field."""
-    set_options = {name: value for name, value in options.items() if value is not None}
-    if init_image:
-        set_options.setdefault("init", "image")
-    preset = set_options.pop("preset", "default")
-    try:
-        resolved = resolve(preset, None, **set_options)
-        check_pictures(resolved, styles, init_image)
-        style_options, delivery = to_proto(set_options, preset)
-    except OptionsError as err:
-        raise InvalidArgument(str(err)) from err
-    return style_options, delivery, resolved
+def _sent(resolved: ResolvedOptions, left: frozenset[str]) -> frozenset[str]:
+    """The options a request carries: all those resolved but the ones in ``left`` (what the
+    server decides) that the caller did not give."""
+    return _OPTION_NAMES - (left - resolved.given)
 
 
 def _blend(resolved: StyleOptions, styles: int) -> tuple[float, ...]:
@@ -72,6 +90,7 @@ def _style_pictures(styles: list[Picture], blend: Sequence[float]) -> list[pb.St
     ]
 
 
+@_refusals_as_invalid_argument
 def build_request(
     content: Picture,
     styles: Styles | None,
@@ -89,21 +108,24 @@ def build_request(
     ``detachable`` job outlives a dropped call (``styleserve.resume``)."""
     style_list = _style_list(styles)
     if style_id and style_list:
-        raise InvalidArgument("style_id: send a style_id or style pictures, not both")
+        raise OptionsError("style_id", "send a style_id or style pictures, not both")
     if style_id and options.get("style_blend"):
-        raise InvalidArgument("style_blend: a registered style holds its blend; register another")
-    try:
-        if request_id:
-            check_request_id(request_id)
-    except OptionsError as err:
-        raise InvalidArgument(str(err)) from err
+        raise OptionsError("style_blend", "a registered style holds its blend; register another")
+    if request_id:
+        check_request_id(request_id)
+    resolved = resolve_given(options, init_image=init_image is not None)
     # A registered style's pictures are on the server: check the options as for one picture.
     count = len(style_list) if not style_id else 1
-    style_options, delivery, resolved = _checked_options(options, count, init_image is not None)
-    regions_message = _regions(regions, None if style_id else count, resolved)
+    check_pictures(resolved.options, count, init_image is not None)
+    regions_message = _regions(regions, None if style_id else count, resolved.options)
+    left = _SERVER_DECIDES
+    if style_id:
+        # A registered style fixes its options: the job sends only those its caller repeats.
+        left |= frozenset(STYLE_FIELDS)
+    style_options, delivery = to_proto(resolved.options, _sent(resolved, left))
     return pb.StyleTransferRequest(
         content=picture_message(content, what="content picture"),
-        styles=_style_pictures(style_list, _blend(resolved, count)) if style_list else [],
+        styles=_style_pictures(style_list, _blend(resolved.options, count)) if style_list else [],
         options=style_options,
         delivery=delivery,
         init_image=picture_message(init_image, what="initial picture")
@@ -122,45 +144,44 @@ def _regions(
     regions: Regions | None, styles: int | None, resolved: StyleOptions
 ) -> pb.Regions | None:
     """The wire message of ``regions`` for ``styles`` style pictures (None: a registered
-    style's, counted by the server). Raises InvalidArgument naming the field."""
+    style's, counted by the server). Raises OptionsError naming the field."""
     if regions is None:
         return None
     if resolved.style_blend:
-        raise InvalidArgument(
-            "style_blend: with regions each style paints its own region and none are "
-            "blended; leave style_blend unset"
+        raise OptionsError(
+            "style_blend",
+            "with regions each style paints its own region and none are blended; leave "
+            "style_blend unset",
         )
-    try:
-        message = regions.to_proto()
-        check_regions(message, styles)
-    except OptionsError as err:
-        raise InvalidArgument(str(err)) from err
+    message = regions.to_proto()
+    check_regions(message, styles)
     return message
 
 
 @dataclass(frozen=True)
 class Registration:
-    """A style as registered: the RegisterStyle request, and the values of the options that
-    decide its targets (STYLE_FIELDS), which every job naming it runs with."""
+    """A style as registered: the RegisterStyle request, and the options it was resolved
+    with, whose STYLE_FIELDS every job naming it runs with."""
 
     request: pb.RegisterStyleRequest
-    style_options: dict[str, Any]
+    resolved: ResolvedOptions
+
+    @property
+    def style_fields(self) -> frozenset[str]:
+        """The options that decide its targets, as it sent them: the backbone only where its
+        caller chose one (a server fills in the one it serves)."""
+        return frozenset(STYLE_FIELDS) & _sent(self.resolved, _SERVER_DECIDES)
 
 
+@_refusals_as_invalid_argument
 def build_registration(styles: Styles, options: Mapping[str, Any]) -> Registration:
     """The RegisterStyle request for ``styles`` with the options that decide style targets."""
     style_list = _style_list(styles)
-    style_options, _, resolved = _checked_options(options, len(style_list), False)
-    pictures = _style_pictures(style_list, _blend(resolved, len(style_list)))
-    return Registration(
-        pb.RegisterStyleRequest(styles=pictures, options=style_options),
-        # The backbone only where the caller chose it: a server fills in the one it serves.
-        {
-            name: getattr(resolved, name)
-            for name in STYLE_FIELDS
-            if name != "backbone" or style_options.HasField("backbone")
-        },
-    )
+    resolved = resolve_given(options)
+    check_pictures(resolved.options, len(style_list), False)
+    style_options, _ = to_proto(resolved.options, _sent(resolved, _SERVER_DECIDES))
+    pictures = _style_pictures(style_list, _blend(resolved.options, len(style_list)))
+    return Registration(pb.RegisterStyleRequest(styles=pictures, options=style_options), resolved)
 
 
 def with_pictures(request: pb.StyleTransferRequest, style: Registration) -> pb.StyleTransferRequest:
@@ -170,7 +191,7 @@ def with_pictures(request: pb.StyleTransferRequest, style: Registration) -> pb.S
     direct.CopyFrom(request)
     direct.ClearField("style_id")
     direct.styles.extend(style.request.styles)
-    options, _ = to_proto(style.style_options, request.options.preset)
+    options, _ = to_proto(style.resolved.options, style.style_fields)
     for field, _value in options.ListFields():
         if field.is_repeated:
             direct.options.ClearField(field.name)  # replaced below, not appended to

@@ -17,6 +17,7 @@ A failed chunk, or the caller leaving the loop, cancels every call in flight.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import io
 import math
 import os
@@ -414,7 +415,9 @@ def run_video(
                 and started < joiner.chunk + concurrency
             ):
                 chunk = chunks[started]
-                pool.submit(call.run, chunk, source.take(chunk), out)
+                # In the caller's context, whose trace a style registered again carries.
+                run = contextvars.copy_context().run
+                pool.submit(run, call.run, chunk, source.take(chunk), out)
                 running.add(chunk.index)
                 started += 1
             if not announced:

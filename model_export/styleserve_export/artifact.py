@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from styleserve.options import TINY_VGG16
 
 from styleserve_export.vgg import VGGFeatures
 
@@ -21,6 +22,7 @@ __all__ = [
     "BACKBONE_KIND",
     "FEED_FORWARD_KIND",
     "KERAS_NORMALIZATION",
+    "MAGENTA_FEED_FORWARD",
     "MANIFEST_FILE",
     "PREDICT_FILE",
     "TINY_BACKBONE",
@@ -41,13 +43,16 @@ FORMAT_VERSION = 1  # of the manifest and file layout; a change makes old artifa
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 # Built, never loaded: VGG16's shape with 1/16 of the channels and fixed random weights. It runs
-# the whole service in a second without an artifact, for tests and smoke checks.
-TINY_BACKBONE = "tiny-vgg16"
+# the whole service in a second without an artifact, for tests and smoke checks. Its name is a
+# choice of the backbone option, so the client's options module holds it.
+TINY_BACKBONE = TINY_VGG16
 BACKBONE_KIND = "backbone"
 # The instant tier: a style-prediction and a transform network run in onnxruntime.
 FEED_FORWARD_KIND = "feed-forward"
 PREDICT_FILE = "style_predict.onnx"
 TRANSFORM_FILE = "style_transform.onnx"
+# The exported pair: Magenta's arbitrary image stylisation networks (``sources.MAGENTA_ARBITRARY``).
+MAGENTA_FEED_FORWARD = "magenta-arbitrary"
 # Built, never loaded, like TINY_BACKBONE: a pair with the real one's inputs, outputs and size
 # behaviour and a few fixed weights, so the instant tier runs in tests without an artifact.
 TINY_FEED_FORWARD = "tiny-arbitrary"

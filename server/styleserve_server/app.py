@@ -26,6 +26,7 @@ from grpc_health.v1.health import OVERALL_HEALTH
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import TracerProvider
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_export.artifact import Backbone
 from styleserve_export.loader import load_feed_forward
@@ -44,6 +45,7 @@ from styleserve_server.priority import background_thread
 from styleserve_server.server_info import version
 from styleserve_server.service import StyleTransferService, add_to_server
 from styleserve_server.settings import Settings
+from styleserve_server.tracing import Tracing
 
 __all__ = ["OPERATIONS_NAME", "SERVICE_NAME", "StyleServer", "create_server"]
 
@@ -71,6 +73,8 @@ class StyleServer:
         executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
         backbone: Backbone | None,
         health_only: tuple[grpc.aio.Server, int] | None = None,
+        *,
+        tracing: Tracing,
     ) -> None:
         self.settings = settings
         self.port = port
@@ -84,6 +88,7 @@ class StyleServer:
         self._service = service
         self._executor, self._instant_executor = executors
         self._backbone = backbone
+        self._tracing = tracing
         self._ready: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -186,6 +191,8 @@ class StyleServer:
         # Cancelled jobs stop within one iteration; wait for their threads to let go.
         for executor in (self._executor, self._instant_executor):
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        # Last: the spans of the jobs just stopped are among those still to send.
+        await asyncio.to_thread(self._tracing.shutdown)
 
     async def wait_for_termination(self) -> None:
         await self.grpc.wait_for_termination()
@@ -281,12 +288,17 @@ def _background_pool(threads: int, name: str) -> ThreadPoolExecutor:
 
 
 def create_server(
-    settings: Settings, *, backbone: Backbone | None = None
+    settings: Settings,
+    *,
+    backbone: Backbone | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> tuple[StyleServer, int]:
     """A server for ``settings`` bound to its port (returned; useful when settings.port is 0).
 
     Call it from the event loop that will run the server, then ``await server.start()``.
-    ``backbone`` serves that network instead of loading ``settings.backbone`` (tests). With
+    ``backbone`` serves that network instead of loading ``settings.backbone`` (tests).
+    ``tracer_provider`` takes the server's spans instead of a provider exporting to
+    ``settings.tracing_endpoint`` (tests: an in-memory exporter's; its caller shuts it down). With
     TLS, the plaintext health-only port is bound too (``StyleServer.health_port``).
     """
     # Freed tiles must leave the process, or its resident memory outgrows what admission
@@ -298,10 +310,12 @@ def create_server(
         _background_pool(settings.job_slots, "styleserve-job"),
         _background_pool(settings.feed_forward_slots, "styleserve-instant"),
     )
-    service = StyleTransferService(settings, metrics, *executors)
+    tracing = Tracing.configure(settings.tracing_endpoint, tracer_provider)
+    service = StyleTransferService(settings, metrics, *executors, tracing)
     server = grpc.aio.server(
         options=_server_options(settings, settings.max_request_bytes),
-        interceptors=_token_gate(settings, metrics),
+        # Tracing outermost: a call the token gate refuses gets its span too.
+        interceptors=[*tracing.interceptors(), *_token_gate(settings, metrics)],
     )
     health = BoundedHealth()
     add_to_server(service, server)
@@ -323,6 +337,15 @@ def create_server(
             _listen(health_server, host, settings.health_port, "--health-port"),
         )
     styleserver = StyleServer(
-        settings, server, port, service, health, metrics, executors, backbone, health_only
+        settings,
+        server,
+        port,
+        service,
+        health,
+        metrics,
+        executors,
+        backbone,
+        health_only,
+        tracing=tracing,
     )
     return styleserver, port

@@ -20,11 +20,12 @@ one error type both sides use; the servicer answers it with INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,10 +169,8 @@ def check(
         _picture(f"styles[{i}]", s.image, limits, uploads) for i, s in enumerate(request.styles)
     )
     content_size = _check_header("content", content, limits)
-    try:
+    with _as_request_field():
         check_output_size(content_size, options, limits)
-    except OptionsError as error:
-        raise OptionsError(f"options.{error.field}", error.message) from None
     for i, style in enumerate(styles):
         _check_header(f"styles[{i}]", style, limits)
     if init_image is not None:
@@ -242,7 +241,7 @@ def _options(
     output_quality: int,
     registered: CheckedStyle | None,
 ) -> StyleOptions:
-    try:
+    with _as_request_field():
         check_lengths(request.options, limits)
         preset, overrides = from_proto(
             request.options, request.delivery, [s.blend_weight for s in request.styles]
@@ -253,6 +252,14 @@ def _options(
         overrides.setdefault("preview_size", preview_size)
         overrides.setdefault("output_quality", output_quality)
         return resolve(preset, limits, **overrides)
+
+
+@contextlib.contextmanager
+def _as_request_field() -> Iterator[None]:
+    """Names the request field of an option's refusal (``size``: ``options.size``): the one
+    place where the options' errors, which name options, become the request's."""
+    try:
+        yield
     except OptionsError as error:
         raise OptionsError(f"options.{error.field}", error.message) from None
 
@@ -319,7 +326,7 @@ def check_registration(
     (only the options it reads: ``STYLE_FIELDS``, the preset, the blend and the size). Raises
     OptionsError naming the field."""
     _check_style_count(len(request.styles), limits)
-    try:
+    with _as_request_field():
         check_lengths(request.options, limits)
         preset, overrides = from_proto(
             request.options, None, [s.blend_weight for s in request.styles]
@@ -329,8 +336,6 @@ def check_registration(
         options = resolve(preset, limits, **read)
         # Whatever the method, a registration works its pictures at the style's size.
         check_style_size(options, limits)
-    except OptionsError as error:
-        raise OptionsError(f"options.{error.field}", error.message) from None
     check_pictures(options, len(request.styles), init_image=False)
     pictures = tuple(
         _picture(f"styles[{i}]", s.image, limits, uploads) for i, s in enumerate(request.styles)

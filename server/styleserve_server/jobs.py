@@ -46,6 +46,7 @@ from styleserve_server.engine import (
     run_job,
     shrink,
 )
+from styleserve_server.tracing import Tracing
 
 __all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "run_instant"]
 
@@ -86,16 +87,18 @@ class InstantPicture:
 
 
 def run_instant(
-    request: inputs.CheckedRequest, feed_forward: FeedForward, limits: Limits
+    request: inputs.CheckedRequest, feed_forward: FeedForward, limits: Limits, tracing: Tracing
 ) -> InstantPicture:
     """A whole feed-forward job, in the calling (worker) thread."""
     started = time.perf_counter()
-    content, styles, _ = inputs.decode_all(request, limits)
+    with tracing.span("setup"):
+        content, styles, _ = inputs.decode_all(request, limits)
     decoded = time.perf_counter()
     masks = None if request.regions is None else request.regions.masks()
-    image = feed_forward.picture(
-        content, styles, request.options, style=request.style, regions=masks
-    )
+    with tracing.span("feed_forward"):
+        image = feed_forward.picture(
+            content, styles, request.options, style=request.style, regions=masks
+        )
     return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
 
 
@@ -177,6 +180,8 @@ class Job:
         precision: PrecisionChoice | None = None,
         stop: StopAt | None = None,
         tile_pixels: int | None = None,
+        *,
+        tracing: Tracing,
     ) -> None:
         """``tile_pixels``: the most pixels the network sees at once (``run_job``'s)."""
         loop = asyncio.get_running_loop()
@@ -190,6 +195,7 @@ class Job:
         self._precision = precision
         self._stop = stop
         self._tile_pixels = tile_pixels
+        self._tracing = tracing
         # The copied context carries the request id into the worker's log records.
         self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
 
@@ -213,6 +219,9 @@ class Job:
 
     def _run(self) -> str:
         """The job in the worker thread; returns its outcome: finished, cancelled or failed."""
+        # Set-up is all until the engine's first iteration, which starts the optimisation.
+        phases = self._tracing.phases()
+        phases.enter("setup")
         try:
             started = time.perf_counter()
             content, styles, init_image = inputs.decode_all(self._request, self._limits)
@@ -266,6 +275,7 @@ class Job:
             )
             for record in records:
                 if isinstance(record, Iterate):
+                    phases.enter("optimise")
                     self._on_iteration()
                     self.mailbox.put(record)
                 elif record.iterations == 0 and fallback is not None:
@@ -277,6 +287,9 @@ class Job:
             self.mailbox.put(error)
             return "cancelled"
         except BaseException as error:  # noqa: BLE001 - handed to the stream, which re-raises
+            phases.end(error)
             self.mailbox.put(error)
             return "failed"
+        finally:
+            phases.end()
         return "finished"

@@ -63,11 +63,15 @@ def _resident_bytes(device: torch.device) -> int:
     return _status_bytes("VmRSS")
 
 
-def measured_budget(device: torch.device) -> int:
+def measured_budget(device: torch.device, stores: int) -> int:
     """The default budget on ``device``: a share of its memory (on CPU the container's limit
     where it is lower than the machine's) less what the process holds already (call it once
-    the weights are loaded and warmed up)."""
-    return max(0, int(_SHARE * _device_bytes(device)) - _resident_bytes(device))
+    the weights are loaded and warmed up). ``stores`` is what the server's in-memory stores
+    (uploads, registered styles, kept jobs) may fill: on CPU they share the jobs' memory, so
+    their caps come off the budget too, and a full upload store never leaves a running job
+    short; a GPU's jobs do not share it."""
+    held = _resident_bytes(device) + (stores if device.type == "cpu" else 0)
+    return max(0, int(_SHARE * _device_bytes(device)) - held)
 
 
 class TooBig(Exception):

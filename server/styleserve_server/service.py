@@ -66,6 +66,7 @@ from styleserve_server.server_info import server_info, version
 from styleserve_server.settings import Settings
 from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ended_by_caller, status
 from styleserve_server.style_cache import StyleCache
+from styleserve_server.tracing import Tracing
 from styleserve_server.uploads import UploadStore
 
 __all__ = ["StyleTransferService", "add_to_server"]
@@ -112,9 +113,15 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     google.longrunning.Operations over its detachable jobs (``operation``)."""
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, executor: Executor, instant_executor: Executor
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        executor: Executor,
+        instant_executor: Executor,
+        tracing: Tracing,
     ) -> None:
         self._settings = settings
+        self._tracing = tracing
         self._limits = settings.limits()
         self._metrics = metrics
         self._executor = executor
@@ -160,7 +167,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         none), loaded and warmed up; ``precision`` is what "auto" was measured to mean."""
         # The loader names CUDA devices with their index ("cuda:0"), as receipts should.
         self._device = str(backbone.device)
-        budget = self._settings.memory_budget_bytes or measured_budget(backbone.device)
+        settings = self._settings
+        stores = settings.upload_store_bytes + settings.style_cache_bytes + settings.job_store_bytes
+        budget = settings.memory_budget_bytes or measured_budget(backbone.device, stores)
         self._memory.budget = budget
         self._limits = dataclasses.replace(self._limits, memory_budget_bytes=budget)
         self._feed_forward = feed_forward
@@ -215,16 +224,18 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         if request.detachable:
             # Refused before it queues, and bound to the caller before any await can lose it.
             kept = self._jobs.open(self._owner(context), request_id)
+        self._tracing.describe(request_id, checked, "" if kept is None else kept.job_id)
         admission = self._instant if instant else self._admission
         write = _Write(context)
         enqueued = time.monotonic()
-        async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
-            # A full queue or a drain refuses the call before its first position.
-            first = await anext(positions)
-            await _send_headers(context, request_id)
-            await write(outputs.queued(first))
-            async for position in positions:
-                await write(outputs.queued(position))
+        with self._tracing.span("queue"):
+            async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
+                # A full queue or a drain refuses the call before its first position.
+                first = await anext(positions)
+                await _send_headers(context, request_id)
+                await write(outputs.queued(first))
+                async for position in positions:
+                    await write(outputs.queued(position))
         # A slot is held from here: the job's completion releases it, with no await between.
         if kept is not None and self._jobs.resubmitted(kept.owner, request_id) is not None:
             # The same request, sent before, started while this one queued: this call has
@@ -469,11 +480,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         began = time.monotonic()
 
         def work() -> pb.StyleTransferResponse:
-            made = run_instant(checked, feed_forward, self._limits)
+            made = run_instant(checked, feed_forward, self._limits, self._tracing)
             timings = (queue_seconds, made.decode_seconds, made.network_seconds)
-            return outputs.instant_result(
-                made.image, checked.options, provenance, self._device, timings
-            )
+            with self._tracing.span("encode"):
+                return outputs.instant_result(
+                    made.image, checked.options, provenance, self._device, timings
+                )
 
         def finished(_: asyncio.Future[pb.StyleTransferResponse]) -> None:
             seconds = time.monotonic() - began
@@ -528,6 +540,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 self._precision,
                 stop=stop,
                 tile_pixels=self._settings.tile_pixels,
+                tracing=self._tracing,
             )
         except BaseException:
             self._admission.release(nbytes=checked.memory_bytes)
@@ -568,9 +581,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     # job finds the slot free (shielded: cancelling the wait must not cancel
                     # the bookkeeping of a thread that is still finishing).
                     await asyncio.shield(job.future)
-                    response = await asyncio.to_thread(
-                        self._result, record, options, provenance, queue_seconds
-                    )
+                    with self._tracing.span("encode"):
+                        response = await asyncio.to_thread(
+                            self._result, record, options, provenance, queue_seconds
+                        )
                     for message in outputs.delivered(response, message_bytes):
                         await send(message)
                     result = response.result

@@ -18,15 +18,29 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
-from styleserve.options import BACKBONES, CEILINGS, LIMITS, Limits, StyleOptions
+from styleserve.options import (
+    BACKBONES,
+    CEILINGS,
+    KERAS_VGG16,
+    LIMITS,
+    TINY_VGG16,
+    TORCHVISION_VGG16,
+    TORCHVISION_VGG19,
+    Limits,
+    StyleOptions,
+)
+from styleserve_export.artifact import MAGENTA_FEED_FORWARD, TINY_FEED_FORWARD
 
 __all__ = ["Settings"]
 
 _DEFAULTS = StyleOptions()
+# The instant tier's networks a server may load, or none.
+_FEED_FORWARDS = (MAGENTA_FEED_FORWARD, TINY_FEED_FORWARD, "none")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # gRPC takes the connection age in milliseconds, as a C int.
 _MAX_CONNECTION_AGE = (2**31 - 1) // 1000
 _TLS_FILES = ("tls_cert_file", "tls_key_file", "tls_client_ca_file")
+_COLLECTOR = re.compile(r"^https?://[^/\s]+/?$")
 
 
 def _no_password() -> bytes:
@@ -53,9 +67,9 @@ class Settings(BaseSettings):
     )
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     backbone: str = Field(
-        "keras-vgg16",
-        description="Weights to serve: keras-vgg16, torchvision-vgg16, torchvision-vgg19 "
-        "(exported by styleserve-export), or tiny-vgg16, an untrained test network.",
+        _DEFAULTS.backbone,
+        description=f"Weights to serve: {KERAS_VGG16}, {TORCHVISION_VGG16}, {TORCHVISION_VGG19} "
+        f"(exported by styleserve-export), or {TINY_VGG16}, an untrained test network.",
     )
     cache_dir: Path | None = Field(
         None,
@@ -119,7 +133,8 @@ class Settings(BaseSettings):
         "peak counts against it, a job that waits for room queues, and one that could never "
         "fit is refused (RESOURCE_EXHAUSTED) with the largest size that would. 0: measured at "
         "start-up, 80% of the device's memory (a container's limit on CPU) less what the "
-        "server holds by then.",
+        "server holds by then and, on CPU, less the caps of its in-memory stores "
+        "(upload_store_bytes, style_cache_bytes, job_store_bytes).",
     )  # fmt: skip
     max_video_frames: int = Field(
         LIMITS.max_video_frames, ge=1, le=CEILINGS.max_video_frames,
@@ -214,12 +229,13 @@ class Settings(BaseSettings):
         "serves health itself, and setting this is an error.",
     )  # fmt: skip
     warmup: bool = Field(True, description="Run one tiny job before reporting SERVING.")
-    feed_forward: Literal["magenta-arbitrary", "tiny-arbitrary", "none"] = Field(
-        "magenta-arbitrary",
+    feed_forward: str = Field(
+        MAGENTA_FEED_FORWARD,
         description="Feed-forward networks of the instant tier (method feed_forward, init "
-        "feed_forward, the iteration-0 preview): magenta-arbitrary (exported by "
-        "styleserve-export --source magenta-arbitrary), tiny-arbitrary (an untrained test "
-        "network) or none (no instant tier; such requests get FAILED_PRECONDITION).",
+        f"feed_forward, the iteration-0 preview): {MAGENTA_FEED_FORWARD} (exported by "
+        f"styleserve-export --source {MAGENTA_FEED_FORWARD}), {TINY_FEED_FORWARD} (an "
+        "untrained test network) or none (no instant tier; such requests get "
+        "FAILED_PRECONDITION).",
     )
     feed_forward_slots: int = Field(
         2, ge=1, le=64, description="Feed-forward jobs running at once (beside the job slots)."
@@ -279,12 +295,30 @@ class Settings(BaseSettings):
         "pod's IP from the Kubernetes downward API), sent as Started.replica so that a "
         "detachable job is watched where it runs behind a balancer. Empty: not sent.",
     )
+    tracing_endpoint: str | None = Field(
+        None,
+        max_length=256,
+        description="OTLP/gRPC collector to send OpenTelemetry traces to, as http://host:port "
+        "(https:// for TLS), e.g. http://otel-collector:4317: each call's span, the child of the "
+        "caller's (W3C traceparent), with spans for a job's queue, set-up, optimisation and "
+        "encoding. The service is named styleserve unless OTEL_SERVICE_NAME says otherwise; "
+        "the exporter's OTEL_EXPORTER_OTLP_* variables apply. Unset: no tracing.",
+    )
 
     @field_validator("backbone")
     @classmethod
     def _servable(cls, value: str) -> str:
         if value not in BACKBONES:
             raise ValueError(f"{value!r} is not a backbone: use one of {', '.join(BACKBONES)}")
+        return value
+
+    @field_validator("feed_forward")
+    @classmethod
+    def _loadable(cls, value: str) -> str:
+        if value not in _FEED_FORWARDS:
+            raise ValueError(
+                f"{value!r} is not a feed-forward network: use one of {', '.join(_FEED_FORWARDS)}"
+            )
         return value
 
     @field_validator("device")
@@ -310,6 +344,17 @@ class Settings(BaseSettings):
     def _stripped(cls, value: SecretStr | None) -> SecretStr | None:
         # A token read from a file keeps its trailing newline, which no client can send.
         return None if value is None else SecretStr(value.get_secret_value().strip())
+
+    @field_validator("tracing_endpoint")
+    @classmethod
+    def _collector_url(cls, value: str | None) -> str | None:
+        # The exporter reads a bare "host:port" as a scheme and dials TLS to nowhere.
+        if value is not None and not _COLLECTOR.match(value):
+            raise ValueError(
+                f"{value!r} is not a collector address: use http://host:port, or https:// for "
+                "TLS (e.g. http://otel-collector:4317)"
+            )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

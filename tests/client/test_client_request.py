@@ -1,4 +1,5 @@
-"""Requests carry exactly the options the caller set; bad options fail before any call."""
+"""Requests carry the options the client resolved, but for those a server decides; bad options
+fail before any call."""
 
 import pytest
 from client_helpers import png
@@ -6,15 +7,27 @@ from fixtures_server import free_port
 from PIL import Image
 from styleserve import Client, InvalidArgument, Unavailable
 from styleserve.convert import from_proto
-from styleserve.request import build_request
+from styleserve.options import PRESETS, STYLE_FIELDS, resolve
+from styleserve.request import build_registration, build_request, with_pictures
+
+# What a server decides where a request leaves it: the backbone it serves, its delivery defaults.
+SERVER_DECIDES = {"backbone", "preview_size", "output_quality"}
 
 
-def test_unset_options_are_not_sent_so_the_server_applies_the_preset():
+def sent(request):
+    """``(preset, options)`` as a server reads ``request``."""
+    blend = [s.blend_weight for s in request.styles]
+    return from_proto(request.options, request.delivery, blend)
+
+
+def test_the_request_carries_the_resolved_options_but_what_the_server_decides():
     request = build_request(png(), png(), init_image=None, request_id=None, options={})
-    preset, overrides = from_proto(request.options, request.delivery, [0.0])
+    preset, overrides = sent(request)
     assert preset == "default"
-    assert overrides == {}
-    assert not request.options.HasField("iterations")
+    assert resolve(preset, **overrides) == PRESETS["default"]
+    assert request.options.HasField("iterations")
+    # Unset, so that the server fills in the backbone it serves and its own delivery defaults.
+    assert not SERVER_DECIDES & set(overrides)
     assert not request.HasField("init_image")
 
 
@@ -31,23 +44,41 @@ def test_set_options_travel_in_their_messages():
             "style_blend": [1.0, 3.0],
             "preview_every": 2,
             "output_format": "webp",
+            "output_quality": 70,
             "size": None,
         },
     )
-    preset, overrides = from_proto(
-        request.options, request.delivery, [s.blend_weight for s in request.styles]
-    )
+    preset, overrides = sent(request)
     assert preset == "seed"
-    assert overrides == {
-        "iterations": 7,
-        "content_weight": 0.5,
-        "init": "image",
-        "style_blend": [1.0, 3.0],
-        "preview_every": 2,
-        "output_format": "webp",
-    }
+    expected = PRESETS["seed"].replace(
+        iterations=7,
+        content_weight=0.5,
+        init="image",
+        style_blend=(1.0, 3.0),
+        preview_every=2,
+        output_format="webp",
+        output_quality=70,
+    )
+    assert resolve(preset, preview_size=expected.preview_size, **overrides) == expected
+    assert overrides["output_quality"] == 70 and "preview_size" not in overrides
     assert request.request_id == "abc"
     assert request.init_image.data.startswith(b"\x89PNG")
+
+
+def test_a_job_on_a_registered_style_leaves_the_style_options_to_it():
+    registration = build_registration(png(), {"style_scale": 2.0})
+    request = build_request(
+        png(), None, init_image=None, request_id=None, options={}, style_id="sty_" + "0" * 64
+    )
+    _, overrides = sent(request)
+    assert not set(STYLE_FIELDS) & set(overrides)
+    # Sent with the style's pictures instead, the job carries the style's options.
+    preset, direct = sent(with_pictures(request, registration))
+    assert "backbone" not in direct
+    job = resolve(preset, **direct)
+    for name in STYLE_FIELDS:
+        assert getattr(job, name) == getattr(registration.resolved.options, name), name
+    assert job.style_scale == 2.0
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 from client_helpers import cli_command
+from harness import TcpProxy
 from styleserve import Cancelled, Client, NotFound, Progress, Queued, Result, Started
-from tcp_proxy import TcpProxy
 
 _ENDLESS = {"size": 32, "iterations": 5000}
 

@@ -1,7 +1,7 @@
 """The SDK reattaches to a detachable job by itself when its connection drops (issue 22).
 
 Connections are broken for real, by a loopback TCP proxy between client and server
-(``tcp_proxy``), never by cancelling a call or stopping the server. Against the stand-in
+(``harness.TcpProxy``), never by cancelling a call or stopping the server. Against the stand-in
 server of ``fake_jobs`` the drops land exactly where a test wants them (between Progress
 events, between two chunks of the result); against the real server
 they land wherever the job is when the client has read a given Progress.
@@ -13,6 +13,7 @@ import contextlib
 import pytest
 from client_helpers import png
 from fake_jobs import ITERATIONS, JOB_ID, RESULT_BYTES, FakeJobs
+from harness import TcpProxy
 from styleserve import (
     AsyncClient,
     Client,
@@ -24,7 +25,6 @@ from styleserve import (
 )
 from styleserve.errors import StyleserveError
 from styleserve.resume import JobPosition, Resumption
-from tcp_proxy import TcpProxy
 
 # Sequence numbers of the stand-in's job: Started 1, Progress 2-9, chunks 10-13, Result 14.
 _PROGRESS_4 = 5

@@ -1,7 +1,7 @@
 """Two real replicas behind one address: a detachable job is followed where it runs (issue 22).
 
 Behind a balancer, the client's own channel may reach any replica, and only one holds a given
-job. Each replica here has a loopback TCP proxy in front (``tcp_proxy``, the balancer's path to
+job. Each replica here has a loopback TCP proxy in front (``TcpProxy``, the balancer's path to
 it) and is told its own address (``advertise_address``, as the Kubernetes base tells a pod its
 IP); the client dials one ``ipv4:`` target listing both proxies, so that round_robin spreads its
 calls over the two as a headless Service's name would. A call broken mid-job must then find the
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 from fixtures_server import RunningServer, free_port, serve_in_thread
+from harness import TcpProxy
 from styleserve import Client, NotFound, Progress, Result, Started, Unavailable
-from tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 

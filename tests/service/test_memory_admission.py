@@ -16,6 +16,7 @@ from styleserve.plan import fit_longest_side, plan_climb
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.engine import predicted_peak_bytes
 from styleserve_server.memory import _device_bytes
+from styleserve_server.settings import Settings
 from test_queue import next_event, start_endless
 
 pytestmark = pytest.mark.timeout(180)
@@ -70,6 +71,14 @@ def test_server_info_tells_the_budget_set_or_measured(start_server):
         # A share of the device's memory, less what the server holds.
         assert 2**30 < measured < 0.8 * _device_bytes(torch.device(info.device))
         start_endless(stub).cancel()
+    defaults = Settings()
+    stores = defaults.upload_store_bytes + defaults.style_cache_bytes + defaults.job_store_bytes
+    no_stores = dict(upload_store_bytes=0, style_cache_bytes=0, job_store_bytes=0)
+    with start_server(**no_stores) as srv, connect(srv.target) as stub:
+        unshared = stub.GetServerInfo(pb.GetServerInfoRequest()).limits.memory_budget_bytes
+    # On CPU the stores' caps come off the budget (what the process holds moves a little
+    # between the two starts).
+    assert abs(unshared - measured - stores) < 256 * 2**20
 
 
 def test_the_sdk_does_not_send_a_job_that_can_never_fit_again(start_server, tmp_path):

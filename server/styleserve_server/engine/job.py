@@ -1,7 +1,8 @@
 """``run_job``: one style-transfer job as a generator of progress records.
 
-It owns the job's life: checking what the options cannot check alone, planning the stages,
-building each stage's objective, stepping the optimiser, and rendering previews and the result.
+It owns the job's life: checking the pictures against the options and planning the stages
+(unless its caller did both, as the service does once per request), building each stage's
+objective, stepping the optimiser, and rendering previews and the result.
 Everything it allocates is local to the generator, so closing it (or cancelling) frees it.
 With regions (``engine.regions``), each stage's objective has one part per style, and the
 delivered picture keeps the content in the keep region.
@@ -349,8 +350,12 @@ def run_job(
     ``style`` (a registered style) stands for ``styles``, which are then empty: the job takes
     the style targets it keeps, and it keeps the ones the job computes.
 
-    ``stages`` are the job's stages when its caller planned them already (the service plans
-    them once, from the content's header); None plans them from ``content``.
+    ``stages`` are the job's stages when its caller planned them already, from pictures it
+    checked against the options (the service's ``inputs.check`` checks a request's pictures and
+    plans its stages once, from the content's header; ``engine.video`` plans each frame of a
+    checked request). None checks the pictures here (``check_pictures``) and plans from
+    ``content``: for the callers that come to the engine directly (benchmarks, tests, the
+    warm-up job), so that a service's job is not checked twice.
 
     ``regions`` (None: none) holds one boolean mask per style at the output's size: each style
     paints its own region and the pixels in none keep the content (``engine.regions``).
@@ -364,18 +369,19 @@ def run_job(
     objective (``engine.temporal``): the losses then report it.
 
     Raises JobCancelled within one iteration (in fact one evaluation, or one tile's pass) of
-    ``cancel`` being set, and OptionsError when the pictures do not fit the options.
+    ``cancel`` being set, and OptionsError when the pictures do not fit the options (checked
+    when ``stages`` is None).
     """
     started = time.perf_counter()
     count = len(styles) if style is None else style.count
-    check_pictures(options, count, init_image is not None)
+    if stages is None:
+        check_pictures(options, count, init_image is not None)
+        stages = plan(content.size, options)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**63)
     device = backbone.device
     choice = job_precision(options.precision, backbone, precision)
     net = FeatureNet(backbone, choice.precision)
     weights = Weights.from_options(options)
-    if stages is None:
-        stages = plan(content.size, options)
     if regions is not None:
         check_masks(regions, count, (stages[-1].width, stages[-1].height))
     total = sum(stage.iterations for stage in stages)
