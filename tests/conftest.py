@@ -1,3 +1,3 @@
 """Shared fixtures, one plugin module per area so that each area owns its own."""
 
-pytest_plugins = ["fixtures_export", "fixtures_server"]
+pytest_plugins = ["tests.fixtures_export", "tests.fixtures_server"]

@@ -230,7 +230,7 @@ class StyleOptions:
 class JobOptions(TypedDict, total=False):
     """The keyword options of ``Client.stylize`` / ``stream``: StyleOptions' fields, typed for
     checkers and IDEs (a misspelt name is an error before the program runs).
-    ``tests/test_options.py`` keeps its keys and types equal to StyleOptions' fields. Options
+    ``tests/client/test_options.py`` keeps its keys and types equal to StyleOptions' fields. Options
     left out take the preset's value."""
 
     preset: str

@@ -23,7 +23,7 @@ from styleserve_export.sources import (
 __all__ = ["DEFAULT_SOURCES", "main"]
 
 # What a server started with default settings loads: its --backbone and its --feed-forward
-# (tests/export keeps the two equal to the server's defaults).
+# (tests/model_export keeps the two equal to the server's defaults).
 DEFAULT_SOURCES = (KERAS_VGG16_WHEEL.name, MAGENTA_ARBITRARY.name)
 
 

@@ -27,7 +27,7 @@ __all__ = ["MAX_OPTIONS_BYTES", "parse"]
 M = TypeVar("M", bound=Message)
 
 # The largest StyleOptions or DeliveryOptions a valid request can carry: every list and name at
-# the ceilings of styleserve.options.CEILINGS stays far below it (tests/service/test_wire.py).
+# the ceilings of styleserve.options.CEILINGS stays far below it (tests/server/test_wire.py).
 MAX_OPTIONS_BYTES = 64 * 1024
 # Framing around a picture's bytes (an Image, or a StylePicture with its weight).
 _PICTURE_FRAMING = 64

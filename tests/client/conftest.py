@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
-from client_helpers import CONTENT_SIZE
 from PIL import Image
+
+from tests.client.client_helpers import CONTENT_SIZE
 
 
 @pytest.fixture

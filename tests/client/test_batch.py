@@ -18,7 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from client_helpers import (
+from PIL import Image
+from styleserve import AsyncClient, Client, InvalidArgument, Outcome
+from styleserve.batch import batch_concurrency, replica_count
+from styleserve.cli import EXIT_INTERRUPTED, main
+from styleserve.folders import FolderError, plan
+
+from tests.client.client_helpers import (
     LONG_JOB,
     NEXT_JOB_TIMEOUT,
     QUICK_JOB,
@@ -26,12 +32,7 @@ from client_helpers import (
     interruptible,
     run_on_terminal,
 )
-from fixtures_server import RunningServer
-from PIL import Image
-from styleserve import AsyncClient, Client, InvalidArgument, Outcome
-from styleserve.batch import batch_concurrency, replica_count
-from styleserve.cli import EXIT_INTERRUPTED, main
-from styleserve.folders import FolderError, plan
+from tests.fixtures_server import RunningServer
 
 PICTURES = 20
 

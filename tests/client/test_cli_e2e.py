@@ -7,7 +7,12 @@ import signal
 import subprocess
 import time
 
-from client_helpers import (
+from PIL import Image
+from styleserve import Client
+from styleserve.cli import CONTACT_SHEET, EXIT_INTERRUPTED
+from styleserve.options import PRESETS
+
+from tests.client.client_helpers import (
     CONTENT_SIZE,
     LONG_JOB,
     NEXT_JOB_TIMEOUT,
@@ -16,10 +21,6 @@ from client_helpers import (
     interruptible,
     run_on_terminal,
 )
-from PIL import Image
-from styleserve import Client
-from styleserve.cli import CONTACT_SHEET, EXIT_INTERRUPTED
-from styleserve.options import PRESETS
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

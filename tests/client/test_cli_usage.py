@@ -3,10 +3,11 @@
 import subprocess
 
 import pytest
-from client_helpers import cli_command
-from fixtures_server import free_port
 from styleserve.cli import build_parser, main
 from styleserve.options import PRESETS
+
+from tests.client.client_helpers import cli_command
+from tests.fixtures_server import free_port
 
 
 @pytest.fixture

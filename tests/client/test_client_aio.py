@@ -3,8 +3,9 @@
 import asyncio
 
 import pytest
-from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB
 from styleserve import AsyncClient, InvalidArgument, Progress, Result, Started
+
+from tests.client.client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB
 
 
 async def test_stylize_returns_the_result(server, content, style):

@@ -4,7 +4,6 @@ import contextlib
 import threading
 
 import pytest
-from client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB
 from PIL import Image
 from styleserve import (
     Client,
@@ -20,6 +19,8 @@ from styleserve import (
     Unauthenticated,
 )
 from styleserve.options import PRESETS
+
+from tests.client.client_helpers import CONTENT_SIZE, LONG_JOB, NEXT_JOB_TIMEOUT, QUICK_JOB
 
 
 def _advance_to(events, kind):

@@ -5,10 +5,11 @@ import os
 import stat
 
 import pytest
-from client_helpers import png
 from PIL import Image
 from styleserve.contact_sheet import contact_sheet
 from styleserve.pictures import encode_picture, write_atomically
+
+from tests.client.client_helpers import png
 
 
 def test_paths_bytes_and_pil_images_become_encoded_bytes(tmp_path):

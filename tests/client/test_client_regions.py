@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from client_helpers import CONTENT_SIZE, cli_command
 from PIL import Image
 from styleserve import AsyncClient, Client, InvalidArgument, Regions
+
+from tests.client.client_helpers import CONTENT_SIZE, cli_command
 
 # A port nothing listens on: the checks below fail before any call is made.
 NOWHERE = "127.0.0.1:9"

@@ -2,13 +2,14 @@
 fail before any call."""
 
 import pytest
-from client_helpers import png
-from fixtures_server import free_port
 from PIL import Image
 from styleserve import Client, InvalidArgument, Unavailable
 from styleserve.convert import from_proto
 from styleserve.options import PRESETS, STYLE_FIELDS, resolve
 from styleserve.request import build_registration, build_request, with_pictures
+
+from tests.client.client_helpers import png
+from tests.fixtures_server import free_port
 
 # What a server decides where a request leaves it: the backbone it serves, its delivery defaults.
 SERVER_DECIDES = {"backbone", "preview_size", "output_quality"}

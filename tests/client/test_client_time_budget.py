@@ -1,7 +1,8 @@
 """The client's view of a time budget: a Result that says whether it is partial and why."""
 
-from client_helpers import LONG_JOB, QUICK_JOB
 from styleserve import Client
+
+from tests.client.client_helpers import LONG_JOB, QUICK_JOB
 
 
 def test_a_result_says_whether_the_job_ran_out_of_time(server, content, style):

@@ -23,8 +23,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from client_helpers import cli_command
-from fixtures_server import RunningServer, serve_in_thread
 from PIL import Image
 from styleserve import (
     AsyncClient,
@@ -39,6 +37,10 @@ from styleserve.errors import from_rpc_error
 from styleserve.uploads import upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+
+from tests.client.client_helpers import cli_command
+from tests.fixtures_server import RunningServer, serve_in_thread
+from tests.server.service_helpers import sample
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,11 +69,6 @@ def big_content(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def big_server() -> Iterator[RunningServer]:
     with serve_in_thread() as srv:
         yield srv
-
-
-def sample(srv: RunningServer, name: str, **labels: str) -> float:
-    """The value of metric ``name`` with ``labels`` in ``srv``'s registry (0 when unseen)."""
-    return srv.server.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def uploaded_bytes(srv: RunningServer) -> float:

@@ -6,9 +6,10 @@ import subprocess
 import threading
 
 import pytest
-from client_helpers import cli_command
 from harness import TcpProxy
 from styleserve import Cancelled, Client, NotFound, Progress, Queued, Result, Started
+
+from tests.client.client_helpers import cli_command
 
 _ENDLESS = {"size": 32, "iterations": 5000}
 

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 
 import pytest
-from client_helpers import png
-from fake_jobs import ITERATIONS, JOB_ID, RESULT_BYTES, FakeJobs
 from harness import TcpProxy
 from styleserve import (
     AsyncClient,
@@ -25,6 +23,9 @@ from styleserve import (
 )
 from styleserve.errors import StyleserveError
 from styleserve.resume import JobPosition, Resumption
+
+from tests.client.client_helpers import png
+from tests.client.fake_jobs import ITERATIONS, JOB_ID, RESULT_BYTES, FakeJobs
 
 # Sequence numbers of the stand-in's job: Started 1, Progress 2-9, chunks 10-13, Result 14.
 _PROGRESS_4 = 5

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from client_helpers import cli_command
 from PIL import Image
 from styleserve import Client, InvalidArgument
 from styleserve.cli import build_parser, option_flags
@@ -19,6 +18,8 @@ from styleserve.info import ServerLimits
 from styleserve.options import Limits, StyleOptions, resolve
 from styleserve.plan import total_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
+
+from tests.client.client_helpers import cli_command
 
 RAISED = {"max_output_side": 10_000, "max_iterations": 10000}
 

@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fixtures_server import RunningServer, free_port, serve_in_thread
 from harness import TcpProxy
 from styleserve import Client, NotFound, Progress, Result, Started, Unavailable
+
+from tests.fixtures_server import RunningServer, free_port, serve_in_thread
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 

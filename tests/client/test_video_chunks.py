@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from client_helpers import png
 from PIL import Image
 from styleserve.batch import InFlight
 from styleserve.errors import Internal
@@ -31,6 +30,8 @@ from styleserve.video_jobs import (
     plan_chunks,
     run_video,
 )
+
+from tests.client.client_helpers import png
 
 
 @pytest.mark.parametrize("overlap", [0, 1, 4])

@@ -13,11 +13,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from client_helpers import NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command
-from fixtures_server import RunningServer
 from styleserve import Client, StylizedFrame, VideoError, VideoProgress, VideoResult
 from styleserve.video import open_video
-from video_clips import audio_packets, make_clip, stored_rotation
+
+from tests.client.client_helpers import NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command
+from tests.client.video_clips import audio_packets, make_clip, stored_rotation
+from tests.fixtures_server import RunningServer
 
 # The instant tier at a few dozen pixels: a frame in milliseconds on the tiny network.
 INSTANT = {"preset": "instant", "size": 32}

@@ -15,7 +15,8 @@ from PIL import Image
 from styleserve.errors import InvalidArgument, StyleserveError, VideoError
 from styleserve.info import ServerLimits
 from styleserve.video import INSTALL_HINT, VideoWriter, encoder_for, load_av, open_video
-from video_clips import (
+
+from tests.client.video_clips import (
     MARKER_SIDE,
     audio_packets,
     make_audio_only,

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_files import ROOT, Dockerfile, Rendered, load_base_manifests, parse_dockerfile, render
+
+from tests.deploy.deploy_files import (
+    ROOT,
+    Dockerfile,
+    Rendered,
+    load_base_manifests,
+    parse_dockerfile,
+    render,
+)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_files import ROOT
 from PIL import Image, ImageStat
+
+from tests.deploy.deploy_files import ROOT
 
 SHELL_SCRIPTS = [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
 ACTIVATE = Path(sys.prefix) / "bin" / "activate"

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 import tomllib
-from deploy_files import ROOT, Dockerfile, write_tls_secret
-from fixtures_server import free_port
 
 from scripts.lock import PYTORCH_CPU_INDEX, pins
+from tests.deploy.deploy_files import ROOT, Dockerfile, write_tls_secret
+from tests.fixtures_server import free_port
 
 # docker build --target NAME: each image and the lock its environment is made from.
 LOCKS = {"cuda": "image-cuda.txt", "cpu": "image-cpu.txt"}

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_files import BASE, K8S
+
+from tests.deploy.deploy_files import BASE, K8S
 
 JOB = K8S / "examples" / "stylize-folder-job.yaml"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")

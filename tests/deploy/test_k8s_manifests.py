@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_files import (
+
+from tests.deploy.deploy_files import (
     BASE,
     BASE_MANIFESTS,
     K8S,

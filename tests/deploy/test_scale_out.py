@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from fixtures_server import RunningServer, wait_draining
 from PIL import Image
 from styleserve import Client
 from styleserve.errors import StyleserveError
 from styleserve.events import Progress, Result
+
+from tests.fixtures_server import RunningServer, wait_draining
 
 SERVERS = 3
 JOB = {"size": 32, "iterations": 2, "scales": [1.0]}

@@ -17,13 +17,14 @@ from typing import Any
 
 import grpc
 import pytest
-from fixtures_server import SERVING, health, serve_in_thread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from styleserve.options import VGG_LAYERS
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+
+from tests.fixtures_server import SERVING, health, serve_in_thread
 
 pytestmark = pytest.mark.timeout(600)
 

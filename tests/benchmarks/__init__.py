@@ -1,0 +1,1 @@
+"""Tests of the benchmarks that the suite runs in a reduced form."""

@@ -1,0 +1,1 @@
+"""Tests of the Dockerfile, the Kubernetes manifests and the scripts that deploy them."""

@@ -1,0 +1,1 @@
+"""Tests of the weight exporter, model_export/styleserve_export."""

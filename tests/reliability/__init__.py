@@ -1,0 +1,1 @@
+"""Tests of what holds under load, fuzzing and faults: the service as a whole."""

@@ -1,0 +1,1 @@
+"""Tests of the engine, server/styleserve_server/engine (test_X.py tests X.py): torch alone."""

@@ -1,0 +1,93 @@
+"""Admission by memory, through real calls on a loopback server: a job that could never fit the
+budget is refused before it queues with the size that would fit, one that fits alone waits
+for the memory the running jobs hold, and GetServerInfo tells the budget."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+import pytest
+import torch
+from styleserve import Client, ResourceExhausted
+from styleserve.options import resolve
+from styleserve.plan import fit_longest_side, plan_climb
+from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve_server.engine import predicted_peak_bytes
+from styleserve_server.memory import _device_bytes
+from styleserve_server.settings import Settings
+
+from tests.server.service_helpers import connect, request, rpc_error, sample
+from tests.server.test_queue import next_event, start_endless
+
+pytestmark = pytest.mark.timeout(180)
+
+BUDGET = 2**30
+
+
+def peak(side: int) -> int:
+    """What the server predicts for the test requests' job at size ``side`` (their content is
+    48 x 32)."""
+    options = resolve(size=side, iterations=3, precision="float32")
+    stages = plan_climb(fit_longest_side((48, 32), side), options.scales, options.iterations)
+    return predicted_peak_bytes([(s.width, s.height) for s in stages], options, "float32", 2**20)
+
+
+def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_server):
+    assert peak(512) < BUDGET < peak(1024)
+    with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
+        error = rpc_error(stub.StyleTransfer(request(size=1024), timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "memory_budget_bytes" in error.details()
+        found = re.search(r"ask for size <= (\d+)", error.details())
+        assert found, error.details()
+        fits = int(found.group(1))
+        assert peak(fits) <= BUDGET < peak(fits + 1)
+        # The size it names is admitted.
+        ok = stub.StyleTransfer(request(size=fits, iterations=1), timeout=120)
+        assert list(ok)[-1].HasField("result")
+
+
+def test_a_job_that_fits_alone_waits_for_the_memory_of_the_running_one(start_server):
+    # Two slots, but room for one job of this size at a time.
+    budget = int(1.5 * peak(512))
+    with start_server(memory_budget_bytes=budget, job_slots=2) as srv, connect(srv.target) as stub:
+        first = start_endless(stub, size=512)
+        second = stub.StyleTransfer(request(size=512, iterations=1), timeout=120)
+        assert next_event(second, "queued").queued.position == 0
+        # It really waits: queued behind the memory, with a slot free.
+        assert sample(srv, "styleserve_queue_depth") == 1
+        assert sample(srv, "styleserve_running_jobs") == 1
+        first.cancel()
+        assert next_event(second, "started").HasField("started")
+        assert list(second)[-1].HasField("result")
+
+
+def test_server_info_tells_the_budget_set_or_measured(start_server):
+    with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
+        assert stub.GetServerInfo(pb.GetServerInfoRequest()).limits.memory_budget_bytes == BUDGET
+    with start_server() as srv, connect(srv.target) as stub:
+        info = stub.GetServerInfo(pb.GetServerInfoRequest())
+        measured = info.limits.memory_budget_bytes
+        # A share of the device's memory, less what the server holds.
+        assert 2**30 < measured < 0.8 * _device_bytes(torch.device(info.device))
+        start_endless(stub).cancel()
+    defaults = Settings()
+    stores = defaults.upload_store_bytes + defaults.style_cache_bytes + defaults.job_store_bytes
+    no_stores = dict(upload_store_bytes=0, style_cache_bytes=0, job_store_bytes=0)
+    with start_server(**no_stores) as srv, connect(srv.target) as stub:
+        unshared = stub.GetServerInfo(pb.GetServerInfoRequest()).limits.memory_budget_bytes
+    # On CPU the stores' caps come off the budget (what the process holds moves a little
+    # between the two starts).
+    assert abs(unshared - measured - stores) < 256 * 2**20
+
+
+def test_the_sdk_does_not_send_a_job_that_can_never_fit_again(start_server, tmp_path):
+    content = tmp_path / "content.png"
+    content.write_bytes(request().content.data)
+    with start_server(memory_budget_bytes=BUDGET) as srv, Client(srv.target) as client:
+        with pytest.raises(ResourceExhausted, match=r"ask for size <= \d+"):
+            client.stylize(content, content, size=1024)
+        # The SDK retries RESOURCE_EXHAUSTED (a full queue), but not a refusal for good.
+        refused = {"method": "StyleTransfer", "code": "RESOURCE_EXHAUSTED"}
+        assert sample(srv, "styleserve_requests_total", **refused) == 1

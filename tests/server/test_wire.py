@@ -1,0 +1,94 @@
+"""Requests are bounded by their wire encoding before protobuf parses them (``wire``): the
+largest valid options fit the bound, bytes that are no request and requests with more fields
+than any valid one are INVALID_ARGUMENT naming what is wrong."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from styleserve.options import CEILINGS, LIMITS, OptionsError
+from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve_server.wire import MAX_OPTIONS_BYTES, parse
+
+from tests.server.service_helpers import encoded, picture, request
+
+
+def test_the_largest_valid_options_fit_the_bound():
+    most = CEILINGS
+    name = "n" * most.max_name_length
+    options = pb.StyleOptions(
+        preset=name,
+        backbone=name,
+        loss_normalization=name,
+        scales=[0.5] * most.max_scales,
+        content_layers=[name] * most.max_layers,
+        style_layers=[name] * most.max_layers,
+        style_layer_weights=[1e9] * most.max_layers,
+        size=2**32 - 1,
+        seed=2**64 - 1,
+    )
+    # With a third to spare.
+    assert options.ByteSize() < MAX_OPTIONS_BYTES * 2 / 3
+
+
+def test_a_valid_request_parses_as_it_is():
+    job = request()
+    assert parse(pb.StyleTransferRequest, job.SerializeToString(), LIMITS) == job
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"\xff\xff\xff", "request: is not a StyleTransferRequest"),
+        (b"\x1a\x05abc", "request: is not a StyleTransferRequest (a field runs past"),
+        (b"\x0b\x00", "request: is not a StyleTransferRequest (wire type 3"),
+    ],
+)
+def test_bytes_that_are_no_request_are_refused(data: bytes, said: str):
+    with pytest.raises(OptionsError) as info:
+        parse(pb.StyleTransferRequest, data, LIMITS)
+    assert str(info.value).startswith(said)
+
+
+def test_more_fields_than_a_valid_request_are_refused_before_parsing():
+    style = pb.StylePicture(image=pb.Image(data=encoded(picture((16, 16)))))
+    job = request()  # one style picture, and as many again as allowed
+    job.styles.extend([style] * LIMITS.max_styles)
+    with pytest.raises(OptionsError, match="styles: send 1 to 8 style pictures, got 9"):
+        parse(pb.StyleTransferRequest, job.SerializeToString(), LIMITS)
+    # An unknown field repeated a million times: the walk stops at the most any request has.
+    flood = job.SerializeToString() + b"\xf8\x07\x01" * 1_000_000
+    with pytest.raises(OptionsError, match="more fields than a StyleTransferRequest can"):
+        parse(pb.StyleTransferRequest, flood, LIMITS)
+
+
+def test_a_live_server_answers_garbage_with_invalid_argument(server):
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_stream(
+            "/styleserve.v1.StyleTransferService/StyleTransfer", request_serializer=None
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            list(call(b"\xff\xff\xff", timeout=30))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("request: is not a StyleTransferRequest")
+
+
+def test_a_request_s_regions_are_bounded_before_parsing():
+    job = request()
+    job.regions.style_masks.add(data=encoded(picture((16, 16))))
+    # A million colours, one varint field each: the walk stops at the most a Regions has.
+    flood = b"\x18\x01" * 1_000_000
+    data = job.SerializeToString() + b"\x42" + _varint_bytes(len(flood)) + flood
+    with pytest.raises(OptionsError, match="regions: has more fields than a Regions can"):
+        parse(pb.StyleTransferRequest, data, LIMITS)
+    packed = pb.StyleTransferRequest(regions=pb.Regions(style_colors=range(1000)))
+    with pytest.raises(OptionsError, match=r"regions\.style_colors: takes \d+ bytes"):
+        parse(pb.StyleTransferRequest, packed.SerializeToString(), LIMITS)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
