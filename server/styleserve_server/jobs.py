@@ -87,9 +87,14 @@ class InstantPicture:
 
 
 def run_instant(
-    request: inputs.CheckedRequest, feed_forward: FeedForward, limits: Limits, tracing: Tracing
+    request: inputs.CheckedRequest,
+    feed_forward: FeedForward,
+    limits: Limits,
+    tracing: Tracing,
+    cancel: threading.Event,
 ) -> InstantPicture:
-    """A whole feed-forward job, in the calling (worker) thread."""
+    """A whole feed-forward job, in the calling (worker) thread; a tiled one stops between
+    tiles once ``cancel`` is set (JobCancelled)."""
     started = time.perf_counter()
     with tracing.span("setup"):
         content, styles, _ = inputs.decode_all(request, limits)
@@ -97,7 +102,7 @@ def run_instant(
     masks = None if request.regions is None else request.regions.masks()
     with tracing.span("feed_forward"):
         image = feed_forward.picture(
-            content, styles, request.options, style=request.style, regions=masks
+            content, styles, request.options, style=request.style, regions=masks, cancel=cancel
         )
     return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
 

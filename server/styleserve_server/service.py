@@ -478,32 +478,44 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         feed_forward = self._feed_forward
         assert feed_forward is not None
         began = time.monotonic()
+        cancel = threading.Event()
 
         def work() -> pb.StyleTransferResponse:
-            made = run_instant(checked, feed_forward, self._limits, self._tracing)
+            made = run_instant(checked, feed_forward, self._limits, self._tracing, cancel)
             timings = (queue_seconds, made.decode_seconds, made.network_seconds)
             with self._tracing.span("encode"):
                 return outputs.instant_result(
                     made.image, checked.options, provenance, self._device, timings
                 )
 
-        def finished(_: asyncio.Future[pb.StyleTransferResponse]) -> None:
+        def finished(done: asyncio.Future[pb.StyleTransferResponse]) -> None:
+            self._running.discard(cancel)
             seconds = time.monotonic() - began
             self._metrics.instant_duration.observe(seconds)
             self._instant.release(seconds, nbytes=checked.memory_bytes)
+            if not done.cancelled():
+                # Read here too: a cancelled call leaves the work's JobCancelled unread.
+                done.exception()
 
+        self._running.add(cancel)
         try:
             future = asyncio.get_running_loop().run_in_executor(
                 self._instant_executor, contextvars.copy_context().run, work
             )
         except BaseException:
+            self._running.discard(cancel)
             self._instant.release(nbytes=checked.memory_bytes)
             raise
         future.add_done_callback(finished)
         await send(started)
         # Shielded: a cancelled call must not mark the work done (and its slot free) while
-        # the worker thread is still running it; it ends within the network's one pass.
-        response = await asyncio.shield(future)
+        # the worker thread is still running it; it stops at its next tile (a picture run
+        # whole ends with the network's one pass).
+        try:
+            response = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
         for message in outputs.delivered(response, message_bytes):
             await send(message)
         log.info("instant job finished", extra={"seconds": round(time.monotonic() - began, 3)})

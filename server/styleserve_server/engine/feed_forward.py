@@ -38,6 +38,7 @@ from styleserve_server.engine.feed_forward_tiles import (
 from styleserve_server.engine.feed_forward_tiles import to_rgb as _to_rgb
 from styleserve_server.engine.imaging import resize
 from styleserve_server.engine.prepared import PreparedStyle
+from styleserve_server.engine.records import stop_if_cancelled
 from styleserve_server.engine.regions import blend as blend_regions
 from styleserve_server.engine.regions import keep_content, keep_weight
 
@@ -223,12 +224,15 @@ class FeedForward:
         *,
         style: PreparedStyle | None = None,
         regions: Sequence[np.ndarray] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Image.Image:
         """``content`` in the blended style of ``styles`` (or of the prepared ``style``
         standing for them, which keeps its vector) at the options' output size, with their
         blend, style strength and colour preservation. With ``regions`` (one boolean mask per
         style at the output's size), each style's own picture paints its region instead, and
-        the pixels in none keep the content (``engine.regions``): one pass per style."""
+        the pixels in none keep the content (``engine.regions``): one pass per style. Raises
+        JobCancelled within one tile's pass of ``cancel`` being set (a whole picture's pass
+        runs to its end)."""
         width, height = output_size(content.size, options)
         working = resize(content, (width, height), options.resize)
         own = self.style_vector(content) if options.style_strength < 1.0 else None
@@ -238,11 +242,13 @@ class FeedForward:
             else:
                 blend = options.style_blend
                 vector = style.vector(functools.partial(self.styles_vector, blend=blend))
-            result = self._paint(working, _toward(vector, own, options.style_strength))
+            result = self._paint(working, _toward(vector, own, options.style_strength), cancel)
         else:
             pictures = styles if style is None else style.pictures()
             painted = [
-                self._paint(working, _toward(self.style_vector(p), own, options.style_strength))
+                self._paint(
+                    working, _toward(self.style_vector(p), own, options.style_strength), cancel
+                )
                 for p in pictures
             ]
             result = blend_regions(painted, regions, options.region_border)
@@ -256,9 +262,12 @@ class FeedForward:
             result = keep_content(result, working, keep)
         return result
 
-    def _paint(self, working: Image.Image, vector: np.ndarray) -> Image.Image:
+    def _paint(
+        self, working: Image.Image, vector: np.ndarray, cancel: threading.Event | None
+    ) -> Image.Image:
         """``working`` (at the output's size) through the transform network with ``vector``,
-        whole or in tiles (``tile_pixels``)."""
+        whole or in tiles (``tile_pixels``), stopping between tiles once ``cancel`` is set."""
+        stop_if_cancelled(cancel)
         width, height = working.size
         pixels = np.asarray(working.convert("RGB"))
         pad_h, pad_w = (-height) % self._multiple, (-width) % self._multiple
@@ -267,7 +276,7 @@ class FeedForward:
         budget = _tile_budget(pixels.shape[0] * pixels.shape[1], self.tile_pixels)
         staged = None if budget is None else self._staged_transform()
         if staged is not None and budget is not None:
-            rgb = staged.run(pixels, vector, budget)
+            rgb = staged.run(pixels, vector, budget, cancel)
         else:
             # Scaled in place: the float picture is the biggest buffer besides the network's.
             content = pixels[np.newaxis].astype(np.float32)

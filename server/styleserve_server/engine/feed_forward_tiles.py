@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
+
+from styleserve_server.engine.records import stop_if_cancelled
 
 __all__ = [
     "PLANE_LIMIT",
@@ -554,9 +557,17 @@ class StagedTransform:
 
     # --- running ----------------------------------------------------------------------------
 
-    def run(self, pixels: np.ndarray, vector: np.ndarray, tile_pixels: int) -> np.ndarray:
+    def run(
+        self,
+        pixels: np.ndarray,
+        vector: np.ndarray,
+        tile_pixels: int,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
         """The (H, W, 3) uint8 ``pixels`` (sides a multiple of ``multiple``) rendered with
-        ``vector`` in tiles of at most ``tile_pixels`` pixels, halos included."""
+        ``vector`` in tiles of at most ``tile_pixels`` pixels, halos included. Raises
+        JobCancelled before the next tile's pass once ``cancel`` is set: an 8K picture takes
+        some twenty seconds, which a cancelled call should not hold its slot for."""
         height, width = pixels.shape[:2]
         tiles = plan_tiles(height, width, tile_pixels, self.halo, self.multiple)
         kept: dict[str, np.ndarray] = {}  # picture-sized tensors that later stages read
@@ -569,6 +580,7 @@ class StagedTransform:
                 top, left, bottom, right = box
                 region = _grown(box, stage.halo, height, width)
                 inner = (top - region[0], left - region[1], bottom - region[0], right - region[1])
+                stop_if_cancelled(cancel)
                 made = self._run_tile(stage, region, pixels, vector, kept, small)
                 values = dict(zip(stage.outputs, made, strict=True))
                 for name, value in values.items():

@@ -47,7 +47,13 @@ from styleserve_server.engine.objective import Objective, StylePart, Weights
 from styleserve_server.engine.optimize import Evaluator, Optimizer
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
 from styleserve_server.engine.prepared import PreparedStyle
-from styleserve_server.engine.records import Finished, Iterate, JobCancelled, Losses, StopAt
+from styleserve_server.engine.records import (
+    Finished,
+    Iterate,
+    Losses,
+    StopAt,
+    stop_if_cancelled,
+)
 from styleserve_server.engine.regions import (
     check_masks,
     keep_content,
@@ -164,11 +170,6 @@ def _with_temporal(
     total, terms = objective(colour.render(v), box)
     held = temporal(colour.output(v if box is None else box.straight(v)))
     return total + held, torch.cat((terms, held.reshape(1)))
-
-
-def _stop_if_cancelled(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise JobCancelled("the job was cancelled")
 
 
 def _start(
@@ -390,7 +391,7 @@ def run_job(
     x: Tensor | None = None
     previous: Stage | None = None
     pace = _Pace(stop, options.evals_per_iteration)
-    poll = functools.partial(_stop_if_cancelled, cancel)
+    poll = functools.partial(stop_if_cancelled, cancel)
     best = _Best()
     stopped = False
     for stage in stages:

@@ -44,7 +44,7 @@ from styleserve.options import OptionsError
 from torch import Tensor
 
 from styleserve_server.engine.box import Box
-from styleserve_server.engine.records import JobCancelled
+from styleserve_server.engine.records import stop_if_cancelled
 
 __all__ = ["Evaluator", "Optimizer", "state_bytes"]
 
@@ -117,8 +117,7 @@ class Evaluator:
         if self._last is not None and torch.equal(self._last[0], self._point(x)):
             _, x.grad, last_loss = self._last
             return last_loss
-        if self._cancel is not None and self._cancel.is_set():
-            raise JobCancelled("the job was cancelled")
+        stop_if_cancelled(self._cancel)
         # The last point and its gradient go before the next evaluation, so that a big
         # picture's evaluation holds one of each.
         self._last, x.grad = None, None

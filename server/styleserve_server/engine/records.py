@@ -6,13 +6,23 @@ can translate them without knowing anything about torch.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from PIL import Image
 
 from styleserve_server.engine.precision import PrecisionChoice
 
-__all__ = ["FrameDone", "Finished", "Iterate", "JobCancelled", "Losses", "StopAt", "VideoDone"]
+__all__ = [
+    "FrameDone",
+    "Finished",
+    "Iterate",
+    "JobCancelled",
+    "Losses",
+    "StopAt",
+    "VideoDone",
+    "stop_if_cancelled",
+]
 
 
 @dataclass(frozen=True)
@@ -100,3 +110,11 @@ class StopAt:
 
 class JobCancelled(Exception):
     """The caller set the job's cancel event; the job stopped and released its tensors."""
+
+
+def stop_if_cancelled(cancel: threading.Event | None, what: str = "job") -> None:
+    """The check every long loop of the engine makes between its steps (an evaluation, a
+    tile, a frame, a style's resolution), so that a cancelled call stops its work within one
+    step rather than at its end: raises JobCancelled when ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise JobCancelled(f"the {what} was cancelled")

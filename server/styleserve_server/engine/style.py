@@ -29,7 +29,7 @@ from styleserve_server.engine.imaging import resize, to_tensor
 from styleserve_server.engine.objective import style_targets
 from styleserve_server.engine.precision import PrecisionChoice, job_precision
 from styleserve_server.engine.prepared import Grams, PreparedStyle, StyleKey, StyleVector
-from styleserve_server.engine.records import JobCancelled
+from styleserve_server.engine.records import stop_if_cancelled
 
 __all__ = [
     "prepare",
@@ -101,11 +101,6 @@ def _blended(
         tile_pixels=tile_pixels,
         poll=poll,
     )
-
-
-def _stop_if_set(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise JobCancelled("the style's preparation was cancelled")
 
 
 def stage_targets(
@@ -182,11 +177,11 @@ def prepare(
     limit) are computed in tiles, as ``run_job`` computes them. Raises JobCancelled within one
     picture's (or tile's) forward pass of ``cancel`` (None: none) being set."""
     net = FeatureNet(backbone, job_precision(options.precision, backbone, precision).precision)
-    poll = functools.partial(_stop_if_set, cancel)
+    poll = functools.partial(stop_if_cancelled, cancel, "style's preparation")
     for stage in registration_stages(options):
         key = style_key(stage, options, net.dtype)
         style.grams(key, _blended(key, options, net, None, tile_pixels, poll))
-    _stop_if_set(cancel)
+    stop_if_cancelled(cancel, "style's preparation")
     if style_vector is not None:
         blend = options.style_blend
         style.vector(lambda pictures: style_vector(pictures, blend))

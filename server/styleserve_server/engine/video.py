@@ -34,9 +34,9 @@ from styleserve_server.engine.records import (
     Finished,
     FrameDone,
     Iterate,
-    JobCancelled,
     Losses,
     VideoDone,
+    stop_if_cancelled,
 )
 from styleserve_server.engine.temporal import Carried, FlowTracker, blend, temporal_target
 
@@ -78,11 +78,6 @@ class _KeptStyle:
             self._kept["vector"] = held
         vector: np.ndarray = self._kept["vector"]
         return vector
-
-
-def _stop_if_cancelled(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise JobCancelled("the video was cancelled")
 
 
 def _reference(losses: Losses) -> float:
@@ -133,7 +128,7 @@ def run_video(
     size = (0, 0)
     count = 0
     for index, frame in enumerate(frames):
-        _stop_if_cancelled(cancel)
+        stop_if_cancelled(cancel, "video")
         size = output_size(frame.size, options)
         carried: Carried | None = None
         working: np.ndarray | None = None
