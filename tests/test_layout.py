@@ -20,13 +20,15 @@ def _modules(package: str) -> set[str]:
 
 
 def _misplaced(root: Path) -> list[str]:
-    """Tests named after a module of another package than their folder's."""
+    """Tests named after a module of another package than their folder's, wherever in the
+    tree they sit (the root and the folders of no package included)."""
     owners: dict[str, list[str]] = {}
     for tests, package in MIRRORS.items():
         for module in _modules(package):
             owners.setdefault(module, []).append(tests)
     found = []
-    for tests in MIRRORS:
+    folders = [path for path in [root / "tests", *(root / "tests").rglob("*")] if path.is_dir()]
+    for tests in sorted(str(folder.relative_to(root)) for folder in folders):
         for path in sorted((root / tests).glob("test_*.py")):
             module = path.stem.removeprefix("test_")
             if module in owners and tests not in owners[module]:
@@ -42,7 +44,11 @@ def test_a_misplaced_test_is_found(tmp_path):
     for tests in MIRRORS:
         (tmp_path / tests).mkdir(parents=True, exist_ok=True)
     (tmp_path / "tests/server/test_convert.py").touch()  # convert.py is the client's
-    assert _misplaced(tmp_path) == ["tests/server/test_convert.py belongs in tests/client"]
+    (tmp_path / "tests/test_plan.py").touch()  # so is plan.py, and the root is no package's
+    assert _misplaced(tmp_path) == [
+        "tests/test_plan.py belongs in tests/client",
+        "tests/server/test_convert.py belongs in tests/client",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ __all__ = [
     "KERAS_VGG16",
     "LOSS_NORMALIZATIONS",
     "LIMITS",
+    "MAGENTA_FEED_FORWARD",
     "METHODS",
     "OPTIMIZERS",
     "OUTPUT_FORMATS",
@@ -32,6 +33,7 @@ __all__ = [
     "PRESETS",
     "RESIZE_FILTERS",
     "STYLE_FIELDS",
+    "TINY_FEED_FORWARD",
     "TINY_VGG16",
     "TORCHVISION_VGG16",
     "TORCHVISION_VGG19",
@@ -75,6 +77,10 @@ TORCHVISION_VGG19 = "torchvision-vgg19"
 # VGG16's shape with 1/16 of the channels and fixed random weights: servers started with it
 # need no exported weights, which makes it the network of fast tests and smoke checks.
 TINY_VGG16 = "tiny-vgg16"
+# The instant tier's pair: Magenta's arbitrary image stylisation networks, and a stand-in with
+# their inputs, outputs and size behaviour and a few fixed weights (tests, smoke checks).
+MAGENTA_FEED_FORWARD = "magenta-arbitrary"
+TINY_FEED_FORWARD = "tiny-arbitrary"
 # Each network's VGG architecture (a key of VGG_LAYERS).
 BACKBONES: dict[str, str] = {
     KERAS_VGG16: "vgg16",

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from styleserve.options import TINY_VGG16
+
+# The pair's names are choices of the server's feed_forward setting, like the backbones' of the
+# backbone option: the client's options module holds them (the exported pair:
+# ``sources.MAGENTA_ARBITRARY``; the tiny one is built, never loaded, like TINY_BACKBONE).
+from styleserve.options import MAGENTA_FEED_FORWARD, TINY_FEED_FORWARD, TINY_VGG16
 
 from styleserve_export.vgg import VGGFeatures
 
@@ -51,11 +55,6 @@ BACKBONE_KIND = "backbone"
 FEED_FORWARD_KIND = "feed-forward"
 PREDICT_FILE = "style_predict.onnx"
 TRANSFORM_FILE = "style_transform.onnx"
-# The exported pair: Magenta's arbitrary image stylisation networks (``sources.MAGENTA_ARBITRARY``).
-MAGENTA_FEED_FORWARD = "magenta-arbitrary"
-# Built, never loaded, like TINY_BACKBONE: a pair with the real one's inputs, outputs and size
-# behaviour and a few fixed weights, so the instant tier runs in tests without an artifact.
-TINY_FEED_FORWARD = "tiny-arbitrary"
 
 
 @dataclass(frozen=True)

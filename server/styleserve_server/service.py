@@ -170,6 +170,15 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         settings = self._settings
         stores = settings.upload_store_bytes + settings.style_cache_bytes + settings.job_store_bytes
         budget = settings.memory_budget_bytes or measured_budget(backbone.device, stores)
+        if not settings.memory_budget_bytes and budget < stores:
+            # Every job whose peak is over what is left gets RESOURCE_EXHAUSTED: say why here.
+            log.warning(
+                "the measured memory budget of the jobs is %.2f GiB, less than the in-memory "
+                "stores may hold (%.2f GiB): lower upload_store_bytes, style_cache_bytes or "
+                "job_store_bytes, set memory_budget_bytes, or give the server more memory",
+                budget / 2**30,
+                stores / 2**30,
+            )
         self._memory.budget = budget
         self._limits = dataclasses.replace(self._limits, memory_budget_bytes=budget)
         self._feed_forward = feed_forward

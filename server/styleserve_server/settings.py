@@ -23,13 +23,14 @@ from styleserve.options import (
     CEILINGS,
     KERAS_VGG16,
     LIMITS,
+    MAGENTA_FEED_FORWARD,
+    TINY_FEED_FORWARD,
     TINY_VGG16,
     TORCHVISION_VGG16,
     TORCHVISION_VGG19,
     Limits,
     StyleOptions,
 )
-from styleserve_export.artifact import MAGENTA_FEED_FORWARD, TINY_FEED_FORWARD
 
 __all__ = ["Settings"]
 

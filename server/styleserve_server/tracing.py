@@ -45,10 +45,28 @@ _PREFIX = "styleserve."
 
 
 class _Interceptor(OpenTelemetryAioServerInterceptor):
-    """The instrumentation's aio interceptor, which takes every response-streaming method for
-    an async generator: a coroutine that writes its responses (``context.write``, as
-    StyleTransfer does) gets the wrapper of a unary method instead, which awaits it inside the
-    call's span (opentelemetry-python-contrib issue 3066)."""
+    """The instrumentation's aio interceptor, mended twice. It takes every response-streaming
+    method for an async generator: a coroutine that writes its responses (``context.write``,
+    as StyleTransfer does) gets the wrapper of a unary method instead, which awaits it inside
+    the call's span (opentelemetry-python-contrib issue 3066). And that wrapper keeps the
+    request in its frame while it awaits the method: a refused call's exception, which gRPC
+    keeps, reaches that frame again, so every refused request's bytes would stay until the
+    garbage collector ran (the service drops its own references for this reason). The
+    request goes in a box the method empties."""
+
+    def _intercept_aio_server_unary(
+        self, behavior: Callable[..., Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Callable[..., Any]:
+        traced = super()._intercept_aio_server_unary(
+            lambda box, context: behavior(box.pop(), context), handler_call_details
+        )
+
+        async def unboxed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            box = [request]
+            del request
+            return await traced(box, context)
+
+        return unboxed
 
     def _intercept_aio_server_stream(
         self, behavior: Callable[..., Any], handler_call_details: grpc.HandlerCallDetails

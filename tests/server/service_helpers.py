@@ -33,6 +33,25 @@ from tests.fixtures_server import health
 FAST: dict[str, Any] = {"size": 32, "iterations": 3, "precision": pb.PRECISION_FLOAT32}
 
 
+# Far more iterations than any test waits for: such a job runs until it is stopped.
+ENDLESS: dict[str, Any] = {"iterations": 5000}
+
+
+def next_event(call: Any, kind: str) -> pb.StyleTransferResponse:
+    """Reads ``call`` up to the next event of ``kind``."""
+    for response in call:
+        if response.WhichOneof("event") == kind:
+            return response
+    raise AssertionError(f"the stream ended without a {kind} event")
+
+
+def start_endless(stub: Any, **options: Any) -> Any:
+    """A job (with ``options``) that holds its slot until cancelled, once it is running."""
+    call = stub.StyleTransfer(request(**{**ENDLESS, **options}), timeout=120)
+    next_event(call, "progress")
+    return call
+
+
 def picture(size: tuple[int, int] = (48, 32), mode: str = "RGB") -> Image.Image:
     """A gradient crossed with (seeded) noise, so that every mode has something to convert."""
     gradient = Image.linear_gradient("L").resize(size)

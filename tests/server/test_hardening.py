@@ -17,12 +17,14 @@ import struct
 import subprocess
 import sys
 import time
+import types
 
 import grpc
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
 from PIL import Image, TiffTags
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -349,14 +351,17 @@ def test_warnings_go_to_the_json_log_rate_limited():
     assert all(r["logger"] == "py.warnings" for r in records)
 
 
-def test_a_refused_request_is_not_kept_after_its_call(start_server):
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
+def test_a_refused_request_is_not_kept_after_its_call(start_server, traced):
     """gRPC keeps an aborted call's exception, which reaches the handler's frames again: a
-    cycle only the garbage collector breaks. None of those frames may hold the request."""
+    cycle only the garbage collector breaks. None of those frames may hold the request, the
+    tracing interceptor's included."""
     job = request()
     # Refused EPS bytes, marked so that no other test's request matches.
     marked = b"\xc5\xd0\xd3\xc6" + os.urandom(16)
     job.content.data = marked + bytes(1_000_000)
-    with start_server() as srv, connect(srv.target) as stub:
+    tracing = {"tracer_provider": TracerProvider()} if traced else {}
+    with start_server(**tracing) as srv, connect(srv.target) as stub:
         gc.disable()  # as when the collector has not run yet
         try:
             for _ in range(3):
@@ -372,6 +377,16 @@ def test_a_refused_request_is_not_kept_after_its_call(start_server):
                 and o is not job
                 and o.content.data.startswith(marked)
             ]
+            # The request's bytes as they arrived (bytes are no objects the collector tracks:
+            # they are found through the frames that hold them).
+            held = [
+                name
+                for o in gc.get_objects()
+                if type(o) is types.FrameType
+                for name, value in o.f_locals.items()
+                if type(value) is bytes and marked in value
+            ]
         finally:
             gc.enable()
     assert not kept, f"{len(kept)} refused requests still held"
+    assert not held, f"refused requests' bytes still held by frames, as {held}"

@@ -17,8 +17,14 @@ from styleserve_server.engine import predicted_peak_bytes
 from styleserve_server.memory import _device_bytes
 from styleserve_server.settings import Settings
 
-from tests.server.service_helpers import connect, request, rpc_error, sample
-from tests.server.test_queue import next_event, start_endless
+from tests.server.service_helpers import (
+    connect,
+    next_event,
+    request,
+    rpc_error,
+    sample,
+    start_endless,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -91,3 +97,10 @@ def test_the_sdk_does_not_send_a_job_that_can_never_fit_again(start_server, tmp_
         # The SDK retries RESOURCE_EXHAUSTED (a full queue), but not a refusal for good.
         refused = {"method": "StyleTransfer", "code": "RESOURCE_EXHAUSTED"}
         assert sample(srv, "styleserve_requests_total", **refused) == 1
+
+
+def test_stores_that_leave_the_jobs_no_memory_are_named_at_start_up(start_server, caplog):
+    with start_server(upload_store_bytes=2**50) as srv, connect(srv.target) as stub:
+        assert stub.GetServerInfo(pb.GetServerInfoRequest()).limits.memory_budget_bytes == 0
+    warned = [r.getMessage() for r in caplog.records if "measured memory budget" in r.getMessage()]
+    assert len(warned) == 1 and "upload_store_bytes" in warned[0]

@@ -8,31 +8,23 @@ import grpc
 import pytest
 from styleserve.v1 import style_transfer_pb2 as pb
 
-from tests.server.service_helpers import connect, kinds, request, rpc_error, sample, wait_until
+from tests.server.service_helpers import (
+    ENDLESS,
+    connect,
+    kinds,
+    next_event,
+    request,
+    rpc_error,
+    sample,
+    start_endless,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-# Far more iterations than any test waits for: such a job runs until it is stopped.
-ENDLESS = {"iterations": 5000}
-
-
-def next_event(call, kind: str) -> pb.StyleTransferResponse:
-    """Reads ``call`` up to the next event of ``kind``."""
-    for response in call:
-        if response.WhichOneof("event") == kind:
-            return response
-    raise AssertionError(f"the stream ended without a {kind} event")
 
 
 def requests(srv, code: str) -> float:
     return sample(srv, "styleserve_requests_total", method="StyleTransfer", code=code)
-
-
-def start_endless(stub, **options):
-    """A job (with ``options``) that holds its slot until cancelled, once it is running."""
-    call = stub.StyleTransfer(request(**{**ENDLESS, **options}), timeout=120)
-    next_event(call, "progress")
-    return call
 
 
 def test_two_clients_run_at_once_on_two_slots(start_server):

@@ -15,13 +15,23 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import ValidationError
 from styleserve import AsyncClient, Client, ResourceExhausted
+from styleserve_server.settings import Settings
+from styleserve_server.tracing import _exporting
 
-from tests.server.service_helpers import FAST, connect, encoded, picture, wait_until
-from tests.server.test_queue import start_endless
+from tests.server.service_helpers import (
+    FAST,
+    connect,
+    encoded,
+    picture,
+    start_endless,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,3 +193,22 @@ def test_without_tracing_the_server_records_nothing(start_server, caller, monkey
         client.stylize(encoded(), encoded(picture((40, 40))), **_JOB)
         client.stylize(encoded(), encoded(picture((40, 40))), preset="instant", size=40)
     assert [span.name for span in caller.spans()] == ["caller"]
+
+
+def test_a_collector_is_named_by_its_url():
+    assert Settings(tracing_endpoint="http://otel-collector:4317").tracing_endpoint
+    with pytest.raises(ValidationError, match="not a collector address"):
+        Settings(tracing_endpoint="otel-collector:4317")
+
+
+@pytest.mark.parametrize("environment", [None, "edge-styleserve"])
+def test_the_exported_spans_name_the_service(monkeypatch, environment):
+    if environment is None:
+        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_SERVICE_NAME", environment)
+    provider = _exporting("http://127.0.0.1:9")
+    try:
+        assert provider.resource.attributes[SERVICE_NAME] == (environment or "styleserve")
+    finally:
+        provider.shutdown()
