@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import styleserve
-from styleserve.cli import build_parser
+from styleserve.cli import build_parser, subcommands
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.settings import Settings
 
@@ -38,13 +38,8 @@ def test_settings_table_has_a_row_for_every_setting_and_nothing_else():
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """``parser`` and every subcommand's parser under it, found through argparse's actions."""
-    found = [parser]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found += _commands(sub)
-    return found
+    """``parser`` and every subcommand's parser under it."""
+    return [parser, *(c for sub in subcommands(parser).values() for c in _commands(sub))]
 
 
 def test_cli_reference_covers_every_command_and_flag():

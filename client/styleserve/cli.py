@@ -45,7 +45,7 @@ from styleserve.regions import Regions, parse_color
 from styleserve.video import VideoClip, VideoWriter, open_video
 from styleserve.video_jobs import DEFAULT_OVERLAP, StylizedFrame, VideoProgress, VideoResult
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "subcommands"]
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 # Exit status of a process ended by SIGINT, as shells report it.
@@ -419,6 +419,17 @@ def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands of ``parser`` by name, in the order it declares them: what the shell
+    completions, the docs' CLI reference and their tests walk (argparse has no public way)."""
+    return {
+        name: subparser
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, subparser in action.choices.items()
+    }
+
+
 def _complete_files(parser: argparse.ArgumentParser) -> None:
     """Marks every argument that names a file or folder (a Path, and stylize's -o, a string
     for its trailing slash) for shtab's file completion, in every subcommand."""
@@ -426,9 +437,8 @@ def _complete_files(parser: argparse.ArgumentParser) -> None:
         if action.type is Path or action.dest == "output":
             # shtab's documented way to choose an argument's completion.
             action.complete = shtab.FILE  # type: ignore[attr-defined]
-        if isinstance(action, argparse._SubParsersAction):
-            for subparser in action.choices.values():
-                _complete_files(subparser)
+    for subparser in subcommands(parser).values():
+        _complete_files(subparser)
 
 
 def _connect(args: argparse.Namespace) -> Client:

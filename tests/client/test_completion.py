@@ -18,16 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from styleserve.cli import build_parser
+from styleserve.cli import build_parser, subcommands
 from styleserve.options import PRESETS
 
 # The console script a user runs, from the environment running the tests.
 STYLESERVE = Path(sys.executable).parent / "styleserve"
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(commands[0].choices) if commands else {}
 
 
 def _word(name: str) -> str:
@@ -41,7 +36,7 @@ def _parsers(
     """Every parser of the command line, ``styleserve``'s own first (prefix ""), each with the
     prefix of shtab's variables for it (``_jobs_watch`` for ``styleserve jobs watch``)."""
     yield prefix, parser
-    for name, subparser in _subcommands(parser).items():
+    for name, subparser in subcommands(parser).items():
         yield from _parsers(subparser, f"{prefix}_{_word(name)}")
 
 
@@ -53,7 +48,7 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def _expected(shell: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """What ``shell``'s script should list for ``parser``, as :func:`_listed` reads it."""
     parsers = list(_parsers(parser))
-    commands = {prefix: set(_subcommands(p)) for prefix, p in parsers if _subcommands(p)}
+    commands = {prefix: set(subcommands(p)) for prefix, p in parsers if subcommands(p)}
     flags = {prefix: {f for a in _options(p) for f in a.option_strings} for prefix, p in parsers}
     choices = {
         (prefix, flag): tuple(map(str, a.choices))
@@ -80,7 +75,7 @@ def _expected(shell: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     every = set().union(*flags.values())
     after = {
         name: set(map(str, positionals[0].choices))
-        for name, p in (("", parser), *_subcommands(parser).items())
+        for name, p in (("", parser), *subcommands(parser).items())
         if (positionals := p._get_positional_actions()) and positionals[0].choices
     }
     return {
@@ -213,7 +208,7 @@ def test_bash_registers_a_completion_for_styleserve():
 
 
 def test_bash_completes_every_subcommand(complete):
-    assert complete("") == set(_subcommands(build_parser()))
+    assert complete("") == set(subcommands(build_parser()))
     assert complete("jobs", "") == {"list", "get", "watch", "cancel"}
     assert complete("completion", "") == {"bash", "zsh", "tcsh"}
 
