@@ -263,7 +263,7 @@ class FeedForward:
         return result
 
     def _paint(
-        self, working: Image.Image, vector: np.ndarray, cancel: threading.Event | None
+        self, working: Image.Image, vector: np.ndarray, cancel: threading.Event | None = None
     ) -> Image.Image:
         """``working`` (at the output's size) through the transform network with ``vector``,
         whole or in tiles (``tile_pixels``), stopping between tiles once ``cancel`` is set."""
