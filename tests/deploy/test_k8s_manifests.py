@@ -25,6 +25,7 @@ from tests.deploy.deploy_files import (
     OVERLAYS,
     ROOT,
     Rendered,
+    render,
     write_tls_secret,
 )
 
@@ -32,6 +33,9 @@ from tests.deploy.deploy_files import (
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # The overlay with the HPA of components/hpa.
 AUTOSCALED = "autoscaled"
+# The overlay with components/cpu: the Dockerfile's cpu target on nodes without a GPU.
+CPU = "cpu"
+CPU_COMPONENT = K8S / "components" / "cpu" / "kustomization.yaml"
 
 
 def _validate(run_tool, path: Path, version: str) -> None:
@@ -80,7 +84,7 @@ def test_overlay_renders_strictly_valid(run_tool, rendered, tmp_path: Path, over
 
 
 def test_the_overlays_are_the_documented_choices():
-    assert OVERLAYS == ["autoscaled", "baked", "index-init", "mtls", "tls", "volume"]
+    assert OVERLAYS == ["autoscaled", "baked", "cpu", "index-init", "mtls", "tls", "volume"]
     readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
     for overlay in OVERLAYS:
         assert f"deploy/k8s/overlays/{overlay}" in readme, overlay
@@ -174,6 +178,20 @@ def test_server_gets_one_gpu(server_container):
     resources = server_container["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 1
     assert resources["requests"].get("nvidia.com/gpu", 1) == 1
+
+
+def _tolerates_gpu_nodes(pod_spec: dict[str, Any]) -> bool:
+    return any(t.get("key") == "nvidia.com/gpu" for t in pod_spec.get("tolerations", []))
+
+
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != CPU])
+def test_gpu_overlays_ask_for_a_gpu(rendered, overlay):
+    output = rendered(overlay)
+    resources = output.server["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert resources["requests"].get("nvidia.com/gpu", 1) == 1
+    assert _tolerates_gpu_nodes(output.pod_spec)
+    assert output.env["STYLESERVE_DEVICE"] == "cuda"
 
 
 def test_selectors_find_the_pods(manifests):
@@ -295,7 +313,7 @@ def _egress_ports(output: Rendered) -> set[int | str]:
     }
 
 
-@pytest.mark.parametrize("overlay", ["baked", "tls", "mtls"])
+@pytest.mark.parametrize("overlay", ["baked", "cpu", "tls", "mtls"])
 def test_baked_overlays_serve_the_image_weights_without_network(
     rendered, cluster_settings, overlay
 ):
@@ -357,6 +375,109 @@ def test_volume_overlay_reads_the_weights_from_a_claim(rendered, cluster_setting
     }
 
 
+# --- CPU nodes (components/cpu, overlays/cpu) -------------------------------------------------
+
+
+def _quantity(value: str | int) -> float:
+    """A CPU or memory quantity as a number (cores, bytes): "2", "500m", "8Gi"."""
+    text = str(value)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text.removesuffix(suffix)) * factor
+    return float(text)
+
+
+def _cpu_image() -> str:
+    """The base's image with the cpu target's tag (deploy/README.md: TAG-cpu)."""
+    (image,) = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))["images"]
+    return f"{image['newName']}:{image['newTag']}-cpu"
+
+
+def test_cpu_overlay_asks_for_no_gpu(rendered):
+    output = rendered(CPU)
+    # Neither a request, a limit nor a toleration: the name appears nowhere.
+    assert "nvidia.com/gpu" not in output.text
+    assert not output.pod_spec.get("tolerations")
+    for container in output.containers:
+        resources = container["resources"]
+        assert not [r for part in resources.values() for r in part if "gpu" in r], resources
+    assert not any("NVIDIA" in e["name"] for c in output.containers for e in c.get("env", []))
+
+
+def test_cpu_overlay_runs_the_cpu_image_on_the_cpu(rendered, monkeypatch):
+    from styleserve_server.settings import Settings
+
+    output = rendered(CPU)
+    assert output.server["image"] == _cpu_image()
+    # The tag the README's `docker build --target cpu` pushes, and the target exists.
+    readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    assert f"--target cpu -t {_cpu_image()} ." in readme
+    assert re.search(r"^FROM \S+ AS cpu$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+
+    assert {
+        k for k in output.env if k.removeprefix("STYLESERVE_").lower() not in Settings.model_fields
+    } == set()
+    for name in [n for n in os.environ if n.startswith("STYLESERVE_")]:
+        monkeypatch.delenv(name)
+    for name, value in output.env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # the whole configuration validates
+    assert settings.device == "cpu"
+
+
+def test_cpu_overlay_sizes_the_pod_for_its_memory_budget(rendered, monkeypatch):
+    from styleserve_server.settings import Settings
+
+    output = rendered(CPU)
+    resources = output.server["resources"]
+    # On CPU the server measures its budget from the memory limit: the node must reserve it.
+    assert resources["requests"] == resources["limits"], resources
+    limits = {k: _quantity(v) for k, v in resources["limits"].items()}
+    assert set(limits) == {"cpu", "memory"}
+    for name in [n for n in os.environ if n.startswith("STYLESERVE_")]:
+        monkeypatch.delenv(name)
+    for name, value in output.env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    stores = settings.upload_store_bytes + settings.style_cache_bytes + settings.job_store_bytes
+    # 80% of the limit (memory.measured_budget) less the stores' caps leaves room for a job
+    # (a tiled default-preset job peaks near 2.6 GB) beside the loaded server.
+    assert 0.8 * limits["memory"] - stores >= 4 * 2**30, limits
+    # Threads follow the pod's CPUs, not the node's cores.
+    assert settings.feed_forward_threads * settings.feed_forward_slots <= limits["cpu"]
+    (omp,) = [e for e in output.server["env"] if e["name"] == "OMP_NUM_THREADS"]
+    assert omp["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "server",
+        "resource": "limits.cpu",
+        "divisor": "1",
+    }
+
+
+def test_cpu_component_adds_to_other_overlays(tmp_path: Path):
+    # A component like tls and hpa: on index-init, its exporting init containers take the CPU
+    # image too.
+    overlay = yaml.safe_load((K8S / "overlays" / CPU / "kustomization.yaml").read_text())
+    assert overlay["components"] == ["../../components/cpu"]
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # Relative: kustomize refuses absolute paths.
+                "resources": [os.path.relpath(K8S / "overlays" / "index-init", tmp_path)],
+                "components": [os.path.relpath(CPU_COMPONENT.parent, tmp_path)],
+            }
+        ),
+        encoding="utf-8",
+    )
+    output = render(tmp_path.name, tmp_path.parent)
+    assert "nvidia.com/gpu" not in output.text and not output.pod_spec.get("tolerations")
+    assert output.env["STYLESERVE_DEVICE"] == "cpu"
+    images = {c["image"] for c in output.containers}
+    assert len(output.containers) == 3 and images == {_cpu_image()}
+
+
 # --- image, identity, network -------------------------------------------------------------------
 
 
@@ -366,8 +487,11 @@ def test_the_image_is_named_in_one_place():
         for path in KUSTOMIZATIONS
         if "images" in (document := yaml.safe_load(path.read_text(encoding="utf-8")))
     }
-    assert list(named) == ["base/kustomization.yaml"], named
+    # The base names the image; components/cpu only swaps its tag for the cpu target's.
+    assert sorted(named) == ["base/kustomization.yaml", "components/cpu/kustomization.yaml"]
     (image,) = named["base/kustomization.yaml"]
+    (cpu,) = named["components/cpu/kustomization.yaml"]
+    assert cpu == {"name": image["newName"], "newTag": f"{image['newTag']}-cpu"}, cpu
     assert image["name"] == "styleserve" and image["newTag"]
     # A registry host, not a Docker Hub library name nobody published.
     host = image["newName"].split("/")[0]
@@ -382,8 +506,10 @@ def test_base_containers_name_only_the_image(pod_spec):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_runs_the_named_image(rendered, overlay):
     (image,) = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))["images"]
+    # The cpu target's tag is the GPU image's with -cpu (deploy/README.md, components/cpu).
+    tag = f"{image['newTag']}-cpu" if overlay == CPU else image["newTag"]
     for container in rendered(overlay).containers:
-        assert container["image"] == f"{image['newName']}:{image['newTag']}", container["name"]
+        assert container["image"] == f"{image['newName']}:{tag}", container["name"]
 
 
 def test_pods_run_as_a_service_account_without_a_token(manifests, pod_spec):
@@ -469,7 +595,7 @@ def test_tls_overlays_mount_the_secret_and_probe_the_health_port(
     assert "health" not in {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
 
 
-@pytest.mark.parametrize("overlay", ["baked", "index-init", "volume"])
+@pytest.mark.parametrize("overlay", ["baked", "cpu", "index-init", "volume"])
 def test_plaintext_overlays_have_no_tls_settings(rendered, overlay):
     output = rendered(overlay)
     assert not [k for k in output.env if k.startswith("STYLESERVE_TLS_")]
