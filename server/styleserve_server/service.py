@@ -420,7 +420,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             cancel=cancel,
         )
         work = functools.partial(self._styles.register, checked, backbone.sha256, prepare)
-        future = self._in_slot(work, cancel)
+        future = self._in_slot(work, cancel, self._executor, lambda _: self._admission.release())
         try:
             # Shielded: a cancelled call stops the work through ``cancel``, and the slot
             # frees when the thread has let go (nothing is stored then).
@@ -454,23 +454,31 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             expire_seconds=stored.expire_seconds,
         )
 
-    def _in_slot(self, work: Callable[[], T], cancel: threading.Event) -> asyncio.Future[T]:
-        """Runs ``work`` in a worker thread on the job slot the caller holds; the slot frees
-        when the thread is done. Until then ``stop_jobs`` can stop it through ``cancel``."""
+    def _in_slot(
+        self,
+        work: Callable[[], T],
+        cancel: threading.Event,
+        executor: Executor,
+        release: Callable[[bool], None],
+    ) -> asyncio.Future[T]:
+        """Runs ``work`` in a worker thread of ``executor`` on the slot the caller holds;
+        ``release(ran)`` frees the slot when the thread is done, or at once (``ran`` False)
+        when the work could not start. Until then ``stop_jobs`` can stop it through
+        ``cancel``."""
 
-        def release() -> None:
+        def done(ran: bool) -> None:
             self._running.discard(cancel)
-            self._admission.release()
+            release(ran)
 
         self._running.add(cancel)
         try:
             future = asyncio.get_running_loop().run_in_executor(
-                self._executor, contextvars.copy_context().run, work
+                executor, contextvars.copy_context().run, work
             )
         except BaseException:
-            release()
+            done(False)
             raise
-        future.add_done_callback(lambda _: release())
+        future.add_done_callback(lambda _: done(True))
         return future
 
     async def _run_instant(
@@ -497,25 +505,21 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     made.image, checked.options, provenance, self._device, timings
                 )
 
-        def finished(done: asyncio.Future[pb.StyleTransferResponse]) -> None:
-            self._running.discard(cancel)
+        def release(ran: bool) -> None:
+            if not ran:
+                self._instant.release(nbytes=checked.memory_bytes)
+                return
             seconds = time.monotonic() - began
             self._metrics.instant_duration.observe(seconds)
             self._instant.release(seconds, nbytes=checked.memory_bytes)
+
+        def read(done: asyncio.Future[pb.StyleTransferResponse]) -> None:
+            # Read here too: a cancelled call leaves the work's JobCancelled unread.
             if not done.cancelled():
-                # Read here too: a cancelled call leaves the work's JobCancelled unread.
                 done.exception()
 
-        self._running.add(cancel)
-        try:
-            future = asyncio.get_running_loop().run_in_executor(
-                self._instant_executor, contextvars.copy_context().run, work
-            )
-        except BaseException:
-            self._running.discard(cancel)
-            self._instant.release(nbytes=checked.memory_bytes)
-            raise
-        future.add_done_callback(finished)
+        future = self._in_slot(work, cancel, self._instant_executor, release)
+        future.add_done_callback(read)
         await send(started)
         # Shielded: a cancelled call must not mark the work done (and its slot free) while
         # the worker thread is still running it; it stops at its next tile (a picture run
