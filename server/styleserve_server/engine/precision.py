@@ -7,6 +7,11 @@ So "auto" times one loss+gradient of the real backbone at a small size in each c
 precision, checks that the candidate's objective agrees with float32's on the same picture,
 and keeps the fastest that does. The result carries its measurements and a sentence saying
 why, for logs, receipts and ``GetServerInfo``.
+
+A flag does say when bfloat16 cannot pay: a CPU without bf16 arithmetic (``bf16_arithmetic``)
+leaves oneDNN to emulate it. On a 2-core AVX2 EPYC a bf16 evaluation of the probe took 20x
+float32's (14.4 s against 0.71 s), and timing it held a server's start-up (or its first job)
+for over a minute; there bfloat16 is not timed.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from styleserve.options import PRESETS, StyleOptions
@@ -32,6 +38,7 @@ __all__ = [
     "PrecisionChoice",
     "PrecisionTrial",
     "auto_precision",
+    "bf16_arithmetic",
     "decide",
     "job_precision",
     "measure_precision",
@@ -92,9 +99,14 @@ def expected_job_seconds(choice: PrecisionChoice, options: StyleOptions) -> floa
     return seconds
 
 
-def decide(trials: Sequence[PrecisionTrial], tolerance: float = TOLERANCE) -> PrecisionChoice:
+def decide(
+    trials: Sequence[PrecisionTrial],
+    tolerance: float = TOLERANCE,
+    untried: Sequence[str] = (),
+) -> PrecisionChoice:
     """The fastest trial whose objective agrees with float32's within ``tolerance`` and that
-    is clearly faster than float32; float32 otherwise. ``trials`` must include float32's."""
+    is clearly faster than float32; float32 otherwise. ``trials`` must include float32's;
+    ``untried`` says, a sentence each, why a candidate was not timed."""
     reference = next(t for t in trials if t.precision == "float32")
     others = [t for t in trials if t is not reference]
 
@@ -120,15 +132,32 @@ def decide(trials: Sequence[PrecisionTrial], tolerance: float = TOLERANCE) -> Pr
         else f"{t.precision} only {timing(t)}"
         for t in others
     ]
+    why += untried
     return PrecisionChoice(
         "float32", "float32: " + "; ".join(why or ["no other candidate"]), tuple(trials)
     )
 
 
+# What ``torch.cpu.get_capabilities()`` names bf16 arithmetic: x86's AVX512-BF16 and AMX, ARM's
+# BF16 extension (and its SVE form).
+_BF16_ARITHMETIC = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+_NO_BF16 = "bfloat16 not timed: this CPU has no bf16 arithmetic (AVX512-BF16, AMX or ARM's BF16)"
+
+
+def bf16_arithmetic(capabilities: Mapping[str, Any]) -> bool:
+    """Whether a CPU of ``capabilities`` (``torch.cpu.get_capabilities()``) computes in
+    bfloat16 itself, rather than leaving oneDNN to emulate it."""
+    return any(capabilities.get(name) for name in _BF16_ARITHMETIC)
+
+
 def _candidates(device: torch.device) -> tuple[str, ...]:
     # On CPUs oneDNN's fast low-precision convolutions are bf16's; on CUDA float16 is
     # tensor-core work like bf16 (an overflow shows as an objective far off float32's).
-    return ("float32", "bfloat16", "float16") if device.type == "cuda" else ("float32", "bfloat16")
+    if device.type == "cuda":
+        return ("float32", "bfloat16", "float16")
+    if bf16_arithmetic(torch.cpu.get_capabilities()):
+        return ("float32", "bfloat16")
+    return ("float32",)
 
 
 def _probe_pictures(size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -158,16 +187,19 @@ def measure_precision(
     size: tuple[int, int] = PROBE_SIZE,
     repeats: int = PROBE_REPEATS,
     tolerance: float = TOLERANCE,
+    candidates: Sequence[str] | None = None,
 ) -> PrecisionChoice:
     """Times loss+gradient of the default preset's objective on ``backbone`` at ``size``
-    (width, height) in float32 and bfloat16 (float16 too on CUDA), best of ``repeats`` after
-    one untimed call, and ``decide``s."""
+    (width, height) in each of ``candidates`` (by default float32, bfloat16 where the device
+    computes in it, float16 too on CUDA), best of ``repeats`` after one untimed call, and
+    ``decide``s."""
     device = backbone.device
     content, style, picture = _probe_pictures(size, device)
     weights = Weights.from_options(PRESETS["default"])
+    if candidates is None:
+        candidates = _candidates(device)
     objectives = {
-        p: Objective(FeatureNet(backbone, p), weights, content, [style], ())
-        for p in _candidates(device)
+        p: Objective(FeatureNet(backbone, p), weights, content, [style], ()) for p in candidates
     }
     seconds = {p: float("inf") for p in objectives}
     losses: dict[str, float] = {}
@@ -189,7 +221,8 @@ def measure_precision(
         PrecisionTrial(p, seconds[p], abs(losses[p] - reference) / abs(reference))
         for p in objectives
     ]
-    return decide(trials, tolerance)
+    untried = () if "bfloat16" in objectives else (_NO_BF16,)
+    return decide(trials, tolerance, untried)
 
 
 _measured: weakref.WeakKeyDictionary[nn.Module, PrecisionChoice] = weakref.WeakKeyDictionary()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from styleserve.options import resolve
 from styleserve_server.backbones import warm_up
 from styleserve_server.engine import PrecisionChoice, PrecisionTrial, measure_precision, run_job
-from styleserve_server.engine.precision import auto_precision, decide
+from styleserve_server.engine.precision import auto_precision, bf16_arithmetic, decide
 
 FLOAT32 = PrecisionTrial("float32", 0.68, 0.0)
 
@@ -38,8 +39,28 @@ def test_float32_stays_when_nothing_is_clearly_faster() -> None:
     assert choice.reason == "float32: bfloat16 only 1.0x (0.66 s vs 0.68 s)"
 
 
-def test_the_probe_times_every_cpu_candidate(tiny) -> None:
+def test_bf16_is_timed_only_on_cpus_that_compute_in_it() -> None:
+    avx2 = {"avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf16": False}
+    assert not bf16_arithmetic(avx2)
+    assert bf16_arithmetic({**avx2, "avx512_bf16": True})  # Zen 4
+    assert bf16_arithmetic({**avx2, "amx_bf16": True})  # Sapphire Rapids
+    assert bf16_arithmetic({"neon": True, "bf16": True})  # ARM's BF16 extension
+
+
+def test_a_cpu_without_bf16_times_float32_alone_and_says_why(tiny) -> None:
+    if bf16_arithmetic(torch.cpu.get_capabilities()):
+        pytest.skip("this CPU computes in bf16: the probe times it")
     choice = measure_precision(tiny, size=(64, 48), repeats=1)
+    assert [t.precision for t in choice.trials] == ["float32"]
+    assert choice.precision == "float32"
+    assert choice.reason == (
+        "float32: bfloat16 not timed: this CPU has no bf16 arithmetic (AVX512-BF16, AMX or "
+        "ARM's BF16)"
+    )
+
+
+def test_the_probe_times_every_candidate(tiny) -> None:
+    choice = measure_precision(tiny, size=(64, 48), repeats=1, candidates=("float32", "bfloat16"))
     assert [t.precision for t in choice.trials] == ["float32", "bfloat16"]
     assert choice.trials[0].deviation == 0.0
     assert all(t.seconds > 0 for t in choice.trials)
