@@ -137,7 +137,8 @@ def refusal(cache_dir: Path | None) -> tuple[float, str]:
 
 
 def tune(longest: int, climb: int, cache_dir: Path | None) -> None:
-    """The last stage's loss per iteration at an output of ``longest`` px (engine direct)."""
+    """The last stage's loss per iteration at an output of ``longest`` px (the engine direct,
+    in the server's tiles)."""
     from styleserve_export.loader import load_backbone
     from styleserve_server.engine import auto_precision, run_job
 
@@ -150,13 +151,26 @@ def tune(longest: int, climb: int, cache_dir: Path | None) -> None:
     stages[-1] = dataclasses.replace(stages[-1], iterations=climb)
     print(machine(), f"precision {choice.precision}", flush=True)
     print("stages:", ", ".join(f"{s.width}x{s.height}:{s.iterations}" for s in stages))
-    for record in run_job(backbone, content, [style], options, precision=choice, stages=stages):
+    before = sum(s.iterations for s in stages[:-1])
+    last = 0.0
+    # In the server's tiles: untiled, a 12 MP stage holds about 24 GB in float32.
+    records = run_job(
+        backbone,
+        content,
+        [style],
+        options,
+        precision=choice,
+        stages=stages,
+        tile_pixels=TILE_PIXELS,
+    )
+    for record in records:
         if getattr(record, "stage", -1) == stages[-1].index:
             print(
-                f"last stage iteration {record.iteration - sum(s.iterations for s in stages[:-1])}"
-                f" at {record.elapsed:.1f} s: loss {record.losses.total:.5g}",
+                f"last stage iteration {record.iteration - before} at {record.elapsed:.1f} s "
+                f"(+{record.elapsed - last:.1f}): loss {record.losses.total:.5g}",
                 flush=True,
             )
+        last = getattr(record, "elapsed", last)
 
 
 def main(argv: list[str] | None = None) -> int:
