@@ -17,7 +17,8 @@ full-size iteration of a 12 MP picture costs as much as two hundred at a quarter
 the climb only has to add the detail the larger canvas can hold, since the style's structure
 was settled below (the style pictures are worked at the stage's size at every stage, so a brush
 stroke keeps its share of the canvas). How many iterations each climbing stage gets was
-measured as time to a loss (``benchmarks/big.py --tune``).
+measured as the loss per iteration (``benchmarks/big.py --tune``): the last, at the output's
+size, gets fewer than those below it, where an iteration costs a sixth as much.
 
 A video's frames after the first, when they are kept consistent (``temporal_weight`` above 0),
 start from the previous stylised frame carried onto them by the optical flow: their structure
@@ -54,8 +55,12 @@ MIN_SIDE = 16
 _COARSE_SHARE = 0.05
 # Outputs up to this many pixels (1024 x 512, or 724 x 724) run the preset's stages as they are.
 SETTLE_PIXELS = 2**19
-# Each climbing stage doubles the side; its iterations are this share of the preset's.
+# Each climbing stage doubles the side; its iterations are this share of the preset's...
 _CLIMB_SHARE = 0.05
+# ... but the last, at the output's size, where an iteration costs the most (about 60 s at
+# 12 MP on two Sapphire Rapids cores, six times the stage below), gets this share: measured as
+# the loss per iteration there (benchmarks/big.py --tune, benchmarks/README.md).
+_OUTPUT_CLIMB_SHARE = 0.035
 # A consistent video's later frames run this share of the output size's iterations.
 _LATER_FRAME_SHARE = 0.5
 
@@ -143,6 +148,7 @@ def plan_climb(size: tuple[int, int], scales: Sequence[float], iterations: int) 
     shrink = math.sqrt(SETTLE_PIXELS / (width * height))
     stages = plan_stages((round(width * shrink), round(height * shrink)), scales, iterations)
     climbs = max(1, round(iterations * _CLIMB_SHARE))
+    last_climb = max(1, round(iterations * _OUTPUT_CLIMB_SHARE))
     while (stages[-1].width, stages[-1].height) != size:
         last = stages[-1]
         w, h = min(2 * last.width, width), min(2 * last.height, height)
@@ -150,7 +156,7 @@ def plan_climb(size: tuple[int, int], scales: Sequence[float], iterations: int) 
             # A last step of under a quarter more side costs nearly a full-size stage for
             # next to no new detail: take the output's size now instead.
             w, h = width, height
-        stages.append(Stage(len(stages), w, h, climbs))
+        stages.append(Stage(len(stages), w, h, last_climb if (w, h) == size else climbs))
     return stages
 
 
