@@ -150,14 +150,15 @@ def bf16_arithmetic(capabilities: Mapping[str, Any]) -> bool:
     return any(capabilities.get(name) for name in _BF16_ARITHMETIC)
 
 
-def _candidates(device: torch.device) -> tuple[str, ...]:
+def _candidates(device: torch.device) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The precisions to time on ``device``, and why any other is not (a sentence each)."""
     # On CPUs oneDNN's fast low-precision convolutions are bf16's; on CUDA float16 is
     # tensor-core work like bf16 (an overflow shows as an objective far off float32's).
     if device.type == "cuda":
-        return ("float32", "bfloat16", "float16")
+        return ("float32", "bfloat16", "float16"), ()
     if bf16_arithmetic(torch.cpu.get_capabilities()):
-        return ("float32", "bfloat16")
-    return ("float32",)
+        return ("float32", "bfloat16"), ()
+    return ("float32",), (_NO_BF16,)
 
 
 def _probe_pictures(size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -196,8 +197,9 @@ def measure_precision(
     device = backbone.device
     content, style, picture = _probe_pictures(size, device)
     weights = Weights.from_options(PRESETS["default"])
+    untried: Sequence[str] = ()
     if candidates is None:
-        candidates = _candidates(device)
+        candidates, untried = _candidates(device)
     objectives = {
         p: Objective(FeatureNet(backbone, p), weights, content, [style], ()) for p in candidates
     }
@@ -221,7 +223,6 @@ def measure_precision(
         PrecisionTrial(p, seconds[p], abs(losses[p] - reference) / abs(reference))
         for p in objectives
     ]
-    untried = () if "bfloat16" in objectives else (_NO_BF16,)
     return decide(trials, tolerance, untried)
 
 
