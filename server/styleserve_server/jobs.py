@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from PIL import Image
@@ -48,7 +46,7 @@ from styleserve_server.engine import (
 )
 from styleserve_server.tracing import Tracing
 
-__all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "run_instant"]
+__all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "Start", "run_instant"]
 
 # How many times the predicted length of a job's first iteration (set-up included) the time
 # to its stop may be for the job to make a stand-in picture first: the prediction scales the
@@ -170,16 +168,22 @@ class Mailbox:
         return batch
 
 
+# Runs a job's work (which returns its outcome) on its slot until its cancel event is set:
+# ``Workers.start_job`` with the service's executor and admission.
+Start = Callable[[Callable[[], str], threading.Event], asyncio.Future[str]]
+
+
 class Job:
-    """One admitted job running ``run_job`` in ``executor``; ``future`` completes with the
-    job's outcome (finished, cancelled, failed) when the worker thread has let go of everything."""
+    """One admitted job running ``run_job`` in a worker thread, started by ``start`` as the
+    last step of its construction; ``future`` completes with the job's outcome (finished,
+    cancelled, failed) when the worker thread has let go of everything."""
 
     def __init__(
         self,
         request: inputs.CheckedRequest,
         backbone: Backbone,
         limits: Limits,
-        executor: Executor,
+        start: Start,
         on_iteration: Callable[[], None],
         feed_forward: FeedForward | None = None,
         precision: PrecisionChoice | None = None,
@@ -201,8 +205,7 @@ class Job:
         self._stop = stop
         self._tile_pixels = tile_pixels
         self._tracing = tracing
-        # The copied context carries the request id into the worker's log records.
-        self.future = loop.run_in_executor(executor, contextvars.copy_context().run, self._run)
+        self.future = start(self._run, self.cancel)
 
     def _may_run_out(self, stop: StopAt, options: StyleOptions) -> bool:
         """Whether ``stop`` may come before the job's first iteration ends: only then is the

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import functools
 import logging
@@ -68,6 +67,7 @@ from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ende
 from styleserve_server.style_cache import StyleCache
 from styleserve_server.tracing import Tracing
 from styleserve_server.uploads import UploadStore
+from styleserve_server.workers import Workers
 
 __all__ = ["StyleTransferService", "add_to_server"]
 
@@ -156,9 +156,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         self._precision: PrecisionChoice | None = None
         self._device = ""
         self._draining = False
-        # The cancel events of running optimisation jobs and registrations, so that the end
-        # of a shutdown's grace can stop them.
-        self._running: set[threading.Event] = set()
+        self._workers = Workers(metrics)
 
     def serve(
         self, backbone: Backbone, feed_forward: FeedForward | None, precision: PrecisionChoice
@@ -198,8 +196,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
     def stop_jobs(self) -> None:
         """The grace period is over: running jobs stop within an iteration and their calls
         end UNAVAILABLE, the status the clients see and the server logs and counts alike."""
-        for cancel in self._running:
-            cancel.set()
+        self._workers.stop_all()
 
     async def idle(self) -> None:
         """Returns when no job is running."""
@@ -339,7 +336,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             uploads=self._uploads.get,
             optimisation=(self._admission, self._executor),
             instant=(self._instant, self._instant_executor),
-            running=self._running,
+            workers=self._workers,
             provenance=self._provenance(backbone, request_id),
         )
         send_headers = functools.partial(_send_headers, context, request_id)
@@ -420,7 +417,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             cancel=cancel,
         )
         work = functools.partial(self._styles.register, checked, backbone.sha256, prepare)
-        future = self._in_slot(work, cancel, self._executor, lambda _: self._admission.release())
+        future = self._workers.start(
+            work, cancel, self._executor, lambda _: self._admission.release()
+        )
         try:
             # Shielded: a cancelled call stops the work through ``cancel``, and the slot
             # frees when the thread has let go (nothing is stored then).
@@ -454,33 +453,6 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             expire_seconds=stored.expire_seconds,
         )
 
-    def _in_slot(
-        self,
-        work: Callable[[], T],
-        cancel: threading.Event,
-        executor: Executor,
-        release: Callable[[bool], None],
-    ) -> asyncio.Future[T]:
-        """Runs ``work`` in a worker thread of ``executor`` on the slot the caller holds;
-        ``release(ran)`` frees the slot when the thread is done, or at once (``ran`` False)
-        when the work could not start. Until then ``stop_jobs`` can stop it through
-        ``cancel``."""
-
-        def done(ran: bool) -> None:
-            self._running.discard(cancel)
-            release(ran)
-
-        self._running.add(cancel)
-        try:
-            future = asyncio.get_running_loop().run_in_executor(
-                executor, contextvars.copy_context().run, work
-            )
-        except BaseException:
-            done(False)
-            raise
-        future.add_done_callback(lambda _: done(True))
-        return future
-
     async def _run_instant(
         self,
         checked: inputs.CheckedRequest,
@@ -505,8 +477,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                     made.image, checked.options, provenance, self._device, timings
                 )
 
-        def release(ran: bool) -> None:
-            if not ran:
+        def release(future: asyncio.Future[pb.StyleTransferResponse] | None) -> None:
+            if future is None:
                 self._instant.release(nbytes=checked.memory_bytes)
                 return
             seconds = time.monotonic() - began
@@ -518,7 +490,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             if not done.cancelled():
                 done.exception()
 
-        future = self._in_slot(work, cancel, self._instant_executor, release)
+        future = self._workers.start(work, cancel, self._instant_executor, release)
         future.add_done_callback(read)
         await send(started)
         # Shielded: a cancelled call must not mark the work done (and its slot free) while
@@ -540,7 +512,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         queue_seconds: float,
         stop: StopAt | None,
     ) -> Job:
-        """Starts the job in a worker thread; its slot is released when the thread is done."""
+        """Starts the job in a worker thread; its slot is released when the thread is done
+        (``Workers.start_job``)."""
         self._metrics.queue_wait.observe(queue_seconds)
         options = checked.options
         log.info(
@@ -553,34 +526,24 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 "styles": len(checked.styles),
             },
         )
-        started = time.monotonic()
-        try:
-            job = Job(
-                checked,
-                backbone,
-                self._limits,
-                self._executor,
-                self._metrics.iterations.inc,
-                self._feed_forward,
-                self._precision,
-                stop=stop,
-                tile_pixels=self._settings.tile_pixels,
-                tracing=self._tracing,
-            )
-        except BaseException:
-            self._admission.release(nbytes=checked.memory_bytes)
-            raise
-
-        def finished(future: asyncio.Future[str]) -> None:
-            seconds = time.monotonic() - started
-            outcome = "cancelled" if future.cancelled() else future.result()
-            self._metrics.job_duration.labels(outcome).observe(seconds)
-            self._running.discard(job.cancel)
-            self._admission.release(seconds, nbytes=checked.memory_bytes)
-
-        self._running.add(job.cancel)
-        job.future.add_done_callback(finished)
-        return job
+        start = functools.partial(
+            self._workers.start_job,
+            executor=self._executor,
+            admission=self._admission,
+            nbytes=checked.memory_bytes,
+        )
+        return Job(
+            checked,
+            backbone,
+            self._limits,
+            start,
+            self._metrics.iterations.inc,
+            self._feed_forward,
+            self._precision,
+            stop=stop,
+            tile_pixels=self._settings.tile_pixels,
+            tracing=self._tracing,
+        )
 
     async def _relay(
         self,

@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import dataclasses
+import functools
 import logging
 import math
 import queue
@@ -53,6 +53,7 @@ from styleserve_server.engine import (
 )
 from styleserve_server.metrics import Metrics
 from styleserve_server.status import NoFeedForward
+from styleserve_server.workers import Workers
 
 __all__ = ["VideoHost", "stylize_video"]
 
@@ -81,8 +82,8 @@ class VideoHost:
     # (admission, executor) of the optimisation and of the instant tier.
     optimisation: tuple[Admission, Executor]
     instant: tuple[Admission, Executor]
-    # The cancel events of running jobs, which the end of a shutdown's grace sets.
-    running: set[threading.Event]
+    # Where the call's work runs, on its slot, stoppable at the end of a drain's grace.
+    workers: Workers
     provenance: outputs.Provenance
 
 
@@ -429,24 +430,13 @@ async def stylize_video(
     )
     cancel = threading.Event()
     began = time.monotonic()
-
-    def finished(future: asyncio.Future[str]) -> None:
-        seconds = time.monotonic() - began
-        outcome = "cancelled" if future.cancelled() else future.result()
-        host.metrics.job_duration.labels(outcome).observe(seconds)
-        host.running.discard(cancel)
-        admission.release(seconds, nbytes=checked.memory_bytes)
-
-    host.running.add(cancel)
-    try:
-        future = asyncio.get_running_loop().run_in_executor(
-            executor, contextvars.copy_context().run, call.work, cancel
-        )
-    except BaseException:
-        host.running.discard(cancel)
-        admission.release(nbytes=checked.memory_bytes)
-        raise
-    future.add_done_callback(finished)
+    future = host.workers.start_job(
+        functools.partial(call.work, cancel),
+        cancel,
+        executor=executor,
+        admission=admission,
+        nbytes=checked.memory_bytes,
+    )
     log.info(
         "video started",
         extra={"frames": start.frame_count, "method": options.method, "size": options.size},
