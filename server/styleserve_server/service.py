@@ -54,6 +54,8 @@ from styleserve_server.engine import (
     expected_job_seconds,
     predicted_peak_bytes,
     prepare_style,
+    registration_peak_bytes,
+    registration_stages,
     targets_nbytes,
 )
 from styleserve_server.job_store import JobStore, KeptJob, Send, StartedMeanwhile
@@ -381,13 +383,43 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         )
         if options.method == "feed_forward":
             return instant
-        assert self._precision is not None, "serve() measured it"
-        precision = self._precision.precision if options.precision == "auto" else options.precision
         sizes = [(stage.width, stage.height) for stage in stages]
+        styles = len(checked.styles) if checked.style is None else checked.style.count
         optimisation = predicted_peak_bytes(
-            sizes, options, precision, self._settings.tile_pixels, regions=painted
+            sizes,
+            options,
+            self._network_precision(options),
+            self._settings.tile_pixels,
+            regions=painted,
+            styles=styles,
         )
         return max(instant, optimisation)
+
+    def _registration_memory(self, checked: inputs.CheckedStyle) -> int:
+        """The predicted peak memory of ``checked``'s registration, which must fit the budget
+        (else TooBig, naming the size that would)."""
+        options = checked.options
+        stages = registration_stages(options)
+        if not stages:  # no targets to prepare
+            return 0
+
+        def peak(planned: Sequence[Stage]) -> int:
+            return registration_peak_bytes(
+                [(stage.width, stage.height) for stage in planned],
+                options,
+                self._network_precision(options),
+                self._settings.tile_pixels,
+                styles=len(checked.pictures),
+            )
+
+        smallest = self._limits.min_output_side
+        return check_fits(stages, options, smallest, peak, self._memory.budget)
+
+    def _network_precision(self, options: StyleOptions) -> str:
+        """The precision the network runs ``options``' job in: what "auto" was measured to
+        mean here, or the one asked for."""
+        assert self._precision is not None, "serve() measured it"
+        return self._precision.precision if options.precision == "auto" else options.precision
 
     async def _register_style(
         self, request: pb.RegisterStyleRequest, context: grpc.aio.ServicerContext, request_id: str
@@ -401,10 +433,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             backbone=backbone.name,
             uploads=self._uploads.get,
         )
-        # The targets' bytes follow from the options: refused before any is computed.
+        # The targets' bytes and the work's memory follow from the options: refused before
+        # any is computed.
         self._styles.check_room(checked, targets_nbytes(backbone, checked.options))
+        nbytes = self._registration_memory(checked)
         # A registration costs forward passes like a job's: it waits for a job slot.
-        async with contextlib.aclosing(self._admission.wait()) as positions:
+        async with contextlib.aclosing(self._admission.wait(nbytes)) as positions:
             async for _ in positions:
                 pass
         cancel = threading.Event()
@@ -415,10 +449,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             precision=self._precision,
             style_vector=None if self._feed_forward is None else self._feed_forward.styles_vector,
             cancel=cancel,
+            tile_pixels=self._settings.tile_pixels,
         )
         work = functools.partial(self._styles.register, checked, backbone.sha256, prepare)
         future = self._workers.start(
-            work, cancel, self._executor, lambda _: self._admission.release()
+            work, cancel, self._executor, lambda _: self._admission.release(nbytes=nbytes)
         )
         try:
             # Shielded: a cancelled call stops the work through ``cancel``, and the slot

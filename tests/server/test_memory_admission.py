@@ -1,6 +1,7 @@
-"""Admission by memory, through real calls on a loopback server: a job that could never fit the
-budget is refused before it queues with the size that would fit, one that fits alone waits
-for the memory the running jobs hold, and GetServerInfo tells the budget."""
+"""Admission by memory, through real calls on a loopback server: a job (or a style's
+registration) that could never fit the budget is refused before it queues with the size that
+would fit, one that fits alone waits for the memory the running jobs hold, and GetServerInfo
+tells the budget."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from styleserve import Client, ResourceExhausted
 from styleserve.options import resolve
 from styleserve.plan import fit_longest_side, plan_climb
 from styleserve.v1 import style_transfer_pb2 as pb
-from styleserve_server.engine import predicted_peak_bytes
+from styleserve_server.engine import predicted_peak_bytes, registration_peak_bytes
 from styleserve_server.memory import _device_bytes
 from styleserve_server.settings import Settings
 
 from tests.server.service_helpers import (
     connect,
+    encoded,
     next_event,
+    picture,
     request,
     rpc_error,
     sample,
@@ -31,12 +34,13 @@ pytestmark = pytest.mark.timeout(180)
 BUDGET = 2**30
 
 
-def peak(side: int) -> int:
+def peak(side: int, styles: int = 1) -> int:
     """What the server predicts for the test requests' job at size ``side`` (their content is
-    48 x 32)."""
+    48 x 32) with ``styles`` style pictures."""
     options = resolve(size=side, iterations=3, precision="float32")
     stages = plan_climb(fit_longest_side((48, 32), side), options.scales, options.iterations)
-    return predicted_peak_bytes([(s.width, s.height) for s in stages], options, "float32", 2**20)
+    sizes = [(s.width, s.height) for s in stages]
+    return predicted_peak_bytes(sizes, options, "float32", 2**20, styles=styles)
 
 
 def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_server):
@@ -52,6 +56,54 @@ def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_serv
         # The size it names is admitted.
         ok = stub.StyleTransfer(request(size=fits, iterations=1), timeout=120)
         assert list(ok)[-1].HasField("result")
+
+
+def test_every_style_picture_counts_against_the_budget(start_server):
+    # Room for the job with one style picture at 8192 px, not with eight: each is held as
+    # float32 RGB at the stage's size while the targets are computed (at smaller sizes the
+    # evaluations' memory is the larger).
+    budget = peak(8192) + 2**26
+    assert peak(8192, styles=8) > budget
+    eight = [encoded(picture((40, 40)), "JPEG")] * 8
+    with start_server(memory_budget_bytes=budget) as srv, connect(srv.target) as stub:
+        error = rpc_error(stub.StyleTransfer(request(styles=eight, size=8192), timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        found = re.search(r"ask for size <= (\d+)", error.details())
+        assert found, error.details()
+        fits = int(found.group(1))
+        assert peak(fits, styles=8) <= budget < peak(fits + 1, styles=8)
+
+
+def registration_peak(side: int, pictures: int) -> int:
+    """What the server predicts for registering ``pictures`` style pictures at size ``side``."""
+    options = resolve(size=side, precision="float32")
+    stages = plan_climb((side, side), options.scales, options.iterations)
+    sizes = [(s.width, s.height) for s in stages]
+    return registration_peak_bytes(sizes, options, "float32", 2**20, styles=pictures)
+
+
+def register(stub, side: int, pictures: int) -> pb.RegisterStyleResponse:
+    """Registers ``pictures`` square style pictures (small files, enlarged by the server) at
+    size ``side``."""
+    data = encoded(picture((96, 96)))
+    styles = [pb.StylePicture(image=pb.Image(data=data)) for _ in range(pictures)]
+    options = pb.StyleOptions(size=side, precision=pb.PRECISION_FLOAT32)
+    return stub.RegisterStyle(pb.RegisterStyleRequest(styles=styles, options=options), timeout=120)
+
+
+def test_a_registration_that_can_never_fit_is_refused_with_the_size_that_would(start_server):
+    assert registration_peak(512, 4) < BUDGET < registration_peak(4096, 4)
+    with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
+        with pytest.raises(grpc.RpcError) as refused:
+            register(stub, 4096, 4)
+        error = refused.value
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        found = re.search(r"ask for size <= (\d+)", error.details())
+        assert found, error.details()
+        fits = int(found.group(1))
+        assert registration_peak(fits, 4) <= BUDGET < registration_peak(fits + 1, 4)
+        assert sample(srv, "styleserve_running_jobs") == 0
+        assert register(stub, fits, 4).style_id.startswith("sty_")
 
 
 def test_a_job_that_fits_alone_waits_for_the_memory_of_the_running_one(start_server):

@@ -10,7 +10,11 @@ service uses of the engine is what this package exports.
 from styleserve_server.engine.feed_forward import INSTANT_TILE_PIXELS, FeedForward
 from styleserve_server.engine.imaging import shrink
 from styleserve_server.engine.job import run_job
-from styleserve_server.engine.memory import predicted_peak_bytes, return_freed_memory
+from styleserve_server.engine.memory import (
+    predicted_peak_bytes,
+    registration_peak_bytes,
+    return_freed_memory,
+)
 from styleserve_server.engine.precision import (
     PrecisionChoice,
     PrecisionTrial,
@@ -30,7 +34,7 @@ from styleserve_server.engine.records import (
     VideoDone,
 )
 from styleserve_server.engine.style import prepare as prepare_style
-from styleserve_server.engine.style import targets_nbytes
+from styleserve_server.engine.style import registration_stages, targets_nbytes
 from styleserve_server.engine.tiles import DEFAULT_TILE_PIXELS
 from styleserve_server.engine.video import run_video
 
@@ -56,6 +60,8 @@ __all__ = [
     "measure_precision",
     "predicted_peak_bytes",
     "prepare_style",
+    "registration_peak_bytes",
+    "registration_stages",
     "return_freed_memory",
     "run_job",
     "run_video",

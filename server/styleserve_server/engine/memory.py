@@ -19,7 +19,7 @@ from styleserve_export.vgg import conv_shapes
 from styleserve_server.engine.optimize import state_bytes
 from styleserve_server.engine.regions import footprints
 
-__all__ = ["predicted_peak_bytes", "return_freed_memory"]
+__all__ = ["predicted_peak_bytes", "registration_peak_bytes", "return_freed_memory"]
 
 # glibc's mallopt parameter for the size above which an allocation gets its own mapping.
 _M_MMAP_THRESHOLD = -3
@@ -65,18 +65,20 @@ def predicted_peak_bytes(
     tile_pixels: int | None,
     *,
     regions: int = 0,
+    styles: int = 1,
 ) -> int:
     """The most memory a job holds at once beyond its process's (which has the backbone loaded
     and converted to ``precision``): for the job's ``stages`` (width, height), its
     ``options`` (layers, optimiser and its history, style scale, colour preservation), the
     network's ``precision`` ("bfloat16", "float16" or "float32"), the ``tile_pixels`` it runs
-    with (None: untiled) and its count of ``regions`` (0: none). Built on the per-pixel costs
-    measured on VGG16 on a CPU (``_EVALUATION_BYTES``): what a stage keeps per pixel of its own
-    (the picture, the content term's targets, the guides), plus the larger of its set-up's
-    memory (the content, a style picture at the stage's size times ``style_scale``, a square at
-    most, and a forward pass of its largest tile) and its evaluations' (the gradient, the
-    optimiser's state, ``optimize.state_bytes``, and a forward and backward pass of the
-    largest tile: the point evaluated is the variable itself). Measured peaks of
+    with (None: untiled), its count of ``regions`` (0: none) and of ``styles`` pictures. Built
+    on the per-pixel costs measured on VGG16 on a CPU (``_EVALUATION_BYTES``): what a stage
+    keeps per pixel of its own (the picture, the content term's targets, the guides), plus the
+    larger of its set-up's memory (the content, the style pictures at the stage's size times
+    ``style_scale``, a square at most, and a forward pass of its largest tile) and its
+    evaluations' (the gradient, the optimiser's state, ``optimize.state_bytes``, and a
+    forward and backward pass of the largest tile: the point evaluated is the variable
+    itself). Measured peaks of
     default-preset jobs stayed 7-12% under it at 1, 4, 12 and 24 MP in a process that had
     called ``return_freed_memory`` (without, glibc's heaps added up to 1.1 GB at 12 MP)."""
     reach = footprints("vgg16")
@@ -92,10 +94,10 @@ def predicted_peak_bytes(
     peak = 0
     for width, height in stages:
         pixels = width * height
-        side = round(max(width, height) * options.style_scale)
+        side = _style_side(width, height, options)
         window = _window(height, width, tile_pixels)
-        # The content (RGB and as a variable) and a style picture, with a forward pass.
-        setup = (_RGB + variable) * pixels + _RGB * side * side
+        # The content (RGB and as a variable) and the style pictures, with a forward pass.
+        setup = (_RGB + variable) * pixels + styles * _RGB * side * side
         setup += _FORWARD_BYTES[precision] * max(window, _window(side, side, tile_pixels))
         # The rendered picture's gradient (and, with colour preserved, the variable's, which is
         # smaller), the optimiser's state, and a forward and backward pass; the point evaluated
@@ -105,6 +107,32 @@ def predicted_peak_bytes(
         evaluation += state_bytes(options.optimizer, options.evals_per_iteration, channels * pixels)
         peak = max(peak, int(kept * pixels + max(setup, evaluation)))
     return _UNCOUNTED + peak
+
+
+def registration_peak_bytes(
+    stages: Sequence[tuple[int, int]],
+    options: StyleOptions,
+    precision: str,
+    tile_pixels: int | None,
+    *,
+    styles: int,
+) -> int:
+    """The most memory a style's registration (``engine.style.prepare``) holds at once beyond
+    its process's, as ``predicted_peak_bytes`` counts a job's set-up: at each of its
+    ``stages`` (width, height), its ``styles`` pictures at the stage's size times
+    ``style_scale`` (a square at most) as float32 RGB, which the targets are computed from
+    together, and a forward pass of one's largest tile."""
+    peak = 0
+    for width, height in stages:
+        side = _style_side(width, height, options)
+        pictures = styles * _RGB * side * side
+        peak = max(peak, pictures + _FORWARD_BYTES[precision] * _window(side, side, tile_pixels))
+    return _UNCOUNTED + peak
+
+
+def _style_side(width: int, height: int, options: StyleOptions) -> int:
+    """The longest side of a stage's style pictures (``engine.style.resized_style``)."""
+    return round(max(width, height) * options.style_scale)
 
 
 def return_freed_memory() -> bool:
