@@ -147,7 +147,9 @@ class StyleOptions:
     # L-BFGS making at most that many loss evaluations (its ``maxfun``); with 1, one L-BFGS
     # runs on through the stage and an iteration is one of its steps (line search included).
     iterations: int = _option(
-        200, "optimiser iterations at full size (coarser stages add a twentieth each)"
+        200,
+        "optimiser iterations at full size (coarser stages add a twentieth each); an output "
+        "over 0.5 MP runs them at 0.5 MP, then climbs to its size in a few more",
     )
     evals_per_iteration: int = _option(
         1, "most loss evaluations per iteration (the tutorial's L-BFGS maxfun)"
