@@ -6,8 +6,9 @@ tubingen.jpg enlarged to the size, uploaded in chunks when it is larger than a r
 carry; the result comes back in chunks, digest-checked) and prints:
 
 - seconds per stage (from the Progress events: set-up included) and in total;
-- the server's peak RSS, beside the job's predicted peak (``engine.memory``, in bfloat16) that
-  admission holds against the budget, on top of what the server holds after start-up;
+- the server's peak RSS, beside the job's predicted peak (``engine.memory``, in the precision
+  the server chose) that admission holds against the budget, on top of what the server holds
+  after start-up;
 - the seam measure of the delivered picture on the borders of the tiles its last stage was
   evaluated in (``seams.seam_ratio``: 1.0 means the borders look like anywhere else).
 
@@ -82,6 +83,8 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
         result: Result | None = None
         started = time.perf_counter()
         with Client(server.target, timeout=6 * 3600) as client:
+            choice = client.info().precision_choice
+            assert choice is not None, "the server measured it at start-up"
             # Detachable: a job of an hour outlives a connection (the server's connection age
             # and its grace end it), and the SDK follows the job on from where it was cut.
             stream = client.stream(content, STYLE, width=size[0], height=size[1], detachable=True)
@@ -98,7 +101,7 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path) -> Run:
     stage_seconds = [ends[i] - ends.get(i - 1, 0.0) for i in sorted(ends)]
     options = resolve("default", size=max(size))
     stages = [(stage.width, stage.height) for stage in plan(size, options)]
-    predicted = predicted_peak_bytes(stages, options, "bfloat16", TILE_PIXELS)
+    predicted = predicted_peak_bytes(stages, options, choice.precision, TILE_PIXELS)
     return Run(megapixels, size, stage_seconds, total, peak, base, predicted, seam_measure(picture))
 
 
