@@ -75,20 +75,26 @@ def measured_budget(device: torch.device, stores: int) -> int:
 
 
 class TooBig(Exception):
-    """A job whose predicted peak memory is more than the server's whole budget."""
+    """A job whose predicted peak memory is more than the server's whole budget; ``fits`` is
+    the largest longest side that would fit (None: none), said as a width and height at the
+    aspect ratio of ``sized`` where the request set its width and height (which override its
+    size)."""
 
-    def __init__(self, peak: int, budget: int, fits: int | None) -> None:
-        advice = (
-            f"ask for size <= {fits} (the longest side)"
-            if fits is not None
-            else "no size of this job fits: ask for fewer styles or another preset"
-        )
+    def __init__(
+        self, peak: int, budget: int, fits: int | None, sized: tuple[int, int] | None = None
+    ) -> None:
+        if fits is None:
+            advice = "no size of this job fits: ask for fewer styles or another preset"
+        elif sized is not None:
+            width, height = fit_longest_side(sized, fits)
+            advice = f"ask for width and height <= {width}x{height} (this aspect ratio)"
+        else:
+            advice = f"ask for size <= {fits} (the longest side)"
         super().__init__(
             f"this job would need about {peak / 2**30:.1f} GiB of memory at its peak, more than "
             f"the {budget / 2**30:.1f} GiB this server's jobs may hold (memory_budget_bytes): "
             f"{advice}, or use a server with a larger budget"
         )
-        self.fits = fits
 
 
 def _largest_fitting(
@@ -125,10 +131,12 @@ def check_fits(
     budget: int,
 ) -> int:
     """The predicted peak of a job of ``stages``, which must fit ``budget``. Raises TooBig
-    naming the largest longest side that would (at least ``smallest``), found in a few dozen
-    predictions: arithmetic, no work."""
+    naming the largest size (or width and height, where ``options`` set them) that would (at
+    least ``smallest`` on the longest side), found in a few dozen predictions: arithmetic, no
+    work."""
     needed = peak(stages)
     if needed <= budget:
         return needed
     output = (stages[-1].width, stages[-1].height)
-    raise TooBig(needed, budget, _largest_fitting(output, options, smallest, peak, budget))
+    fits = _largest_fitting(output, options, smallest, peak, budget)
+    raise TooBig(needed, budget, fits, output if options.width and options.height else None)

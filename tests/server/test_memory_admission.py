@@ -58,6 +58,18 @@ def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_serv
         assert list(ok)[-1].HasField("result")
 
 
+def test_a_job_sized_by_width_and_height_is_told_the_width_and_height_that_fit(start_server):
+    with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
+        error = rpc_error(stub.StyleTransfer(request(width=1500, height=1000), timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        found = re.search(r"ask for width and height <= (\d+)x(\d+)", error.details())
+        assert found, error.details()
+        width, height = (int(side) for side in found.groups())
+        assert 512 < width < 1500 and abs(width / height - 1.5) < 0.01
+        ok = stub.StyleTransfer(request(width=width, height=height, iterations=1), timeout=120)
+        assert list(ok)[-1].HasField("result")
+
+
 def test_every_style_picture_counts_against_the_budget(start_server):
     # Room for the job with one style picture at 8192 px, not with eight: each is held as
     # float32 RGB at the stage's size while the targets are computed (at smaller sizes the
