@@ -52,6 +52,7 @@ from styleserve_server.engine import (
     PrecisionChoice,
     StopAt,
     expected_job_seconds,
+    job_precision,
     predicted_peak_bytes,
     prepare_style,
     registration_peak_bytes,
@@ -402,12 +403,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         stages = registration_stages(options)
         if not stages:  # no targets to prepare
             return 0
+        precision = self._network_precision(options)
 
         def peak(planned: Sequence[Stage]) -> int:
             return registration_peak_bytes(
                 [(stage.width, stage.height) for stage in planned],
                 options,
-                self._network_precision(options),
+                precision,
                 self._settings.tile_pixels,
                 styles=len(checked.pictures),
             )
@@ -416,10 +418,10 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         return check_fits(stages, options, smallest, peak, self._memory.budget)
 
     def _network_precision(self, options: StyleOptions) -> str:
-        """The precision the network runs ``options``' job in: what "auto" was measured to
-        mean here, or the one asked for."""
-        assert self._precision is not None, "serve() measured it"
-        return self._precision.precision if options.precision == "auto" else options.precision
+        """The precision the network runs ``options``' job in, as the engine decides it (what
+        "auto" was measured to mean here, or the one asked for)."""
+        assert self._backbone is not None and self._precision is not None, "serve() measured it"
+        return job_precision(options.precision, self._backbone, self._precision).precision
 
     async def _register_style(
         self, request: pb.RegisterStyleRequest, context: grpc.aio.ServicerContext, request_id: str

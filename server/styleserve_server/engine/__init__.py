@@ -21,6 +21,7 @@ from styleserve_server.engine.precision import (
     auto_precision,
     expected_evaluation_seconds,
     expected_job_seconds,
+    job_precision,
     measure_precision,
 )
 from styleserve_server.engine.prepared import Grams, PreparedStyle, StyleKey
@@ -57,6 +58,7 @@ __all__ = [
     "auto_precision",
     "expected_evaluation_seconds",
     "expected_job_seconds",
+    "job_precision",
     "measure_precision",
     "predicted_peak_bytes",
     "prepare_style",
