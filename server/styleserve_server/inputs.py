@@ -24,8 +24,9 @@ import contextlib
 import io
 import re
 import struct
+import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,10 +70,20 @@ __all__ = [
     "check_registration",
     "decode",
     "decode_all",
+    "decoding_bytes",
     "style_id",
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
+# A decoded picture holds 4 bytes a pixel (Pillow keeps 8-bit RGB in 32-bit pixels), and its
+# decoding up to 20 on the way: measured at 40 MP, a JPEG peaked at 8, one turned upright by
+# its EXIF at 12, a PNG with alpha (composited on white) at 20. Admission counts both.
+_DECODED_BYTES = 4
+_DECODING_BYTES = 20
+# Regions are decoded in the request's check, before the job holds any of the memory budget:
+# one request's at a time, so that what they take outside it (a picture's decoding, 0.8 GB at
+# 40 MP) does not grow with the requests checked at once (the budget's margin holds one).
+_DECODING_REGIONS = threading.Lock()
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -113,6 +124,8 @@ class CheckedStyle:
 
     pictures: tuple[bytes, ...]
     options: StyleOptions
+    # Each picture's pixels, read from its header: what decoding it will hold.
+    picture_pixels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,10 +149,22 @@ class CheckedRequest:
     regions: RegionLabels | None = None
     # The job's predicted peak memory (bytes), which its slot holds of the server's budget.
     memory_bytes: int = 0
+    # Each style picture's pixels and the starting picture's (0: none), read from their
+    # headers: what decoding them will hold.
+    style_pixels: tuple[int, ...] = ()
+    init_pixels: int = 0
 
     @property
     def total_iterations(self) -> int:
         return iterations_of(self.stages, self.options)
+
+    @property
+    def decoded_pixels(self) -> tuple[int, ...]:
+        """The pixels of each picture the job decodes (``decode_all``); a style the server
+        holds stands for its pictures, which are then not decoded."""
+        width, height = self.content_size
+        styles = self.style_pixels if self.style is None else ()
+        return (width * height, *styles, *((self.init_pixels,) if self.init_pixels else ()))
 
 
 def check(
@@ -171,10 +196,12 @@ def check(
     content_size = _check_header("content", content, limits)
     with _as_request_field():
         check_output_size(content_size, options, limits)
-    for i, style in enumerate(styles):
-        _check_header(f"styles[{i}]", style, limits)
+    style_pixels = tuple(
+        _pixels(_check_header(f"styles[{i}]", style, limits)) for i, style in enumerate(styles)
+    )
+    init_pixels = 0
     if init_image is not None:
-        _check_header("init_image", init_image, limits)
+        init_pixels = _pixels(_check_header("init_image", init_image, limits))
     labels = None
     if request.HasField("regions"):
         size = output_size(content_size, options)
@@ -187,6 +214,8 @@ def check(
         stages=tuple(plan(content_size, options)),
         content_size=content_size,
         regions=labels,
+        style_pixels=style_pixels,
+        init_pixels=init_pixels,
     )
 
 
@@ -225,12 +254,14 @@ def _regions(
     def mask(field: str) -> np.ndarray:
         return mask_pixels(decode(field, data[field], limits), size)
 
-    if message.HasField("label_map"):
-        label_map = decode("regions.label_map", data["regions.label_map"], limits)
-        keep = message.keep_color if message.HasField("keep_color") else None
-        return from_label_map(label_pixels(label_map, size), list(message.style_colors), keep)
-    keep_mask = mask("regions.keep_mask") if "regions.keep_mask" in data else None
-    return from_masks([mask(field) for field in masks], keep_mask)
+    with _DECODING_REGIONS:
+        if message.HasField("label_map"):
+            label_map = decode("regions.label_map", data["regions.label_map"], limits)
+            keep = message.keep_color if message.HasField("keep_color") else None
+            labels = label_pixels(label_map, size)
+            return from_label_map(labels, list(message.style_colors), keep)
+        keep_mask = mask("regions.keep_mask") if "regions.keep_mask" in data else None
+        return from_masks([mask(field) for field in masks], keep_mask)
 
 
 def _options(
@@ -340,9 +371,11 @@ def check_registration(
     pictures = tuple(
         _picture(f"styles[{i}]", s.image, limits, uploads) for i, s in enumerate(request.styles)
     )
-    for i, picture in enumerate(pictures):
-        _check_header(f"styles[{i}]", picture, limits)
-    return CheckedStyle(pictures=pictures, options=options)
+    pixels = tuple(
+        _pixels(_check_header(f"styles[{i}]", picture, limits))
+        for i, picture in enumerate(pictures)
+    )
+    return CheckedStyle(pictures=pictures, options=options, picture_pixels=pixels)
 
 
 def check_frame(
@@ -388,6 +421,18 @@ def _check_header(field: str, data: bytes, limits: Limits) -> tuple[int, int]:
         width, height = image.size
         turned = _orientation(image) in _QUARTER_TURNS
     return (height, width) if turned else (width, height)
+
+
+def _pixels(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def decoding_bytes(pixels: Sequence[int]) -> tuple[int, int]:
+    """The memory that decoding pictures of ``pixels`` each, one after another (``decode``),
+    holds: at its peak, and from then on (the decoded pictures, which jobs and registrations
+    keep while they run)."""
+    held = _DECODED_BYTES * sum(pixels)
+    return held + (_DECODING_BYTES - _DECODED_BYTES) * max(pixels, default=0), held
 
 
 def _orientation(image: Image.Image) -> int | None:

@@ -84,7 +84,10 @@ class TooBig(Exception):
         self, peak: int, budget: int, fits: int | None, sized: tuple[int, int] | None = None
     ) -> None:
         if fits is None:
-            advice = "no size of this job fits: ask for fewer styles or another preset"
+            advice = (
+                "no size of this job fits: send smaller pictures (they are decoded whole), "
+                "fewer styles or another preset"
+            )
         elif sized is not None:
             width, height = fit_longest_side(sized, fits)
             advice = f"ask for width and height <= {width}x{height} (this aspect ratio)"

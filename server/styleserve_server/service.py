@@ -371,48 +371,52 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         return dataclasses.replace(checked, memory_bytes=memory)
 
     def _peak(self, checked: inputs.CheckedRequest, stages: Sequence[Stage]) -> int:
-        """The predicted peak memory of ``checked``'s job, were it planned as ``stages``: its
-        optimisation's, or the instant tier's picture at the output's size (which a job may
-        make too, as a preview, a start or a stand-in)."""
+        """The predicted peak memory of ``checked``'s job, were it planned as ``stages``: the
+        decoding of its pictures, or, with them decoded, its optimisation's or the instant
+        tier's picture at the output's size (which a job may make too, as a preview, a start
+        or a stand-in)."""
         options = checked.options
         painted = 0 if checked.regions is None else checked.regions.count
         output = stages[-1]
-        instant = (
+        work = (
             0
             if self._feed_forward is None
             else self._feed_forward.peak_bytes(output.width, output.height, max(1, painted))
         )
-        if options.method == "feed_forward":
-            return instant
-        sizes = [(stage.width, stage.height) for stage in stages]
-        styles = len(checked.styles) if checked.style is None else checked.style.count
-        optimisation = predicted_peak_bytes(
-            sizes,
-            options,
-            self._network_precision(options),
-            self._settings.tile_pixels,
-            regions=painted,
-            styles=styles,
-        )
-        return max(instant, optimisation)
+        if options.method != "feed_forward":
+            sizes = [(stage.width, stage.height) for stage in stages]
+            styles = len(checked.styles) if checked.style is None else checked.style.count
+            optimisation = predicted_peak_bytes(
+                sizes,
+                options,
+                self._network_precision(options),
+                self._settings.tile_pixels,
+                regions=painted,
+                styles=styles,
+            )
+            work = max(work, optimisation)
+        decoding, decoded = inputs.decoding_bytes(checked.decoded_pixels)
+        return max(decoding, decoded + work)
 
     def _registration_memory(self, checked: inputs.CheckedStyle) -> int:
         """The predicted peak memory of ``checked``'s registration, which must fit the budget
         (else TooBig, naming the size that would)."""
         options = checked.options
+        decoding, decoded = inputs.decoding_bytes(checked.picture_pixels)
         stages = registration_stages(options)
         if not stages:  # no targets to prepare
-            return 0
+            return decoding
         precision = self._network_precision(options)
 
         def peak(planned: Sequence[Stage]) -> int:
-            return registration_peak_bytes(
+            work = registration_peak_bytes(
                 [(stage.width, stage.height) for stage in planned],
                 options,
                 precision,
                 self._settings.tile_pixels,
                 styles=len(checked.pictures),
             )
+            return max(decoding, decoded + work)
 
         smallest = self._limits.min_output_side
         return check_fits(stages, options, smallest, peak, self._memory.budget)

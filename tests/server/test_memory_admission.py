@@ -10,11 +10,13 @@ import re
 import grpc
 import pytest
 import torch
+from PIL import Image
 from styleserve import Client, ResourceExhausted
 from styleserve.options import resolve
 from styleserve.plan import fit_longest_side, plan_climb
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.engine import predicted_peak_bytes, registration_peak_bytes
+from styleserve_server.inputs import decoding_bytes
 from styleserve_server.memory import _device_bytes
 from styleserve_server.settings import Settings
 
@@ -36,11 +38,12 @@ BUDGET = 2**30
 
 def peak(side: int, styles: int = 1) -> int:
     """What the server predicts for the test requests' job at size ``side`` (their content is
-    48 x 32) with ``styles`` style pictures."""
+    48 x 32) with ``styles`` style pictures (40 x 40)."""
     options = resolve(size=side, iterations=3, precision="float32")
     stages = plan_climb(fit_longest_side((48, 32), side), options.scales, options.iterations)
     sizes = [(s.width, s.height) for s in stages]
-    return predicted_peak_bytes(sizes, options, "float32", 2**20, styles=styles)
+    _, decoded = decoding_bytes([48 * 32, *[40 * 40] * styles])
+    return decoded + predicted_peak_bytes(sizes, options, "float32", 2**20, styles=styles)
 
 
 def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_server):
@@ -86,12 +89,29 @@ def test_every_style_picture_counts_against_the_budget(start_server):
         assert peak(fits, styles=8) <= budget < peak(fits + 1, styles=8)
 
 
+def test_the_pictures_a_job_decodes_count_against_the_budget(start_server):
+    # Nine pictures of 40 MP (the default max_input_pixels), small as JPEG files, for an
+    # output of 64 px: decoded, they would hold 1.4 GB whatever the output's size.
+    gradient = Image.linear_gradient("L").resize((7302, 5476)).convert("RGB")
+    big = encoded(gradient, "JPEG")
+    assert len(big) < 2**20
+    with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
+        error = rpc_error(stub.StyleTransfer(request(big, [big] * 8, size=64), timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        assert "send smaller pictures" in error.details()
+        assert sample(srv, "styleserve_running_jobs") == 0
+        # One of them fits, and runs.
+        ok = stub.StyleTransfer(request(big, size=64, iterations=1), timeout=120)
+        assert list(ok)[-1].HasField("result")
+
+
 def registration_peak(side: int, pictures: int) -> int:
     """What the server predicts for registering ``pictures`` style pictures at size ``side``."""
     options = resolve(size=side, precision="float32")
     stages = plan_climb((side, side), options.scales, options.iterations)
     sizes = [(s.width, s.height) for s in stages]
-    return registration_peak_bytes(sizes, options, "float32", 2**20, styles=pictures)
+    _, decoded = decoding_bytes([96 * 96] * pictures)
+    return decoded + registration_peak_bytes(sizes, options, "float32", 2**20, styles=pictures)
 
 
 def register(stub, side: int, pictures: int) -> pb.RegisterStyleResponse:

@@ -41,8 +41,9 @@ _FORWARD_BYTES = {"bfloat16": 484, "float16": 484, "float32": 778}
 _RGB = 12
 # A region's guides: one float32 per cell of each style layer (4/3 of the pixels at most).
 _GUIDE = 6
-# What the tensors counted here leave out (the content picture in 8 bits, the allocator's and
-# oneDNN's working memory, the copies of a tile's interiors): benchmarks/big.py measured peaks
+# What the tensors counted here leave out (the allocator's and oneDNN's working memory, the
+# copies of a tile's interiors; the decoded pictures, which the service adds, were in these
+# measurements too: the content's, 4 bytes a pixel): benchmarks/big.py measured peaks
 # 0.14, 0.15 and 0.22 GiB above the rest at 1, 4 and 12 MP (2-core Sapphire Rapids, bfloat16),
 # and 0.6 GiB above what the compact L-BFGS's tensors add up to at 24 MP.
 _UNCOUNTED = 256 * 2**20
