@@ -50,6 +50,18 @@ def feed_forward_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def server_cache(
+    vgg16_cache: Path, feed_forward_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """One cache directory holding both artifacts, as ``styleserve-export`` leaves it for the
+    server (``--cache-dir``)."""
+    cache = tmp_path_factory.mktemp("server-cache")
+    for source, name in ((vgg16_cache, "keras-vgg16"), (feed_forward_cache, "magenta-arbitrary")):
+        (cache / name).symlink_to(source / name, target_is_directory=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
 def keras_vgg16(vgg16_cache: Path) -> Backbone:
     """The real ImageNet VGG16 (Keras weights, BGR input), frozen, on the CPU."""
     return load_backbone("keras-vgg16", cache_dir=vgg16_cache, device="cpu")
