@@ -341,6 +341,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             instant=(self._instant, self._instant_executor),
             workers=self._workers,
             provenance=self._provenance(backbone, request_id),
+            tracing=self._tracing,
         )
         send_headers = functools.partial(_send_headers, context, request_id)
         await video.stylize_video(host, messages, context, send_headers)
@@ -443,10 +444,12 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         # any is computed.
         self._styles.check_room(checked, targets_nbytes(backbone, checked.options))
         nbytes = self._registration_memory(checked)
+        self._tracing.describe_registration(request_id, checked)
         # A registration costs forward passes like a job's: it waits for a job slot.
-        async with contextlib.aclosing(self._admission.wait(nbytes)) as positions:
-            async for _ in positions:
-                pass
+        with self._tracing.span("queue"):
+            async with contextlib.aclosing(self._admission.wait(nbytes)) as positions:
+                async for _ in positions:
+                    pass
         cancel = threading.Event()
         prepare = functools.partial(
             prepare_style,
@@ -457,7 +460,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             cancel=cancel,
             tile_pixels=self._settings.tile_pixels,
         )
-        work = functools.partial(self._styles.register, checked, backbone.sha256, prepare)
+        work = functools.partial(
+            self._tracing.traced,
+            "prepare",
+            self._styles.register,
+            checked,
+            backbone.sha256,
+            prepare,
+        )
         future = self._workers.start(
             work, cancel, self._executor, lambda _: self._admission.release(nbytes=nbytes)
         )

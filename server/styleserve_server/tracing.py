@@ -8,6 +8,11 @@ the pictures, the feed-forward start, the style's targets: until the engine repo
 iteration), ``styleserve.optimise`` (the iterations) or, on the instant tier,
 ``styleserve.feed_forward`` (the network's one pass), and ``styleserve.encode`` (the result's
 picture). The call's span carries the job's request id, job id, tier, size and iterations.
+A StylizeVideo call's phases are ``styleserve.queue``, ``styleserve.setup`` (the style
+pictures' decoding) and one ``styleserve.frame`` per frame (its index in ``styleserve.frame``:
+its decoding, stylisation and encoding), and its span carries the frames too; a RegisterStyle
+call's are ``styleserve.queue`` and ``styleserve.prepare`` (the targets), and its span carries
+its request id, pictures and size.
 Off, ``Tracing`` opens no span and installs no interceptor: no OpenTelemetry code runs in a
 call.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import trace
@@ -34,7 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.types import AttributeValue
 
-from styleserve_server.inputs import CheckedRequest
+from styleserve_server.inputs import CheckedRequest, CheckedStyle
 from styleserve_server.server_info import version
 
 __all__ = ["Phases", "Tracing"]
@@ -42,6 +47,7 @@ __all__ = ["Phases", "Tracing"]
 # The service name traces carry unless OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES) names one.
 _SERVICE = "styleserve"
 _PREFIX = "styleserve."
+_T = TypeVar("_T")
 
 
 class _Interceptor(OpenTelemetryAioServerInterceptor):
@@ -94,16 +100,18 @@ class Phases:
 
     def __init__(self, tracer: trace.Tracer | None) -> None:
         self._tracer = tracer
-        self._phase = ""
+        self._phase: tuple[str, int | None] = ("", None)
         self._span: trace.Span | None = None
 
-    def enter(self, phase: str) -> None:
-        """Starts ``phase`` (``styleserve.<phase>``) unless it is the current one."""
-        if self._tracer is None or phase == self._phase:
+    def enter(self, phase: str, index: int | None = None) -> None:
+        """Starts ``phase`` (``styleserve.<phase>``) unless it is the current one; phases
+        with an ``index`` (a video's frames) are one each, the index their attribute."""
+        if self._tracer is None or (phase, index) == self._phase:
             return
         self.end()
-        self._phase = phase
-        self._span = self._tracer.start_span(_PREFIX + phase)
+        self._phase = (phase, index)
+        attributes = None if index is None else {_PREFIX + phase: index}
+        self._span = self._tracer.start_span(_PREFIX + phase, attributes=attributes)
 
     def end(self, error: BaseException | None = None) -> None:
         if self._span is None:
@@ -155,14 +163,27 @@ class Tracing:
             return contextlib.nullcontext()
         return self._tracer.start_as_current_span(_PREFIX + phase)
 
+    def traced(self, phase: str, work: Callable[..., _T], *args: Any) -> _T:
+        """``work(*args)`` in a span of ``phase`` (``span``): for a worker thread's work,
+        which runs in the context of the call that started it."""
+        with self.span(phase):
+            return work(*args)
+
     def phases(self) -> Phases:
         return Phases(self._tracer)
 
-    def describe(self, request_id: str, checked: CheckedRequest, job_id: str) -> None:
-        """Sets what tells a StyleTransfer job apart on the current span (the call's);
+    def describe(
+        self,
+        request_id: str,
+        checked: CheckedRequest,
+        job_id: str,
+        *,
+        frames: int = 0,
+        iterations: int | None = None,
+    ) -> None:
+        """Sets what tells a StyleTransfer job (or a video's, ``frames`` > 0, whose
+        ``iterations`` are all its frames') apart on the current span (the call's);
         ``job_id``: a detachable job's, else empty."""
-        if self._tracer is None:
-            return
         output = checked.stages[-1]
         instant = checked.options.method == "feed_forward"
         attributes: dict[str, AttributeValue] = {
@@ -171,8 +192,20 @@ class Tracing:
             "tier": "instant" if instant else "optimisation",
             "width": output.width,
             "height": output.height,
-            "iterations": checked.total_iterations,
+            "iterations": checked.total_iterations if iterations is None else iterations,
         }
+        if frames:
+            attributes["frames"] = frames
+        self._annotate(attributes)
+
+    def describe_registration(self, request_id: str, checked: CheckedStyle) -> None:
+        """Sets what tells a RegisterStyle call apart on the current span (the call's)."""
+        size = checked.options.size
+        self._annotate({"request_id": request_id, "pictures": len(checked.pictures), "size": size})
+
+    def _annotate(self, attributes: dict[str, AttributeValue]) -> None:
+        if self._tracer is None:
+            return
         span = trace.get_current_span()
         span.set_attributes({_PREFIX + name: value for name, value in attributes.items()})
 

@@ -53,6 +53,7 @@ from styleserve_server.engine import (
 )
 from styleserve_server.metrics import Metrics
 from styleserve_server.status import NoFeedForward
+from styleserve_server.tracing import Tracing
 from styleserve_server.workers import Workers
 
 __all__ = ["VideoHost", "stylize_video"]
@@ -85,6 +86,7 @@ class VideoHost:
     # Where the call's work runs, on its slot, stoppable at the end of a drain's grace.
     workers: Workers
     provenance: outputs.Provenance
+    tracing: Tracing
 
 
 @dataclass(frozen=True)
@@ -266,11 +268,14 @@ class _Call:
         options = checked.options
         instant = options.method == "feed_forward"
         frames = host.metrics.video_frames.labels(options.method)
+        phases = host.tracing.phases()
+        phases.enter("setup")
         try:
             styles = [
                 inputs.decode(f"start.job.styles[{i}]", s, host.limits)
                 for i, s in enumerate(checked.styles)
             ]
+            phases.enter("frame", 0)
             for record in run_video(
                 self.decoded(cancel),
                 styles,
@@ -288,14 +293,20 @@ class _Call:
                     self.records.put(
                         _Encoded(record.index, data, record.losses, record.consistent_fraction)
                     )
+                    if record.index + 1 < self.count:
+                        phases.enter("frame", record.index + 1)
+                    else:
+                        phases.end()
                     continue
                 if isinstance(record, Iterate):
                     host.metrics.iterations.inc()
                 self.records.put(record)
         except JobCancelled as error:
+            phases.end(error)
             self.records.put(error)
             return "cancelled"
         except BaseException as error:  # noqa: BLE001 - handed to the stream, which re-raises
+            phases.end(error)
             self.records.put(error)
             return "failed"
         return "finished"
@@ -406,14 +417,19 @@ async def stylize_video(
     await window.acquire()
     checked, size = await _first_frame(host, messages, start)
     options = checked.options
+    total = video_iterations(size, options, start.frame_count)
+    request_id = host.provenance.request_id
+    host.tracing.describe(request_id, checked, "", frames=start.frame_count, iterations=total)
     admission, executor = host.instant if options.method == "feed_forward" else host.optimisation
     enqueued = time.monotonic()
-    async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
-        position = await anext(positions)
-        await send_headers()
-        await context.write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
-        async for position in positions:
+    with host.tracing.span("queue"):
+        async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
+            position = await anext(positions)
+            await send_headers()
             await context.write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
+            async for position in positions:
+                queued = outputs.queued(position).queued
+                await context.write(pb.StylizeVideoResponse(queued=queued))
     # A slot is held from here: the worker's end releases it, with no await between.
     queue_seconds = time.monotonic() - enqueued
     host.metrics.queue_wait.observe(queue_seconds)
@@ -443,7 +459,6 @@ async def stylize_video(
     )
     reader = asyncio.create_task(call.read())
     try:
-        total = video_iterations(size, options, start.frame_count)
         started = outputs.started(queue_seconds, host.device, total).started
         await context.write(pb.StylizeVideoResponse(started=started))
         await call.relay(reader, future, total, began, queue_seconds)

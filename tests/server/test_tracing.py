@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
 from styleserve import AsyncClient, Client, ResourceExhausted
+from styleserve.plan import video_iterations
 from styleserve_server.settings import Settings
 from styleserve_server.tracing import _exporting
 
@@ -137,6 +138,41 @@ def test_a_jobs_spans_are_children_of_the_callers_span(
     assert sorted(phases) == sorted(names)
     _assert_in_order([phases[name] for name in names])
     assert all(phases[name].context.trace_id == span.get_span_context().trace_id for name in names)
+
+
+def test_a_videos_spans_are_a_queue_a_setup_and_one_a_frame(start_server, server_spans, caller):
+    frames = [encoded(picture((48 + i, 32)).resize((48, 32))) for i in range(3)]
+    with _traced(start_server, server_spans, caller) as (client, span):
+        events = list(client.stylize_video(frames, encoded(picture((40, 40))), fps=10, **_JOB))
+    call = server_spans.named("/styleserve.v1.StyleTransferService/StylizeVideo")
+    _assert_child_of(call, span)
+    assert call.attributes is not None
+    assert call.attributes["styleserve.frames"] == 3
+    assert call.attributes["styleserve.tier"] == "optimisation"
+    (chunk,) = events[-1].chunks
+    assert call.attributes["styleserve.iterations"] == video_iterations((48, 32), chunk.options, 3)
+    phases = sorted(
+        (s for s in server_spans.spans() if s.parent and s.parent.span_id == call.context.span_id),
+        key=lambda s: s.start_time or 0,
+    )
+    names = [s.name for s in phases]
+    assert names == ["styleserve.queue", "styleserve.setup", *["styleserve.frame"] * 3], names
+    assert [s.attributes and s.attributes.get("styleserve.frame") for s in phases[2:]] == [0, 1, 2]
+    _assert_in_order(phases)
+
+
+def test_a_registrations_spans_are_a_queue_and_its_preparation(start_server, server_spans, caller):
+    with _traced(start_server, server_spans, caller) as (client, span):
+        client.register_style([encoded(picture((40, 40))), encoded()], **_JOB)
+    call = server_spans.named("/styleserve.v1.StyleTransferService/RegisterStyle")
+    _assert_child_of(call, span)
+    assert call.attributes is not None
+    assert call.attributes["styleserve.pictures"] == 2
+    assert call.attributes["styleserve.size"] == _JOB["size"]
+    phases = _children(server_spans, call)
+    names = ["styleserve.queue", "styleserve.prepare"]
+    assert sorted(phases) == sorted(names)
+    _assert_in_order([phases[name] for name in names])
 
 
 def test_a_batch_carries_the_trace_into_its_worker_threads(start_server, server_spans, caller):
