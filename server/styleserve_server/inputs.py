@@ -1,19 +1,20 @@
 """Checks a request before any heavy work, and decodes its pictures safely.
 
-A bad request must cost the server next to nothing and never reach the engine. ``check``
-runs before the job queues: counts, encoded sizes, option ranges, and each picture's format
-and pixel count read from its header alone, so a decompression bomb is refused without
-being decoded (``check_registration`` does the same for RegisterStyle, whose style then
-stands in for the pictures of jobs that name it). ``decode`` runs later in the job's worker
-thread: it decodes (catching truncated or corrupt data), applies EXIF orientation and brings
-every mode (grayscale, 16-bit, palette, CMYK, alpha) to plain 8-bit RGB, the one thing the
-engine accepts. A request's regions (masks, a label map) are the exception: they are decoded
-in ``check``, one at a time and reduced at once to one byte per output pixel
+A bad request must cost the server next to nothing and never reach the engine. ``check`` runs
+before the job queues: counts, encoded sizes, option ranges, and each picture's format and
+pixel count read from its header alone, so that a decompression bomb is refused without being
+decoded and the job's predicted memory counts its decoded pictures (``decoding_bytes``);
+``check_registration`` does the same for RegisterStyle, whose style then stands in for the
+pictures of jobs that name it. ``decode`` runs later in the job's worker thread: it decodes
+(catching truncated or corrupt data), applies EXIF orientation and brings every mode
+(grayscale, 16-bit, palette, CMYK, alpha) to plain 8-bit RGB, the one thing the engine accepts.
+A request's regions (masks, a label map) are the exception: they are decoded in ``check``, one
+at a time (and one request's at a time), and reduced at once to one byte per output pixel
 (``styleserve_server.regions``), so that an empty or overlapping region is refused before the
-job queues, as every other bad input is. A picture comes in the request's bytes or as the
-id of an upload (``styleserve_server.uploads``), read from the store here, once, so that the
-job holds its bytes whatever the store does with them later (an id the store does not hold is
-the store's NOT_FOUND, not a refusal of the request).
+job queues, as every other bad input is. A picture comes in the request's bytes or as the id of
+an upload (``styleserve_server.uploads``), read from the store here, once, so that the job
+holds its bytes whatever the store does with them later (an id the store does not hold is the
+store's NOT_FOUND, not a refusal of the request).
 Every refusal is a ``styleserve.options.OptionsError`` naming the request field at fault (the
 one error type both sides use; the servicer answers it with INVALID_ARGUMENT).
 """
