@@ -751,7 +751,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             except OptionsError as error:
                 refused = error
         else:
-            request = (wire.parse(request_type, message, self._limits) async for message in data)
+            request = wire.parse_each(request_type, data, self._limits)
         del data
         asked = getattr(request, "request_id", "") or str(metadata.get("x-request-id", ""))
         try:

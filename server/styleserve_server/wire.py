@@ -14,7 +14,7 @@ can be large, a request's ``Regions`` (masks, a label map), is walked the same w
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor
@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from styleserve.options import MAX_REQUEST_ID_LENGTH, Limits, OptionsError
 from styleserve.v1 import style_transfer_pb2 as pb
 
-__all__ = ["MAX_OPTIONS_BYTES", "parse"]
+__all__ = ["MAX_OPTIONS_BYTES", "parse", "parse_each"]
 
 M = TypeVar("M", bound=Message)
 
@@ -225,3 +225,14 @@ def parse(message: type[M], data: bytes, limits: Limits) -> M:
         return message.FromString(data)
     except DecodeError as error:
         raise OptionsError("request", f"is not a {name} ({error})") from None
+
+
+async def parse_each(
+    message: type[M], stream: AsyncIterator[bytes], limits: Limits
+) -> AsyncIterator[M]:
+    """A streamed request's messages, each parsed (``parse``) as it is read. An async
+    generator, which touches ``stream`` only once read: a generator expression would take its
+    iterator at once, and gRPC's, never read when a call is refused first, warns when it is
+    collected ("coroutine _MessageReceiver._async_message_receiver was never awaited")."""
+    async for data in stream:
+        yield parse(message, data, limits)
