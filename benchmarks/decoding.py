@@ -2,13 +2,13 @@
 
 A request's pictures may be up to ``max_input_pixels`` (40 MP) whatever the output's size, and
 a decoded picture outlives its bytes: the server counts it in the job's predicted peak
-(``styleserve_server.inputs.decoding_bytes``: 4 bytes a pixel held, up to 20 while decoding),
+(``styleserve_server.inputs.decoding_bytes``: 4 bytes a pixel held, up to 17 while decoding),
 and decodes regions, which it reads in the request's check before the job holds any budget,
 one request's at a time. Through a real ``styleserve-server`` process on loopback:
 
 1. a 64 px job whose content and four style pictures are 40 MP (small files: smooth
-   gradients), as JPEG and as PNG with alpha: the server's peak RSS above what it held before
-   the job, beside the prediction;
+   gradients), as JPEG, as PNG with alpha and as WebP with alpha (the costliest to decode):
+   the server's peak RSS above what it held before the job, beside the prediction;
 2. four such jobs at once, each with two 40 MP PNG masks (with alpha) as regions: the server's
    peak RSS above what it held before them, beside one picture's decoding.
 
@@ -97,7 +97,7 @@ def main() -> int:
             stub = pb_grpc.StyleTransferServiceStub(channel)
             run(stub, job(small, [small]))  # warm
             predicted, _ = decoding_bytes([pixels] * 5)
-            for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA")):
+            for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGBA")):
                 picture = encoded(gradient(mode), fmt)
                 peak = peak_above(server, stub, [job(picture, [picture] * 4)])
                 failed |= peak > MARGIN * predicted

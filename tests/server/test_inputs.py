@@ -133,6 +133,14 @@ def test_alpha_is_composited_on_white():
     assert tuple(pixels[0, 0]) == (255, 255, 255) and tuple(pixels[0, 15]) == (255, 0, 0)
 
 
+def test_partial_alpha_blends_with_white_as_compositing_does():
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (24, 32, 4), np.uint8), "RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    assert (np.asarray(decoded(encoded(rgba))) == expected).all()
+
+
 def test_palette_with_transparency_is_composited_on_white():
     palette = Image.new("P", (16, 16), 1)
     palette.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
