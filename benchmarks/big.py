@@ -47,7 +47,7 @@ from styleserve.options import resolve
 from styleserve.plan import plan
 from styleserve_server.engine.memory import predicted_peak_bytes
 from styleserve_server.engine.tiles import tile_borders
-from styleserve_server.inputs import decoding_bytes
+from styleserve_server.inputs import with_pictures
 from styleserve_server.settings import Settings
 
 GIB = 2**30
@@ -133,10 +133,9 @@ def run_size(megapixels: float, cache_dir: Path | None, out: Path, scale: Scale)
     stage_seconds = [ends[i] - ends.get(i - 1, 0.0) for i in sorted(ends)]
     options = resolve("default", size=max(size), iterations=scale.iterations)
     stages = [(stage.width, stage.height) for stage in plan(size, options)]
-    # As admission predicts it: the content's decoding, or with it decoded, the job's work.
-    decoding, decoded = decoding_bytes([size[0] * size[1]])
+    # As admission predicts it: the job's work beside its decoded content.
     work = predicted_peak_bytes(stages, options, choice.precision, scale.tile_pixels)
-    predicted = max(decoding, decoded + work)
+    predicted = with_pictures([size[0] * size[1]], work)
     seams = seam_measure(picture, scale.tile_pixels)
     content_seams = seam_measure(Image.open(content).convert("RGB"), scale.tile_pixels)
     return Run(megapixels, size, stage_seconds, total, peak, base, predicted, seams, content_seams)

@@ -2,7 +2,7 @@
 
 A request's pictures may be up to ``max_input_pixels`` (40 MP) whatever the output's size, and
 a decoded picture outlives its bytes: the server counts it in the job's predicted peak
-(``styleserve_server.inputs.decoding_bytes``: 4 bytes a pixel held, up to 17 while decoding),
+(``styleserve_server.inputs.with_pictures``: 4 bytes a pixel held, up to 17 while decoding),
 and decodes regions, which it reads in the request's check before the job holds any budget,
 one request's at a time. Through a real ``styleserve-server`` process on loopback:
 
@@ -30,7 +30,7 @@ from harness import Server, machine, serve
 from PIL import Image
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
-from styleserve_server.inputs import decoding_bytes
+from styleserve_server.inputs import with_pictures
 
 GIB = 2**30
 # 40 MP at most (max_input_pixels), at the aspect ratio of 3:2.
@@ -96,7 +96,7 @@ def main() -> int:
         with grpc.insecure_channel(server.target) as channel:
             stub = pb_grpc.StyleTransferServiceStub(channel)
             run(stub, job(small, [small]))  # warm
-            predicted, _ = decoding_bytes([pixels] * 5)
+            predicted = with_pictures([pixels] * 5)
             for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGBA")):
                 picture = encoded(gradient(mode), fmt)
                 peak = peak_above(server, stub, [job(picture, [picture] * 4)])
@@ -108,7 +108,7 @@ def main() -> int:
             regions = job(small, [small, small])
             regions.regions.CopyFrom(pb.Regions(style_masks=[pb.Image(data=m) for m in masks]))
             peak = peak_above(server, stub, [regions] * CONCURRENT)
-            one, _ = decoding_bytes([pixels])
+            one = with_pictures([pixels])
             failed |= peak > MARGIN * one
             print(
                 f"{CONCURRENT} jobs at once, each with two {pixels / 1e6:.1f} MP masks (PNG with "

@@ -3,7 +3,7 @@
 A bad request must cost the server next to nothing and never reach the engine. ``check`` runs
 before the job queues: counts, encoded sizes, option ranges, and each picture's format and
 pixel count read from its header alone, so that a decompression bomb is refused without being
-decoded and the job's predicted memory counts its decoded pictures (``decoding_bytes``);
+decoded and the job's predicted memory counts its decoded pictures (``with_pictures``);
 ``check_registration`` does the same for RegisterStyle, whose style then stands in for the
 pictures of jobs that name it. ``decode`` runs later in the job's worker thread: it decodes
 (catching truncated or corrupt data), applies EXIF orientation and brings every mode
@@ -71,8 +71,8 @@ __all__ = [
     "check_registration",
     "decode",
     "decode_all",
-    "decoding_bytes",
     "style_id",
+    "with_pictures",
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -430,12 +430,13 @@ def _pixels(size: tuple[int, int]) -> int:
     return size[0] * size[1]
 
 
-def decoding_bytes(pixels: Sequence[int]) -> tuple[int, int]:
-    """The memory that decoding pictures of ``pixels`` each, one after another (``decode``),
-    holds: at its peak, and from then on (the decoded pictures, which jobs and registrations
-    keep while they run)."""
+def with_pictures(pixels: Sequence[int], work: int = 0) -> int:
+    """The peak memory of ``work`` bytes done with pictures of ``pixels`` each decoded, one
+    after another (``decode``): their decoding's, or the decoded pictures' (which jobs and
+    registrations keep while they run) beside the work's."""
     held = _DECODED_BYTES * sum(pixels)
-    return held + (_DECODING_BYTES - _DECODED_BYTES) * max(pixels, default=0), held
+    decoding = held + (_DECODING_BYTES - _DECODED_BYTES) * max(pixels, default=0)
+    return max(decoding, held + work)
 
 
 def _orientation(image: Image.Image) -> int | None:

@@ -396,17 +396,16 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 styles=styles,
             )
             work = max(work, optimisation)
-        decoding, decoded = inputs.decoding_bytes(checked.decoded_pixels)
-        return max(decoding, decoded + work)
+        return inputs.with_pictures(checked.decoded_pixels, work)
 
     def _registration_memory(self, checked: inputs.CheckedStyle) -> int:
         """The predicted peak memory of ``checked``'s registration, which must fit the budget
         (else TooBig, naming the size that would)."""
         options = checked.options
-        decoding, decoded = inputs.decoding_bytes(checked.picture_pixels)
+        pixels = checked.picture_pixels
         stages = registration_stages(options)
         if not stages:  # no targets to prepare
-            return decoding
+            return inputs.with_pictures(pixels)
         precision = self._network_precision(options)
 
         def peak(planned: Sequence[Stage]) -> int:
@@ -417,7 +416,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 self._settings.tile_pixels,
                 styles=len(checked.pictures),
             )
-            return max(decoding, decoded + work)
+            return inputs.with_pictures(pixels, work)
 
         smallest = self._limits.min_output_side
         return check_fits(stages, options, smallest, peak, self._memory.budget)

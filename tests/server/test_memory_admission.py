@@ -16,7 +16,7 @@ from styleserve.options import resolve
 from styleserve.plan import fit_longest_side, plan_climb
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_server.engine import predicted_peak_bytes, registration_peak_bytes
-from styleserve_server.inputs import decoding_bytes
+from styleserve_server.inputs import with_pictures
 from styleserve_server.memory import _device_bytes
 from styleserve_server.settings import Settings
 
@@ -42,8 +42,8 @@ def peak(side: int, styles: int = 1) -> int:
     options = resolve(size=side, iterations=3, precision="float32")
     stages = plan_climb(fit_longest_side((48, 32), side), options.scales, options.iterations)
     sizes = [(s.width, s.height) for s in stages]
-    _, decoded = decoding_bytes([48 * 32, *[40 * 40] * styles])
-    return decoded + predicted_peak_bytes(sizes, options, "float32", 2**20, styles=styles)
+    work = predicted_peak_bytes(sizes, options, "float32", 2**20, styles=styles)
+    return with_pictures([48 * 32, *[40 * 40] * styles], work)
 
 
 def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_server):
@@ -110,8 +110,8 @@ def registration_peak(side: int, pictures: int) -> int:
     options = resolve(size=side, precision="float32")
     stages = plan_climb((side, side), options.scales, options.iterations)
     sizes = [(s.width, s.height) for s in stages]
-    _, decoded = decoding_bytes([96 * 96] * pictures)
-    return decoded + registration_peak_bytes(sizes, options, "float32", 2**20, styles=pictures)
+    work = registration_peak_bytes(sizes, options, "float32", 2**20, styles=pictures)
+    return with_pictures([96 * 96] * pictures, work)
 
 
 def register(stub, side: int, pictures: int) -> pb.RegisterStyleResponse:
