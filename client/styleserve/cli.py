@@ -796,7 +796,9 @@ def _describe(info: ServerInfo, target: str) -> str:
         networks = info.feed_forward
         lines.append(f"instant    {networks.name} on {networks.execution_provider}")
     if info.precision_choice is not None:
-        lines.append(f"precision  auto is {info.precision_choice.reason}")
+        choice = info.precision_choice
+        timed = ", ".join(t.precision for t in choice.trials)
+        lines.append(f"precision  {timed}; auto is {choice.reason}")
     if info.style_cache is not None and info.style_cache.max_bytes:
         cache = info.style_cache
         lines.append(

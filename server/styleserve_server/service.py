@@ -66,7 +66,14 @@ from styleserve_server.metrics import Metrics
 from styleserve_server.operations import OPERATIONS_SERVICE, Handle, JobOperations
 from styleserve_server.server_info import server_info, version
 from styleserve_server.settings import Settings
-from styleserve_server.status import NoFeedForward, NotReady, clear_frames, ended_by_caller, status
+from styleserve_server.status import (
+    NoFeedForward,
+    NotComputed,
+    NotReady,
+    clear_frames,
+    ended_by_caller,
+    status,
+)
 from styleserve_server.style_cache import StyleCache
 from styleserve_server.tracing import Tracing
 from styleserve_server.uploads import UploadStore
@@ -423,9 +430,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
 
     def _network_precision(self, options: StyleOptions) -> str:
         """The precision the network runs ``options``' job in, as the engine decides it (what
-        "auto" was measured to mean here, or the one asked for)."""
+        "auto" was measured to mean here, or the one asked for). NotComputed when the one asked
+        for was not timed here: the device would emulate it, at many times the time and memory
+        admitted for it (``engine.precision``)."""
         assert self._backbone is not None and self._precision is not None, "serve() measured it"
-        return job_precision(options.precision, self._backbone, self._precision).precision
+        precision = job_precision(options.precision, self._backbone, self._precision).precision
+        if precision not in self._precision.timed:
+            raise NotComputed(precision, self._precision.timed)
+        return precision
 
     async def _register_style(
         self, request: pb.RegisterStyleRequest, context: grpc.aio.ServicerContext, request_id: str

@@ -9,6 +9,7 @@ it to every call; the exceptions that exist only to be translated live here too.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 
 import grpc
 import torch
@@ -33,6 +34,7 @@ __all__ = [
     "GraceOver",
     "Metadata",
     "NoFeedForward",
+    "NotComputed",
     "NotReady",
     "clear_frames",
     "ended_by_caller",
@@ -67,6 +69,17 @@ class NoFeedForward(Exception):
         )
 
 
+class NotComputed(Exception):
+    """The request asks for a precision this server's device does not compute in, only emulates."""
+
+    def __init__(self, precision: str, timed: Sequence[str]) -> None:
+        super().__init__(
+            f"options.precision: this server's device does not compute in {precision}, it would "
+            f"only emulate it (many times slower than float32); ask for auto or "
+            f"{' or '.join(timed)}, as GetServerInfo's precision_choice lists them"
+        )
+
+
 class GraceOver(Exception):
     """The server stopped a running job because its shutdown grace period ran out."""
 
@@ -98,7 +111,9 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         error = GraceOver()
     if isinstance(error, ShuttingDown | NotReady | GraceOver | StartedMeanwhile):
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
-    if isinstance(error, NoFeedForward | StyleCacheOff | UploadsOff | JobsOff | JobRunning):
+    if isinstance(
+        error, NoFeedForward | NotComputed | StyleCacheOff | UploadsOff | JobsOff | JobRunning
+    ):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     if isinstance(error, CancelledById):
         return grpc.StatusCode.CANCELLED, str(error), ()

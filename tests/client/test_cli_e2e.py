@@ -79,6 +79,8 @@ def test_info_as_text(server):
     done = _run("info", "--server", server.target, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "preset     seed:" in done.stdout
+    # The precisions a job may ask for: float32 is always among them.
+    assert re.search(r"^precision  (\w+, )*float32(, \w+)*; auto is ", done.stdout, re.M)
     assert "styles     0 registered, 0 MiB of 256 MiB cached" in done.stdout
 
 
