@@ -23,14 +23,17 @@ tile is then the whole picture's cell. An evaluation (``evaluate``) takes two pa
 2. per tile, a forward and backward pass of the surrogate <dL/dsums, sums of the tile>, whose
    gradient is the tile's share of the loss's gradient; the shares add up to the whole
    picture's gradient (halos overlap: each pixel gets the share of every tile that reads it).
+   The last tile of pass 1 keeps its graph, so that pass 2 starts with its backward pass: on
+   a 2-core AVX2 EPYC (float32) a 2 MP picture's evaluation in 3 tiles took 8% less time,
+   with the same value and gradient, bit for bit.
 
-Cost: a no-grad forward pass more than untiled, plus the halos. The backward pass computes no
-weight gradients, so on a 2-core AMD EPYC in bfloat16 it costs about what the forward pass
-does, and the extra forward adds about half an evaluation; the halos add 21-24% more pixels
-with 1 MiB tiles (``DEFAULT_TILE_PIXELS``). A tiled evaluation took 1.6-1.9 times the untiled
-one per pixel at 1-2 MP. A picture within one tile is evaluated as before, in one pass.
-``memory.predicted_peak_bytes`` says what a job's peak memory is with a given ``tile_pixels``,
-for admission.
+Cost: a no-grad forward pass of all tiles but one more than untiled, plus the halos. The
+backward pass computes no weight gradients, so on a 2-core AMD EPYC in bfloat16 it costs about
+what the forward pass does, and the extra forward adds about half an evaluation; the halos add
+21-24% more pixels with 1 MiB tiles (``DEFAULT_TILE_PIXELS``). A tiled evaluation took
+1.6-1.9 times the untiled one per pixel at 1-2 MP (before the last tile kept its graph). A
+picture within one tile is evaluated as before, in one pass. ``memory.predicted_peak_bytes``
+says what a job's peak memory is with a given ``tile_pixels``, for admission.
 """
 
 from __future__ import annotations
@@ -290,9 +293,18 @@ class _Tiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pixels: Tensor, evaluation: _Evaluation) -> Tensor:
         total: Sums = {}
-        for tile in evaluation.plan.tiles:
+        *first, last = evaluation.plan.tiles
+        for tile in first:
             evaluation.poll()
             accumulate(total, evaluation.sums(tile, evaluation.window(tile, pixels)))
+        # The last tile's pass keeps its graph when a gradient follows: pass 2 starts with
+        # it, one forward pass of a tile fewer per evaluation, in the memory pass 2 holds.
+        evaluation.poll()
+        ctx.kept = _graph(evaluation, last, pixels) if ctx.needs_input_grad[0] else None
+        if ctx.kept is None:
+            accumulate(total, evaluation.sums(last, evaluation.window(last, pixels)))
+        else:
+            accumulate(total, {key: value.detach() for key, value in ctx.kept[1].items()})
         leaves = {key: value.detach().requires_grad_(True) for key, value in total.items()}
         with torch.enable_grad():
             terms = evaluation.terms(leaves)
@@ -310,17 +322,29 @@ class _Tiled(torch.autograd.Function):
         )
         by_key = {k: s for k, s in zip(keys, slopes, strict=True) if s is not None}
         grad = torch.zeros_like(pixels)
-        for tile in evaluation.plan.tiles:
-            evaluation.poll()
+        *first, last = evaluation.plan.tiles
+        kept, ctx.kept = ctx.kept, None
+        for tile in (last, *first):
+            if tile is last:
+                (window, sums), kept = kept, None
+            else:
+                evaluation.poll()
+                window, sums = _graph(evaluation, tile, pixels)
             with torch.enable_grad():
-                window = evaluation.window(tile, pixels).detach().requires_grad_(True)
-                sums = evaluation.sums(tile, window)
                 surrogate = sum(
                     ((s * sums[k]).sum() for k, s in by_key.items()), window.new_zeros(())
                 )
                 (share,) = torch.autograd.grad(surrogate, window)
+            del window, sums
             tile.crop(grad).add_(share)
         return grad, None
+
+
+def _graph(evaluation: _Evaluation, tile: Tile, pixels: Tensor) -> tuple[Tensor, Sums]:
+    """``tile``'s window of ``pixels`` as a leaf, and its sums with their graph back to it."""
+    with torch.enable_grad():
+        window = evaluation.window(tile, pixels).detach().requires_grad_(True)
+        return window, evaluation.sums(tile, window)
 
 
 def evaluate(

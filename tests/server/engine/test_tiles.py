@@ -173,9 +173,33 @@ def test_tiled_objective_is_the_untiled_on_vgg16(keras_vgg16) -> None:
     _assert_tiled_is_untiled(lambda c, t: Objective(net, weights, c, [style], tile_pixels=t))
 
 
+def test_the_gradient_pass_starts_with_the_last_tiles_graph(tiny, monkeypatch) -> None:
+    """N tiles take 2N - 1 passes of the network for a loss and gradient (the last tile's
+    first pass keeps its graph for the second), and N for a loss alone, which keeps none."""
+    net = FeatureNet(tiny, "float32")
+    content, style, picture = _pictures(SIDE, net.device)
+    objective = Objective(net, Weights.from_options(DEFAULT), content, [style], tile_pixels=TILE)
+    passes: list[None] = []
+    network = FeatureNet.__call__
+
+    def counted(self: FeatureNet, pixels: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        passes.append(None)
+        return network(self, pixels, layers)
+
+    monkeypatch.setattr(FeatureNet, "__call__", counted)
+    terms, gradient = _evaluate(objective, picture)
+    assert len(passes) == 2 * 4 - 1
+    passes.clear()
+    with torch.no_grad():
+        _, alone = objective(picture)
+    assert len(passes) == 4
+    assert torch.equal(alone, terms)
+    assert float(gradient.abs().sum()) > 0
+
+
 def test_a_cancel_lands_between_tiles(tiny) -> None:
-    """``poll`` runs before every tile of both passes; what it raises stops the evaluation,
-    from the backward pass too."""
+    """``poll`` runs before every tile of both passes (but the last tile's second, which
+    continues its first); what it raises stops the evaluation, from the backward pass too."""
     net = FeatureNet(tiny, "float32")
     content, style, picture = _pictures(SIDE, net.device)
     polls: list[None] = []
