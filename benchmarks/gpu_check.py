@@ -5,7 +5,9 @@ much bf16 gains, how many jobs one device serves at once), and device time is sc
 whole check is one prepared command that fits in 8 minutes on one H200:
 
 1. the precision probe's choice (``measure_precision``) and its reason;
-2. seconds per loss+gradient of the default objective at 512 px, float32 and bfloat16;
+2. seconds per loss+gradient of the default objective at 512 px, float32 and bfloat16, in
+   the network's default memory layout and in the other (NCHW or channels-last: float32 on a
+   GPU keeps NCHW by default, unmeasured until this runs);
 3. a default job at 512 px / 500 iterations in each precision: seconds, final loss, and the
    device's peak memory for it (``torch.cuda.max_memory_allocated``);
 4. jobs per second through a real server (a ``styleserve-server`` process, called with
@@ -108,11 +110,14 @@ def _pictures(size: int) -> tuple[Image.Image, Image.Image]:
     return content, style
 
 
-def seconds_per_evaluation(backbone: Backbone, precision: str, size: int, repeats: int) -> float:
-    """Best-of ``repeats`` loss+gradient of the default objective at ``size`` px."""
+def seconds_per_evaluation(
+    backbone: Backbone, precision: str, size: int, repeats: int, channels_last: bool | None = None
+) -> float:
+    """Best-of ``repeats`` loss+gradient of the default objective at ``size`` px, the network
+    in the ``channels_last`` layout (None: its default)."""
     content, style = (to_tensor(p, backbone.device) for p in _pictures(size))
     objective = Objective(
-        FeatureNet(backbone, precision),
+        FeatureNet(backbone, precision, channels_last=channels_last),
         Weights.from_options(resolve("default")),
         content,
         [style],
@@ -304,6 +309,9 @@ def _header(device: torch.device) -> str:
     return f"device cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+_LAYOUTS = {False: "NCHW", True: "channels-last"}
+
+
 def _mib(peak: int | None) -> str:
     return "n/a" if peak is None else f"{peak / 2**20:.0f} MiB"
 
@@ -328,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         p: seconds_per_evaluation(backbone, p, plan.size, plan.repeats) for p in PRECISIONS
     }
     for p, seconds in evaluation.items():
-        print(f"loss+gradient at {plan.size} px, {p}: {seconds * 1e3:.1f} ms", flush=True)
+        default = FeatureNet(backbone, p).channels_last
+        other = seconds_per_evaluation(backbone, p, plan.size, plan.repeats, not default)
+        print(
+            f"loss+gradient at {plan.size} px, {p}: {seconds * 1e3:.1f} ms"
+            f" ({_LAYOUTS[default]}; {_LAYOUTS[not default]} {other * 1e3:.1f} ms)",
+            flush=True,
+        )
     jobs = {}
     for p in PRECISIONS:
         jobs[p] = figures = direct_job(backbone, p, plan)

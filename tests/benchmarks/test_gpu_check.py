@@ -30,3 +30,6 @@ def test_the_reduced_gpu_check_runs_every_step() -> None:
     )
     for step in steps:
         assert any(step in line for line in lines), step
+    # Each precision timed in both memory layouts.
+    layouts = [line for line in lines if line.startswith("loss+gradient at")]
+    assert layouts and all("NCHW" in line and "channels-last" in line for line in layouts)

@@ -30,9 +30,15 @@ _converted: weakref.WeakKeyDictionary[nn.Module, dict[tuple[torch.dtype, bool], 
 _converted_lock = threading.Lock()
 
 
-def _channels_last(dtype: torch.dtype) -> bool:
-    # oneDNN's bf16 (AMX) and cuDNN's tensor-core kernels want NHWC; with NCHW bf16 gains nothing.
-    return dtype != torch.float32
+def _channels_last(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the network runs channels-last (NHWC) by default. oneDNN's CPU convolutions
+    want it in every precision: with NCHW bf16 gains nothing, and float32 pays a reorder
+    around every convolution. On a 2-core AVX2 EPYC (benchmarks/layout.py, float32)
+    channels-last took 0.89x NCHW's time for a 2 MP evaluation in tiles, 0.84x for a 1 MP
+    forward pass, 0.94x for the Keras example's evaluation at 500x300. cuDNN's tensor-core
+    kernels want it in half precisions; float32 on a GPU keeps NCHW until gpu_check.py has
+    measured both there."""
+    return device.type == "cpu" or dtype != torch.float32
 
 
 def _network(net: nn.Module, dtype: torch.dtype, channels_last: bool) -> nn.Module:
@@ -54,13 +60,19 @@ def _network(net: nn.Module, dtype: torch.dtype, channels_last: bool) -> nn.Modu
 class FeatureNet:
     """``backbone``'s network at one precision: maps (1, 3, H, W) 0-255 RGB pixels to features."""
 
-    def __init__(self, backbone: Backbone, precision: str) -> None:
+    def __init__(
+        self, backbone: Backbone, precision: str, *, channels_last: bool | None = None
+    ) -> None:
+        """``channels_last``: the network's memory layout (None: the device's and precision's
+        default, which benchmarks/layout.py measures against the other)."""
         norm = backbone.normalization
         self.device = backbone.device
         # "vgg16" or "vgg19": the layers' strides and receptive fields follow from it.
         self.arch = backbone.arch
         self.dtype = _DTYPES[precision]
-        self.channels_last = _channels_last(self.dtype)
+        self.channels_last = (
+            _channels_last(self.dtype, self.device) if channels_last is None else channels_last
+        )
         self._net = _network(backbone.net, self.dtype, self.channels_last)
         self._bgr = norm.channel_order == "BGR"
         self._scale = norm.scale / 255.0
