@@ -15,9 +15,12 @@ interleaved so that a burst of load from a neighbour hits both alike:
    targets).
 
 It prints the median seconds of each layout, their ratio, and how far the channels-last loss
-is from the NCHW one (relative: float rounding only).
+is from the NCHW one (relative: float rounding only). ``--reduced`` runs the same cases on the
+tiny test network at a quarter of the sides, tiles of the least ``tile_pixels``, in seconds:
+the test suite runs it so that this script cannot rot.
 
     python benchmarks/layout.py [--repeats N] [--cache-dir DIR]
+    python benchmarks/layout.py --reduced
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from harness import machine
-from styleserve.options import PRESETS
+from styleserve.options import KERAS_VGG16, PRESETS
+from styleserve_export.artifact import TINY_BACKBONE
 from styleserve_export.loader import load_backbone
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.engine.precision import bf16_arithmetic
 from styleserve_server.settings import Settings
 
-TILE_PIXELS = Settings.model_fields["tile_pixels"].default
 LAYERS = (*PRESETS["default"].content_layers, *PRESETS["default"].style_layers)
 
 
@@ -97,25 +101,53 @@ def _median_seconds(runs: dict[bool, Callable[[], float]], repeats: int) -> dict
     return {layout: statistics.median(s) for layout, s in seconds.items()}
 
 
+@dataclass(frozen=True)
+class Scale:
+    """The network the cases run on, what their sides are divided by, and their tile budget."""
+
+    backbone: str = KERAS_VGG16
+    divisor: int = 1
+    tile_pixels: int = Settings.model_fields["tile_pixels"].default
+
+
+FULL = Scale()
+REDUCED = Scale(TINY_BACKBONE, 4, Settings.model_fields["tile_pixels"].metadata[0].ge)
+
+Case = tuple[str, Callable[[FeatureNet], Callable[[], float]]]
+
+
+def _cases(scale: Scale) -> list[Case]:
+    def size(width: int, height: int) -> tuple[int, int]:
+        return width // scale.divisor, height // scale.divisor
+
+    seed, one, tiled, forward = size(500, 300), size(816, 608), size(1672, 1254), size(1152, 864)
+    return [
+        (f"seed loss+gradient {seed[0]}x{seed[1]}", lambda n: _evaluation(n, seed, None, "seed")),
+        (
+            f"default loss+gradient {one[0]}x{one[1]}, one tile",
+            lambda n: _evaluation(n, one, None),
+        ),
+        (
+            f"default loss+gradient {tiled[0]}x{tiled[1]}, tiles of {scale.tile_pixels}",
+            lambda n: _evaluation(n, tiled, scale.tile_pixels),
+        ),
+        (f"forward {forward[0]}x{forward[1]}", lambda n: _forward(n, forward)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--reduced", action="store_true", help="tiny network, seconds")
     args = parser.parse_args(argv)
-    backbone = load_backbone(cache_dir=args.cache_dir, device="cpu")
+    scale = REDUCED if args.reduced else FULL
+    backbone = load_backbone(scale.backbone, cache_dir=args.cache_dir, device="cpu")
     print(machine(), flush=True)
     precisions = ["float32"]
     if bf16_arithmetic(torch.cpu.get_capabilities()):
         precisions.append("bfloat16")
-    cases: list[tuple[str, Callable[[FeatureNet], Callable[[], float]]]] = [
-        ("seed loss+gradient 500x300", lambda n: _evaluation(n, (500, 300), None, "seed")),
-        ("default loss+gradient 816x608, one tile", lambda n: _evaluation(n, (816, 608), None)),
-        (
-            f"default loss+gradient 1672x1254, tiles of {TILE_PIXELS}",
-            lambda n: _evaluation(n, (1672, 1254), TILE_PIXELS),
-        ),
-        ("forward 1152x864", lambda n: _forward(n, (1152, 864))),
-    ]
+    cases = _cases(scale)
     for precision in precisions:
         nets = {
             layout: FeatureNet(backbone, precision, channels_last=layout)
