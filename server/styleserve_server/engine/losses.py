@@ -45,7 +45,7 @@ class _Gram(torch.autograd.Function):
     The forward product runs in float32 at least (see the module docstring). The backward
     product runs in the features' own precision and writes the gradient straight into the
     features' memory layout: a float32 gradient would need a cast, and a gradient in another
-    layout than the convolution's (channels-last in bf16) makes autograd's accumulation and the
+    layout than the convolution's (channels-last on CPUs) makes autograd's accumulation and the
     ReLU's backward take slow strided paths, which together cost more than the network's
     backward convolutions. Being symmetric in its operands, the product also needs only one
     backward product where autograd's generic matmul would compute two.
