@@ -39,27 +39,17 @@ from styleserve_export.artifact import TINY_BACKBONE
 from styleserve_export.loader import load_backbone
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.objective import Objective, Weights
-from styleserve_server.engine.precision import bf16_arithmetic
+from styleserve_server.engine.precision import bf16_arithmetic, probe_pictures
 from styleserve_server.settings import Settings
 
 LAYERS = (*PRESETS["default"].content_layers, *PRESETS["default"].style_layers)
-
-
-def _picture(width: int, height: int, seed: int) -> torch.Tensor:
-    """A 0-255 RGB picture of smooth shapes and fine grain, as photos have both."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((1, 3, height // 32 + 1, width // 32 + 1), generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
-    grain = torch.rand((1, 3, height, width), generator=generator) - 0.5
-    return ((smooth + 0.2 * grain) * 255.0).clamp(0, 255)
 
 
 def _evaluation(
     net: FeatureNet, size: tuple[int, int], tile_pixels: int | None, preset: str = "default"
 ) -> Callable[[], float]:
     """One loss and gradient of ``preset``'s objective at ``size``: its loss."""
-    width, height = size
-    content, style = _picture(width, height, 0), _picture(512, 512, 1)
+    content, style, picture = probe_pictures(size, net.device)
     objective = Objective(
         net,
         Weights.from_options(PRESETS[preset]),
@@ -67,7 +57,7 @@ def _evaluation(
         [style],
         tile_pixels=tile_pixels,
     )
-    x = (0.5 * (content + _picture(width, height, 2))).requires_grad_(True)
+    x = picture.requires_grad_(True)
 
     def run() -> float:
         loss, _ = objective(x)
@@ -79,7 +69,7 @@ def _evaluation(
 
 def _forward(net: FeatureNet, size: tuple[int, int]) -> Callable[[], float]:
     """One forward pass without autograd at ``size``: its deepest layer's mean."""
-    picture = _picture(*size, 3)
+    picture, _, _ = probe_pictures(size, net.device)
 
     def run() -> float:
         with torch.no_grad():

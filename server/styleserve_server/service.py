@@ -372,17 +372,22 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             entry = self._styles.find(checked.styles, checked.options, backbone.sha256)
         if entry is not None:
             checked = dataclasses.replace(checked, styles=(), style=entry)
-        peak = functools.partial(self._peak, checked)
+        options = checked.options
+        # An instant job runs no network: its precision is neither resolved nor refused.
+        precision = None if options.method == "feed_forward" else self._network_precision(options)
+        peak = functools.partial(self._peak, checked, precision)
         smallest = self._limits.min_output_side
         budget = self._memory.budget
-        memory = check_fits(checked.stages, checked.options, smallest, peak, budget)
+        memory = check_fits(checked.stages, options, smallest, peak, budget)
         return dataclasses.replace(checked, memory_bytes=memory)
 
-    def _peak(self, checked: inputs.CheckedRequest, stages: Sequence[Stage]) -> int:
+    def _peak(
+        self, checked: inputs.CheckedRequest, precision: str | None, stages: Sequence[Stage]
+    ) -> int:
         """The predicted peak memory of ``checked``'s job, were it planned as ``stages``: the
-        decoding of its pictures, or, with them decoded, its optimisation's or the instant
-        tier's picture at the output's size (which a job may make too, as a preview, a start
-        or a stand-in)."""
+        decoding of its pictures, or, with them decoded, its optimisation's (its network in
+        ``precision``; None: an instant job, which has none) or the instant tier's picture at
+        the output's size (which a job may make too, as a preview, a start or a stand-in)."""
         options = checked.options
         painted = 0 if checked.regions is None else checked.regions.count
         output = stages[-1]
@@ -391,13 +396,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             if self._feed_forward is None
             else self._feed_forward.peak_bytes(output.width, output.height, max(1, painted))
         )
-        if options.method != "feed_forward":
+        if precision is not None:
             sizes = [(stage.width, stage.height) for stage in stages]
             styles = len(checked.styles) if checked.style is None else checked.style.count
             optimisation = predicted_peak_bytes(
                 sizes,
                 options,
-                self._network_precision(options),
+                precision,
                 self._settings.tile_pixels,
                 regions=painted,
                 styles=styles,

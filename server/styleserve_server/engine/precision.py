@@ -47,6 +47,7 @@ __all__ = [
     "decide",
     "job_precision",
     "measure_precision",
+    "probe_pictures",
 ]
 
 # Largest relative difference of a precision's objective from float32's that still counts as
@@ -171,9 +172,10 @@ def _candidates(device: torch.device) -> tuple[tuple[str, ...], tuple[str, ...]]
     return ("float32",), (_NO_BF16,)
 
 
-def _probe_pictures(size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def probe_pictures(size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(content, style, picture): fixed, photo-like 0-255 pictures (smooth shapes plus fine
-    grain), the evaluated one between the other two so that every loss term counts."""
+    grain), the evaluated one between the other two so that every loss term counts; what the
+    probe times, and benchmarks/layout.py too."""
     generator = torch.Generator().manual_seed(0)
     width, height = size
 
@@ -205,7 +207,7 @@ def measure_precision(
     computes in it, float16 too on CUDA), best of ``repeats`` after one untimed call, and
     ``decide``s."""
     device = backbone.device
-    content, style, picture = _probe_pictures(size, device)
+    content, style, picture = probe_pictures(size, device)
     weights = Weights.from_options(PRESETS["default"])
     untried: Sequence[str] = ()
     if candidates is None:

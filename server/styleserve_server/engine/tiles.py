@@ -25,7 +25,8 @@ tile is then the whole picture's cell. An evaluation (``evaluate``) takes two pa
    picture's gradient (halos overlap: each pixel gets the share of every tile that reads it).
    The last tile of pass 1 keeps its graph, so that pass 2 starts with its backward pass: on
    a 2-core AVX2 EPYC (float32) a 2 MP picture's evaluation in 3 tiles took 8% less time,
-   with the same value and gradient, bit for bit.
+   with the same value, and the same gradient up to the order its shares are added in (bit
+   for bit in 3 tiles, 6e-8 apart relative in 8).
 
 Cost: a no-grad forward pass of all tiles but one more than untiled, plus the halos. The
 backward pass computes no weight gradients, so on a 2-core AMD EPYC in bfloat16 it costs about
@@ -323,20 +324,12 @@ class _Tiled(torch.autograd.Function):
         by_key = {k: s for k, s in zip(keys, slopes, strict=True) if s is not None}
         grad = torch.zeros_like(pixels)
         *first, last = evaluation.plan.tiles
-        kept, ctx.kept = ctx.kept, None
-        for tile in (last, *first):
-            if tile is last:
-                (window, sums), kept = kept, None
-            else:
-                evaluation.poll()
-                window, sums = _graph(evaluation, tile, pixels)
-            with torch.enable_grad():
-                surrogate = sum(
-                    ((s * sums[k]).sum() for k, s in by_key.items()), window.new_zeros(())
-                )
-                (share,) = torch.autograd.grad(surrogate, window)
-            del window, sums
-            tile.crop(grad).add_(share)
+        # Each graph is freed once its share is added: one tile's is held at a time.
+        last.crop(grad).add_(_share(by_key, *ctx.kept))
+        ctx.kept = None
+        for tile in first:
+            evaluation.poll()
+            tile.crop(grad).add_(_share(by_key, *_graph(evaluation, tile, pixels)))
         return grad, None
 
 
@@ -345,6 +338,15 @@ def _graph(evaluation: _Evaluation, tile: Tile, pixels: Tensor) -> tuple[Tensor,
     with torch.enable_grad():
         window = evaluation.window(tile, pixels).detach().requires_grad_(True)
         return window, evaluation.sums(tile, window)
+
+
+def _share(slopes: Sums, window: Tensor, sums: Sums) -> Tensor:
+    """The gradient by ``window`` of the surrogate <``slopes``, ``sums``>: the tile's share of
+    the loss's gradient."""
+    with torch.enable_grad():
+        surrogate = sum(((s * sums[k]).sum() for k, s in slopes.items()), window.new_zeros(()))
+        (share,) = torch.autograd.grad(surrogate, window)
+    return share
 
 
 def evaluate(
