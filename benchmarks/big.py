@@ -48,11 +48,9 @@ from styleserve.plan import plan
 from styleserve_server.engine.memory import predicted_peak_bytes
 from styleserve_server.engine.tiles import tile_borders
 from styleserve_server.inputs import with_pictures
-from styleserve_server.settings import Settings
+from styleserve_server.settings import MIN_TILE_PIXELS, TILE_PIXELS
 
 GIB = 2**30
-# The server's, which this benchmark runs with.
-TILE_PIXELS = Settings.model_fields["tile_pixels"].default
 # Its servers' setting beyond the defaults: outputs up to 24 MP and past (16384 px on a side).
 PRINT_SIZES = {"max_output_side": 16384}
 
@@ -67,7 +65,7 @@ class Scale:
 
 
 FULL = Scale()
-REDUCED = Scale(tile_pixels=Settings.model_fields["tile_pixels"].metadata[0].ge, iterations=2)
+REDUCED = Scale(tile_pixels=MIN_TILE_PIXELS, iterations=2)
 
 
 def _content(megapixels: float, folder: Path) -> tuple[Path, tuple[int, int]]:

@@ -40,7 +40,7 @@ from styleserve_export.loader import load_backbone
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.engine.precision import bf16_arithmetic, probe_pictures
-from styleserve_server.settings import Settings
+from styleserve_server.settings import MIN_TILE_PIXELS, TILE_PIXELS
 
 LAYERS = (*PRESETS["default"].content_layers, *PRESETS["default"].style_layers)
 
@@ -97,11 +97,11 @@ class Scale:
 
     backbone: str = KERAS_VGG16
     divisor: int = 1
-    tile_pixels: int = Settings.model_fields["tile_pixels"].default
+    tile_pixels: int = TILE_PIXELS
 
 
 FULL = Scale()
-REDUCED = Scale(TINY_BACKBONE, 4, Settings.model_fields["tile_pixels"].metadata[0].ge)
+REDUCED = Scale(TINY_BACKBONE, 4, MIN_TILE_PIXELS)
 
 Case = tuple[str, Callable[[FeatureNet], Callable[[], float]]]
 

@@ -36,11 +36,9 @@ from styleserve_server.engine.records import (
 )
 from styleserve_server.engine.style import prepare as prepare_style
 from styleserve_server.engine.style import registration_stages, targets_nbytes
-from styleserve_server.engine.tiles import DEFAULT_TILE_PIXELS
 from styleserve_server.engine.video import run_video
 
 __all__ = [
-    "DEFAULT_TILE_PIXELS",
     "INSTANT_TILE_PIXELS",
     "FeedForward",
     "Finished",

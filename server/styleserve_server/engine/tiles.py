@@ -31,7 +31,7 @@ tile is then the whole picture's cell. An evaluation (``evaluate``) takes two pa
 Cost: a no-grad forward pass of all tiles but one more than untiled, plus the halos. The
 backward pass computes no weight gradients, so on a 2-core AMD EPYC in bfloat16 it costs about
 what the forward pass does, and the extra forward adds about half an evaluation; the halos add
-21-24% more pixels with 1 MiB tiles (``DEFAULT_TILE_PIXELS``). A tiled evaluation took
+21-24% more pixels with 1 MiB tiles (the server's default ``tile_pixels``). A tiled evaluation took
 1.6-1.9 times the untiled one per pixel at 1-2 MP (before the last tile kept its graph). A
 picture within one tile is evaluated as before, in one pass. ``memory.predicted_peak_bytes``
 says what a job's peak memory is with a given ``tile_pixels``, for admission.
@@ -53,7 +53,6 @@ from styleserve_server.engine.losses import memory_layout
 from styleserve_server.engine.regions import footprints
 
 __all__ = [
-    "DEFAULT_TILE_PIXELS",
     "Sums",
     "Tile",
     "TilePlan",
@@ -66,12 +65,6 @@ __all__ = [
 
 Sums = dict[Hashable, Tensor]
 """A picture's (or a tile's) sums by name: whatever an objective adds up over positions."""
-
-# A tile of 1024 x 1024 pixels, halo included: an evaluation's working memory of 1.2 GB in
-# bfloat16, and halos that add 21-24% to the pixels evaluated from 4 to 24 MP (15% at 2 MP
-# tiles, 38% at 0.5 MP). A default-preset job at 12 MP then peaked at 2.65 GB (a 2-core AMD
-# EPYC), room for the allocator's slack under the 4 GB it must stay below.
-DEFAULT_TILE_PIXELS = 2**20
 
 
 @dataclass(frozen=True)
