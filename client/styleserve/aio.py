@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Iterable
+import os
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,16 @@ from styleserve.request import Styles, with_pictures
 from styleserve.resume import Resumption
 from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve.video import VideoClip
+from styleserve.video_jobs import (
+    DEFAULT_OVERLAP,
+    AsyncVideoCall,
+    VideoEvent,
+    clip_frames,
+    run_video_async,
+    video_chunks,
+    video_job,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -38,9 +49,10 @@ __all__ = ["AsyncClient"]
 
 class AsyncClient(Calls):
     """Like ``Client``, with ``await client.stylize(...)``, ``async for event in
-    client.stream(...)``, ``await client.register_style(...)``,
-    ``await client.upload_picture(...)``, ``await client.info()`` and ``async with`` /
-    ``await close()``. Create it inside the event loop that uses it."""
+    client.stream(...)`` (and ``stylize_many``, ``stylize_video``, ``watch_job``),
+    ``await client.register_style(...)``, ``await client.upload_picture(...)``,
+    ``await client.info()`` and ``async with`` / ``await close()``. Create it inside the
+    event loop that uses it."""
 
     _grpc = grpc.aio
 
@@ -106,6 +118,48 @@ class AsyncClient(Calls):
         async with contextlib.aclosing(batch) as outcomes:
             async for outcome in outcomes:
                 yield outcome
+
+    async def stylize_video(
+        self,
+        video: str | os.PathLike[str] | VideoClip | Sequence[Picture],
+        styles: Styles | None = None,
+        *,
+        fps: float | None = None,
+        style_id: str | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        chunk_frames: int | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        **options: Unpack[JobOptions],
+    ) -> AsyncGenerator[VideoEvent, None]:
+        """See ``Client.stylize_video``: ``async for event in ...``, each chunk's call a task
+        and the clip's frames read (a file's decoded) on a worker thread. Bad input raises
+        ``VideoError`` at the first event, before any call. Close it with
+        ``contextlib.aclosing`` so that leaving the loop early cancels every call in flight at
+        once rather than when the generator is collected."""
+        # Kept as ``_uploaded`` keeps it, which then need not ask again.
+        self._server = server = await self.info(timeout=timeout)
+        limits = server.limits
+        frames, frame_count, rate = await asyncio.to_thread(clip_frames, video, fps, limits)
+        job = video_job(styles, style_id, request_id, options)
+        if concurrency is None:
+            concurrency = await asyncio.to_thread(
+                batch_concurrency, limits.job_slots, self.target, self.load_balancing
+            )
+        chunks = video_chunks(frame_count, limits, chunk_frames, overlap, concurrency)
+        call = AsyncVideoCall(
+            stub=self._stub,
+            job=job,
+            fps=rate,
+            limits=limits,
+            call_options=self._call_options(timeout),
+            registration=self._registration_to_retry,
+            register=lambda registration: self._register(registration.request, timeout),
+        )
+        async with contextlib.aclosing(run_video_async(call, frames, chunks, concurrency)) as run:
+            async for event in run:
+                yield event
 
     def stream(
         self,

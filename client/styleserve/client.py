@@ -34,8 +34,8 @@ from styleserve.video_jobs import (
     VideoCall,
     VideoEvent,
     clip_frames,
-    plan_chunks,
     run_video,
+    video_chunks,
     video_job,
 )
 
@@ -224,17 +224,16 @@ class Client(Calls):
         job = video_job(styles, style_id, request_id, options)
         if concurrency is None:
             concurrency = batch_concurrency(limits.job_slots, self.target, self.load_balancing)
-        longest = min(chunk_frames or limits.max_video_frames, limits.max_video_frames)
-        chunks = plan_chunks(frame_count, longest, overlap, concurrency)
+        chunks = video_chunks(frame_count, limits, chunk_frames, overlap, concurrency)
         call = VideoCall(
-            self._stub,
-            job,
-            rate,
-            limits,
-            self._call_options(timeout),
-            InFlight(),
-            self._registration_to_retry,
-            lambda registration: self._register(registration.request, timeout),
+            stub=self._stub,
+            job=job,
+            fps=rate,
+            limits=limits,
+            call_options=self._call_options(timeout),
+            registration=self._registration_to_retry,
+            register=lambda registration: self._register(registration.request, timeout),
+            in_flight=InFlight(),
         )
         return run_video(call, frames, chunks, concurrency)
 

@@ -1,12 +1,13 @@
 """A clip as several StylizeVideo calls at once, joined back into one stream of frames.
 
 A server takes at most ``Limits.max_video_frames`` frames per call, and a deployment has many
-slots behind one address, so ``Client.stylize_video`` cuts a clip into chunks that overlap by a
-few frames, sends them as separate calls at once (gRPC's per-call balancing spreads them over
-the replicas; the number at once is ``styleserve.batch.batch_concurrency``), and cross-fades
-each join's overlapping frames from the earlier chunk's into the later one's: a chunk starts
-without the frames before it, so its first frames differ from what the previous chunk made of
-them, and a cut there would show. Every frame comes out once, in order.
+slots behind one address, so ``stylize_video`` (``Client``'s on threads, ``AsyncClient``'s as
+tasks) cuts a clip into chunks that overlap by a few frames, sends them as separate calls at
+once (gRPC's per-call balancing spreads them over the replicas; the number at once is
+``styleserve.batch.batch_concurrency``), and cross-fades each join's overlapping frames from
+the earlier chunk's into the later one's: a chunk starts without the frames before it, so its
+first frames differ from what the previous chunk made of them, and a cut there would show.
+Every frame comes out once, in order.
 
 Each call keeps at most ``Limits.max_frames_in_flight`` frames unanswered (its request
 generator waits), as the server does, so a slow reader never fills either side's buffers; and
@@ -16,6 +17,7 @@ A failed chunk, or the caller leaving the loop, cancels every call in flight.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import io
@@ -23,7 +25,17 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +55,7 @@ from styleserve.video import VideoClip, open_video
 
 __all__ = [
     "DEFAULT_OVERLAP",
+    "AsyncVideoCall",
     "Chunk",
     "ChunkResult",
     "StylizedFrame",
@@ -53,6 +66,8 @@ __all__ = [
     "clip_frames",
     "plan_chunks",
     "run_video",
+    "run_video_async",
+    "video_chunks",
     "video_job",
 ]
 
@@ -100,6 +115,19 @@ def plan_chunks(
     return tuple(
         Chunk(i, start, stop) for i, (start, stop) in enumerate(zip(starts, stops, strict=True))
     )
+
+
+def video_chunks(
+    frame_count: int,
+    limits: ServerLimits,
+    chunk_frames: int | None,
+    overlap: int,
+    concurrency: int,
+) -> tuple[Chunk, ...]:
+    """``plan_chunks`` for a clip of ``frame_count`` frames on a server with ``limits``: chunks
+    of at most its ``max_video_frames`` (``chunk_frames`` for fewer)."""
+    longest = min(chunk_frames or limits.max_video_frames, limits.max_video_frames)
+    return plan_chunks(frame_count, longest, overlap, concurrency)
 
 
 @dataclass(frozen=True)
@@ -221,33 +249,72 @@ class _Progress:
         )
 
 
-class _Gate:
-    """Keeps a call's unanswered frames under the server's ``max_frames_in_flight``: the
-    request generator waits here, on gRPC's thread, until an answer makes room."""
+class _Window:
+    """Keeps a call's unanswered frames under the server's ``max_frames_in_flight``: its
+    request generator waits for room (``_Gate`` on gRPC's thread, ``_AsyncGate`` on the event
+    loop) until an answer makes it."""
 
     def __init__(self, limit: int) -> None:
         self._limit = max(1, limit)
         self._sent = 0
         self._answered = 0
         self._closed = False
-        self._room = threading.Condition()
+
+    def _room(self) -> bool:
+        return self._closed or self._sent - self._answered < self._limit
+
+    def _entered(self) -> bool:
+        """One more frame sent; False once the call is over."""
+        self._sent += 1
+        return not self._closed
+
+
+class _Gate(_Window):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self._changed = threading.Condition()
 
     def enter(self) -> bool:
         """Waits for room for one more frame; False once the call is over."""
-        with self._room:
-            self._room.wait_for(lambda: self._closed or self._sent - self._answered < self._limit)
-            self._sent += 1
-            return not self._closed
+        with self._changed:
+            self._changed.wait_for(self._room)
+            return self._entered()
 
     def answered(self) -> None:
-        with self._room:
+        with self._changed:
             self._answered += 1
-            self._room.notify_all()
+            self._changed.notify_all()
 
     def close(self) -> None:
-        with self._room:
+        with self._changed:
             self._closed = True
-            self._room.notify_all()
+            self._changed.notify_all()
+
+
+class _AsyncGate(_Window):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self._changed = asyncio.Condition()
+
+    async def enter(self) -> bool:
+        """Waits for room for one more frame; False once the call is over."""
+        async with self._changed:
+            await self._changed.wait_for(self._room)
+            return self._entered()
+
+    async def answered(self) -> None:
+        async with self._changed:
+            self._answered += 1
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+def _frame_request(index: int, data: bytes) -> pb.StylizeVideoRequest:
+    return pb.StylizeVideoRequest(frame=pb.VideoFrame(index=index, image=pb.Image(data=data)))
 
 
 def _requests(
@@ -257,7 +324,17 @@ def _requests(
     for index, data in enumerate(frames):
         if not gate.enter():
             return
-        yield pb.StylizeVideoRequest(frame=pb.VideoFrame(index=index, image=pb.Image(data=data)))
+        yield _frame_request(index, data)
+
+
+async def _requests_async(
+    start: pb.VideoStart, frames: list[bytes], gate: _AsyncGate
+) -> AsyncIterator[pb.StylizeVideoRequest]:
+    yield pb.StylizeVideoRequest(start=start)
+    for index, data in enumerate(frames):
+        if not await gate.enter():
+            return
+        yield _frame_request(index, data)
 
 
 @dataclass(frozen=True)
@@ -271,8 +348,40 @@ class _Message:
     error: BaseException | None = None
 
 
+class _Answers:
+    """One chunk's call's answers as messages for the caller's loop, checking that every
+    frame came back before the result."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.frames = 0
+        self.finished = False
+
+    def message(self, response: pb.StylizeVideoResponse) -> _Message | None:
+        kind = response.WhichOneof("event")
+        if kind == "frame":
+            self.frames += 1
+            return _Message(self.chunk, frame=response.frame)
+        if kind == "progress":
+            return _Message(self.chunk, progress=response.progress.frames_done)
+        if kind == "result":
+            if self.frames != len(self.chunk):
+                raise Internal(
+                    f"chunk {self.chunk.index}: the server answered {self.frames} of its"
+                    f" {len(self.chunk)} frames"
+                )
+            self.finished = True
+            return _Message(self.chunk, result=_chunk_result(self.chunk, response.result))
+        return None
+
+    def end(self) -> None:
+        """The stream ended: raises unless it brought the result."""
+        if not self.finished:
+            raise missing_result()
+
+
 @dataclass(frozen=True)
-class VideoCall:
+class _Job:
     """What every chunk's call shares: the job, how to reach the server and what it allows."""
 
     stub: Any
@@ -280,10 +389,8 @@ class VideoCall:
     fps: float
     limits: ServerLimits
     call_options: dict[str, Any]
-    in_flight: InFlight
     # The registration of the job's style_id, to send its pictures where a replica lacks it.
     registration: Callable[[pb.StyleTransferRequest, NotFound, JobEvents, int], Registration]
-    register: Callable[[Registration], object]
 
     def start(self, chunk: Chunk, job: pb.StyleTransferRequest) -> pb.VideoStart:
         start = pb.VideoStart(job=job, frame_count=len(chunk), frames_per_second=self.fps)
@@ -291,6 +398,14 @@ class VideoCall:
             suffix = f".{chunk.index}"
             start.job.request_id = job.request_id[: 128 - len(suffix)] + suffix
         return start
+
+
+@dataclass(frozen=True)
+class VideoCall(_Job):
+    """A clip's chunks as blocking calls, each on a thread of its own."""
+
+    register: Callable[[Registration], object]
+    in_flight: InFlight
 
     def run(self, chunk: Chunk, frames: list[bytes], out: queue.Queue[_Message]) -> None:
         """Stylises ``chunk`` and puts its answers on ``out``, ending with its result or
@@ -322,34 +437,75 @@ class VideoCall:
             _requests(self.start(chunk, job), frames, gate), **self.call_options
         )
         self.in_flight.add(call)
-        answered, finished = 0, False
+        answers = _Answers(chunk)
         try:
             with translated():
+                # Read on past the result to the stream's end, so that the call ends OK on
+                # the server rather than cancelled in a race with its status.
                 for response in call:
                     events.started = True
-                    kind = response.WhichOneof("event")
-                    if kind == "frame":
-                        gate.answered()
-                        answered += 1
-                        out.put(_Message(chunk, frame=response.frame))
-                    elif kind == "progress":
-                        out.put(_Message(chunk, progress=response.progress.frames_done))
-                    elif kind == "result":
-                        if answered != len(chunk):
-                            raise Internal(
-                                f"chunk {chunk.index}: the server answered {answered} of its"
-                                f" {len(chunk)} frames"
-                            )
-                        out.put(_Message(chunk, result=_chunk_result(chunk, response.result)))
-                        # Read on to the stream's end, so that the call ends OK on the server
-                        # rather than cancelled in a race with its status.
-                        finished = True
-            if not finished:
-                raise missing_result()
+                    message = answers.message(response)
+                    if message is not None:
+                        if message.frame is not None:
+                            gate.answered()
+                        out.put(message)
+            answers.end()
         finally:
             gate.close()
             call.cancel()
             self.in_flight.discard(call)
+
+
+@dataclass(frozen=True)
+class AsyncVideoCall(_Job):
+    """A clip's chunks as calls on an asyncio channel, each in a task of its own."""
+
+    register: Callable[[Registration], Awaitable[object]]
+
+    async def run(self, chunk: Chunk, frames: list[bytes], out: asyncio.Queue[_Message]) -> None:
+        """See ``VideoCall.run``; cancelling the task cancels the call."""
+        job = self.job
+        try:
+            for attempt in JobEvents.ATTEMPTS:
+                events = JobEvents()
+                try:
+                    await self._call(chunk, job, frames, out, events)
+                    return
+                except NotFound as error:
+                    registration = self.registration(job, error, events, attempt)
+                    await self.register(registration)
+                    job = with_pictures(job, registration)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # handed to the caller's loop, which raises it
+            out.put_nowait(_Message(chunk, error=error))
+
+    async def _call(
+        self,
+        chunk: Chunk,
+        job: pb.StyleTransferRequest,
+        frames: list[bytes],
+        out: asyncio.Queue[_Message],
+        events: JobEvents,
+    ) -> None:
+        gate = _AsyncGate(self.limits.max_frames_in_flight)
+        call = self.stub.StylizeVideo(
+            _requests_async(self.start(chunk, job), frames, gate), **self.call_options
+        )
+        answers = _Answers(chunk)
+        try:
+            with translated():
+                async for response in call:
+                    events.started = True
+                    message = answers.message(response)
+                    if message is not None:
+                        if message.frame is not None:
+                            await gate.answered()
+                        out.put_nowait(message)
+            answers.end()
+        finally:
+            await gate.close()
+            call.cancel()
 
 
 def _chunk_result(chunk: Chunk, result: pb.VideoResult) -> ChunkResult:
@@ -388,6 +544,62 @@ class _Frames:
         return frames
 
 
+class _Clip:
+    """A clip's run, whatever drives its calls: which chunks start when, and the events the
+    calls' messages make."""
+
+    def __init__(self, frames: Iterable[bytes], chunks: tuple[Chunk, ...], concurrency: int):
+        self.source = _Frames(frames)
+        self.chunks = chunks
+        self.concurrency = concurrency
+        self.joiner = Joiner(chunks)
+        self.progress = _Progress(chunks)
+        self.results: list[ChunkResult] = []
+        self.running: set[int] = set()
+        self.started = 0
+        self.announced = False
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.chunks)
+
+    def to_start(self) -> Iterator[Chunk]:
+        """The chunks to start now: a window from the earliest still wanted, so that memory
+        stays bounded however far one slow chunk falls behind."""
+        while (
+            self.started < len(self.chunks)
+            and len(self.running) < self.concurrency
+            and self.started < self.joiner.chunk + self.concurrency
+        ):
+            chunk = self.chunks[self.started]
+            self.running.add(chunk.index)
+            self.started += 1
+            yield chunk
+
+    def announce(self) -> Iterator[VideoProgress]:
+        """The bar's total, once, when the first calls are on their way."""
+        if not self.announced:
+            self.announced = True
+            yield self.progress.update(self.chunks[0], 0)
+
+    def receive(self, message: _Message) -> Iterator[VideoEvent]:
+        """The events ``message`` makes (it raises a chunk's error)."""
+        if message.error is not None:
+            raise message.error
+        if message.frame is not None:
+            self.joiner.add(message.chunk, message.frame.index, message.frame.image.data)
+            yield from self.joiner.ready()
+        elif message.progress is not None:
+            yield self.progress.update(message.chunk, message.progress)
+        elif message.result is not None:
+            self.running.discard(message.chunk.index)
+            self.results.append(message.result)
+
+    def result(self) -> VideoResult:
+        ordered = tuple(sorted(self.results, key=lambda r: r.chunk.index))
+        return VideoResult(self.joiner.next, ordered[0].width, ordered[0].height, ordered)
+
+
 def run_video(
     call: VideoCall,
     frames: Iterable[bytes],
@@ -397,51 +609,51 @@ def run_video(
     """Stylises ``chunks`` of ``frames`` (encoded pictures in order), ``concurrency`` calls at
     once, and yields progress and the frames in order, then the VideoResult. Leaving early or
     a failed chunk cancels every call in flight."""
-    source = _Frames(frames)
-    joiner = Joiner(chunks)
-    progress = _Progress(chunks)
+    clip = _Clip(frames, chunks, concurrency)
     out: queue.Queue[_Message] = queue.Queue()
-    results: list[ChunkResult] = []
-    running: set[int] = set()
-    started, announced = 0, False
     pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="styleserve-video")
     try:
-        while len(results) < len(chunks):
-            # A window of chunks from the earliest still wanted: memory stays bounded however
-            # far one slow chunk falls behind.
-            while (
-                started < len(chunks)
-                and len(running) < concurrency
-                and started < joiner.chunk + concurrency
-            ):
-                chunk = chunks[started]
+        while not clip.done:
+            for chunk in clip.to_start():
                 # In the caller's context, whose trace a style registered again carries.
                 run = contextvars.copy_context().run
-                pool.submit(run, call.run, chunk, source.take(chunk), out)
-                running.add(chunk.index)
-                started += 1
-            if not announced:
-                # The bar's total, once the first calls are on their way.
-                announced = True
-                yield progress.update(chunks[0], 0)
-            message = out.get()
-            if message.error is not None:
-                raise message.error
-            if message.frame is not None:
-                joiner.add(message.chunk, message.frame.index, message.frame.image.data)
-                yield from joiner.ready()
-            elif message.progress is not None:
-                yield progress.update(message.chunk, message.progress)
-            elif message.result is not None:
-                running.discard(message.chunk.index)
-                results.append(message.result)
-        ordered = tuple(sorted(results, key=lambda r: r.chunk.index))
-        yield VideoResult(joiner.next, ordered[0].width, ordered[0].height, ordered)
+                pool.submit(run, call.run, chunk, clip.source.take(chunk), out)
+            yield from clip.announce()
+            yield from clip.receive(out.get())
+        yield clip.result()
     finally:
         # Nothing is in flight after the last result; otherwise the caller left early or a
         # chunk failed, and every other call stops now.
         call.in_flight.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def run_video_async(
+    call: AsyncVideoCall,
+    frames: Iterable[bytes],
+    chunks: tuple[Chunk, ...],
+    concurrency: int,
+) -> AsyncGenerator[VideoEvent, None]:
+    """``run_video`` on the event loop: each chunk's call a task, the clip's frames read (and
+    decoded, for a file) on a worker thread."""
+    clip = _Clip(frames, chunks, concurrency)
+    out: asyncio.Queue[_Message] = asyncio.Queue()
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while not clip.done:
+            for chunk in clip.to_start():
+                taken = await asyncio.to_thread(clip.source.take, chunk)
+                tasks.add(asyncio.create_task(call.run(chunk, taken, out)))
+            for announced in clip.announce():
+                yield announced
+            for event in clip.receive(await out.get()):
+                yield event
+        yield clip.result()
+    finally:
+        # As run_video's: every call still in flight stops now.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def video_job(

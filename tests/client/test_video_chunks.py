@@ -191,7 +191,16 @@ def _video_call(server: FakeServer, in_flight: int = 2) -> VideoCall:
 
     job = pb.StyleTransferRequest(request_id="clip")
     limits = ServerLimits(max_video_frames=12, max_frames_in_flight=in_flight)
-    return VideoCall(server, job, 24.0, limits, {}, InFlight(), no_registration, no_registration)
+    return VideoCall(
+        stub=server,
+        job=job,
+        fps=24.0,
+        limits=limits,
+        call_options={},
+        registration=no_registration,
+        register=no_registration,
+        in_flight=InFlight(),
+    )
 
 
 def _frames(count: int) -> list[bytes]:

@@ -1,9 +1,10 @@
-"""Video end to end: the SDK and the ``styleserve video`` command against real servers on the
-tiny test network, one server or two behind one address, and a cancelled clip freeing every
-slot it held."""
+"""Video end to end: the SDK (sync and asyncio) and the ``styleserve video`` command against real
+servers on the tiny test network, one server or two behind one address, and a cancelled clip
+freeing every slot it held."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -13,7 +14,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from styleserve import Client, StylizedFrame, VideoError, VideoProgress, VideoResult
+from styleserve import (
+    AsyncClient,
+    Client,
+    StylizedFrame,
+    VideoError,
+    VideoProgress,
+    VideoResult,
+)
 from styleserve.video import open_video
 
 from tests.client.client_helpers import NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command
@@ -178,3 +186,56 @@ def test_cancelling_a_clip_frees_every_slot(
         for _ in range(2):
             client.stylize(content, [style], timeout=NEXT_JOB_TIMEOUT, **QUICK_JOB)
         assert _requests(srv, code="CANCELLED") == 2
+
+
+async def test_the_async_client_makes_the_clip_the_sync_client_makes(
+    two_servers: list[RunningServer], style, tmp_path: Path
+):
+    clip = make_clip(tmp_path / "in.mp4", frames=40, audio=False)
+    job = {**INSTANT, "temporal_weight": 0.0, "chunk_frames": 16}
+    target = "ipv4:" + ",".join(f"127.0.0.1:{s.port}" for s in two_servers)
+    async with AsyncClient(target, load_balancing="round_robin", timeout=120) as client:
+        async with contextlib.aclosing(client.stylize_video(clip, [style], **job)) as run:
+            events = [event async for event in run]
+    result = events[-1]
+    assert isinstance(result, VideoResult) and len(result.chunks) == 3
+    assert _wait_for(lambda: sum(_requests(s) for s in two_servers) == 3)
+    assert all(_requests(s) >= 1 for s in two_servers), [_requests(s) for s in two_servers]
+    with Client(target, load_balancing="round_robin", timeout=120) as sync:
+        reference = _frames(list(sync.stylize_video(clip, [style], **job)))
+    frames = _frames(events)
+    assert [f.index for f in frames] == list(range(40))
+    assert [f.data for f in frames] == [f.data for f in reference]
+    progress = [e for e in events if isinstance(e, VideoProgress)]
+    assert progress[-1].frames_done == progress[-1].frame_count == 40
+
+
+async def test_a_bad_clip_raises_video_error_from_the_async_client(server, style, tmp_path: Path):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    async with AsyncClient(server.target) as client:
+        with pytest.raises(VideoError) as failure:
+            await anext(client.stylize_video(path, [style], **INSTANT))
+    assert failure.value.reason == "unreadable"
+    assert _requests(server) == 0
+
+
+async def test_leaving_an_async_clip_early_frees_every_slot(
+    start_server: Callable[..., contextlib.AbstractContextManager[RunningServer]],
+    content,
+    style,
+    tmp_path: Path,
+):
+    clip = make_clip(tmp_path / "in.mp4", frames=40, audio=False)
+    with start_server(job_slots=2, queue_size=0) as srv:
+        async with AsyncClient(srv.target) as client:
+            video = client.stylize_video(
+                clip, [style], size=64, iterations=5000, chunk_frames=24, concurrency=2
+            )
+            async with contextlib.aclosing(video) as events:
+                await anext(events)  # the first progress: the calls are under way
+                assert await asyncio.to_thread(_wait_for, lambda: _running(srv) == 2)
+            assert await asyncio.to_thread(_wait_for, lambda: _running(srv) == 0)
+            for _ in range(2):
+                await client.stylize(content, [style], timeout=NEXT_JOB_TIMEOUT, **QUICK_JOB)
+    assert _requests(srv, code="CANCELLED") == 2
