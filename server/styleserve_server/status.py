@@ -28,7 +28,13 @@ from styleserve_server.job_store import (
 )
 from styleserve_server.memory import TooBig
 from styleserve_server.style_cache import StyleCacheOff, StyleTooLarge, UnknownStyle
-from styleserve_server.uploads import UnknownUpload, UploadCorrupt, UploadsOff, UploadTooLarge
+from styleserve_server.uploads import (
+    UnknownUpload,
+    UploadCorrupt,
+    UploadsOff,
+    UploadStoreBusy,
+    UploadTooLarge,
+)
 
 __all__ = [
     "GraceOver",
@@ -125,6 +131,9 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         # Too large for this server whenever it is sent: a negative pushback tells gRPC retry
         # policies (the SDK's retries RESOURCE_EXHAUSTED, for a full queue) not to send it again.
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), _NEVER_RETRY
+    if isinstance(error, UploadStoreBusy):
+        # Room comes back as the uploads in progress end: a retry after a backoff may fit.
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
     if isinstance(error, UploadCorrupt):
         return grpc.StatusCode.DATA_LOSS, str(error), ()
     if isinstance(error, torch.OutOfMemoryError):

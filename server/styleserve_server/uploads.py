@@ -38,6 +38,7 @@ __all__ = [
     "UnknownUpload",
     "UploadCorrupt",
     "UploadStore",
+    "UploadStoreBusy",
     "UploadTooLarge",
     "UploadsOff",
 ]
@@ -71,7 +72,11 @@ class UnknownUpload(Exception):
 
 
 class UploadTooLarge(Exception):
-    """An upload cannot fit: larger than one upload may be, or than the store's free room."""
+    """An upload is larger than one upload may be on this server, whenever it is sent."""
+
+
+class UploadStoreBusy(Exception):
+    """Uploads in progress have reserved the store's room: this one fits once they end."""
 
 
 class UploadCorrupt(Exception):
@@ -220,7 +225,7 @@ class UploadStore:
             while self._entries and self._stored + self._reserved + size > self.max_bytes:
                 self._evict()
             if self._stored + self._reserved + size > self.max_bytes:
-                raise UploadTooLarge(
+                raise UploadStoreBusy(
                     f"header.size_bytes: the upload store is busy with {self._reserved} bytes "
                     f"of uploads in progress and has no room for {size} more (it holds "
                     f"{self.max_bytes}): retry when they have finished"

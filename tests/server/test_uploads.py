@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -248,6 +249,34 @@ def test_an_upload_larger_than_one_may_be_is_refused_before_its_bytes(start_serv
         error = refused(stub, iter([pb.UploadPictureRequest(header=header)]))
         assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "more than the 102400 one upload may hold" in error.details()
+
+
+def test_a_store_busy_with_uploads_in_progress_refuses_for_now_only(start_server):
+    """Room reserved by an upload in progress refuses another for the moment, without the
+    never-retry trailer of a picture too large for the server; once it ends, the other fits."""
+    held, sent = noise((128, 96), seed=1), noise((64, 64), seed=2)
+    go_on = threading.Event()
+
+    def holding() -> Iterator[pb.UploadPictureRequest]:
+        messages = parts(held)
+        yield next(messages)  # the header reserves its room
+        go_on.wait(30)
+        yield from messages
+
+    with start_server(upload_store_bytes=len(held) + len(sent) // 2) as srv:
+        with connect(srv.target) as stub:
+            first = stub.UploadPicture.future(holding(), timeout=30)
+            # The header is read when GetServerInfo counts its room as reserved.
+            while uploads(stub).used_bytes < len(held):
+                assert not first.done(), first.exception()
+                time.sleep(0.01)
+            error = refused(stub, parts(sent))
+            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "the upload store is busy" in error.details()
+            assert ("grpc-retry-pushback-ms", "-1") not in error.trailing_metadata()
+            go_on.set()
+            assert first.result().size_bytes == len(held)
+            assert stub.UploadPicture(parts(sent), timeout=30).size_bytes == len(sent)
 
 
 def test_uploads_off(start_server):
