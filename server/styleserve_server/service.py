@@ -292,7 +292,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         seen = write.numbering.last
 
         async def numbered(send: Send) -> None:
-            await produce(started, lambda message: send(write.numbering(message)))
+            try:
+                await produce(started, lambda message: send(write.numbering(message)))
+            except Exception as error:
+                # A detached job's failure may reach nobody's call, which is where failures
+                # are logged; its status (GetOperation, a watch) names this request's lines.
+                if status(error)[0] is grpc.StatusCode.INTERNAL:
+                    log.exception("detachable job failed", extra={"job_id": kept.job_id})
+                raise
 
         self._jobs.run(kept, numbered)
         await self._jobs.follow(kept, seen, write.context.write, own=True)

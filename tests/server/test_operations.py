@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 
 import grpc
@@ -13,6 +14,7 @@ from google.longrunning import operations_pb2 as lro
 from google.longrunning import operations_pb2_grpc as lro_grpc
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+from styleserve_server import logs, outputs
 from styleserve_server.job_store import JobStore, UnknownJob
 from styleserve_server.metrics import Metrics
 from styleserve_server.operations import JobOperations
@@ -212,3 +214,25 @@ def test_a_stopping_server_ends_a_watch_of_a_kept_job_unavailable(start_server):
         watcher.join(timeout=30)
         assert codes == [grpc.StatusCode.UNAVAILABLE]
         assert sample(srv, "styleserve_job_store_entries") == 0
+
+
+def test_a_detached_job_that_fails_is_logged_under_the_id_its_status_names(
+    start_server, monkeypatch, caplog
+):
+    def broken(*_args: object, **_kwargs: object) -> pb.Result:
+        raise RuntimeError("a bug in making the result")
+
+    monkeypatch.setattr(outputs, "result", broken)
+    caplog.set_level(logging.ERROR)
+    caplog.handler.addFilter(logs._RequestIdFilter())
+    with start_server() as srv, stubs(srv.target) as (stub, ops):
+        job_id = started_and_left(stub, iterations=30)
+        ask = lro.GetOperationRequest(name=name(job_id))
+        wait_until(lambda: ops.GetOperation(ask, timeout=10).done)
+        error = ops.GetOperation(ask, timeout=10).error
+    assert error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert error.message.startswith("internal error (RuntimeError); the server log has it under ")
+    named = error.message.rsplit(" ", 1)[1]
+    (failed,) = [r for r in caplog.records if r.getMessage() == "detachable job failed"]
+    assert (failed.request_id, failed.job_id) == (named, job_id)
+    assert "a bug in making the result" in caplog.text
