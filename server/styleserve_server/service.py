@@ -559,20 +559,14 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             self._metrics.instant_duration.observe(seconds)
             self._instant.release(seconds, nbytes=checked.memory_bytes)
 
-        def read(done: asyncio.Future[pb.StyleTransferResponse]) -> None:
-            # Read here too: a cancelled call leaves the work's JobCancelled unread.
-            if not done.cancelled():
-                done.exception()
-
         future = self._workers.start(work, cancel, self._instant_executor, release)
-        future.add_done_callback(read)
-        await send(started)
         # Shielded: a cancelled call must not mark the work done (and its slot free) while
         # the worker thread is still running it; it stops at its next tile (a picture run
-        # whole ends with the network's one pass).
+        # whole ends with the network's one pass), also when sending Started fails.
         try:
+            await send(started)
             response = await asyncio.shield(future)
-        except asyncio.CancelledError:
+        except BaseException:
             cancel.set()
             raise
         for message in outputs.delivered(response, message_bytes):

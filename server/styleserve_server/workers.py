@@ -46,6 +46,10 @@ class Workers:
 
         def done(future: asyncio.Future[T] | None) -> None:
             self._running.discard(cancel)
+            if future is not None and not future.cancelled():
+                # Read here: a caller cancelled while it awaited the work (shielded) never
+                # reads its error, which asyncio would log as never retrieved.
+                future.exception()
             release(future)
 
         self._running.add(cancel)
