@@ -350,6 +350,10 @@ class Limits:
     max_video_frames: int = 300
     max_video_fps: int = 120
     max_frames_in_flight: int = 4
+    # Seconds a streaming call (UploadPicture, StylizeVideo) may leave the server waiting for
+    # its caller's next message, or for its caller to read a StylizeVideo answer, before it
+    # ends DEADLINE_EXCEEDED: such a call holds a slot or the store's room meanwhile.
+    stream_idle_seconds: int = 60
 
 
 LIMITS = Limits()
@@ -374,6 +378,7 @@ CEILINGS = Limits(
     max_video_frames=100_000,
     max_video_fps=1000,
     max_frames_in_flight=64,
+    stream_idle_seconds=3600,
 )
 
 

@@ -42,7 +42,7 @@ from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_export.artifact import Backbone
 
-from styleserve_server import inputs, logs, outputs, video, wire
+from styleserve_server import inputs, logs, outputs, streams, video, wire
 from styleserve_server.access import caller_identity
 from styleserve_server.admission import Admission, MemoryPool, ShuttingDown
 from styleserve_server.engine import (
@@ -768,7 +768,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             except OptionsError as error:
                 refused = error
         else:
-            request = wire.parse_each(request_type, data, self._limits)
+            messages = streams.paced(data, self._limits.stream_idle_seconds)
+            request = wire.parse_each(request_type, messages, self._limits)
         del data
         asked = getattr(request, "request_id", "") or str(metadata.get("x-request-id", ""))
         try:

@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         "reads its answers slowly slows the reading of its frames, so a call holds at most "
         "this many frames in the server.",
     )  # fmt: skip
+    stream_idle_seconds: int = Field(
+        LIMITS.stream_idle_seconds, ge=1, le=CEILINGS.stream_idle_seconds,
+        description="Longest the server waits for a streaming call's next message (an "
+        "UploadPicture chunk, a StylizeVideo frame), or for its caller to read a StylizeVideo "
+        "answer, before it ends the call DEADLINE_EXCEEDED and frees the slot or the upload "
+        "store's room it held.",
+    )  # fmt: skip
     tile_pixels: int = Field(
         TILE_PIXELS, ge=MIN_TILE_PIXELS, le=CEILINGS.max_input_pixels,
         description="Most pixels of a picture the network sees at once: a larger stage's loss "
@@ -180,8 +187,8 @@ class Settings(BaseSettings):
     max_connection_age_seconds: float = Field(
         300.0, ge=0, le=_MAX_CONNECTION_AGE,
         description="Close each client connection (GOAWAY) after about this long, so that "
-        "round_robin clients re-resolve and find new replicas; running calls go on to their "
-        "end. 0: never.",
+        "round_robin clients re-resolve and find new replicas; running calls go on for up to "
+        "connection_age_grace_seconds. 0: never.",
     )  # fmt: skip
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(

@@ -27,6 +27,7 @@ from styleserve_server.job_store import (
     UnknownJob,
 )
 from styleserve_server.memory import TooBig
+from styleserve_server.streams import CallerIdle
 from styleserve_server.style_cache import StyleCacheOff, StyleTooLarge, UnknownStyle
 from styleserve_server.uploads import (
     UnknownUpload,
@@ -134,6 +135,8 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
     if isinstance(error, UploadStoreBusy):
         # Room comes back as the uploads in progress end: a retry after a backoff may fit.
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
+    if isinstance(error, CallerIdle):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error), ()
     if isinstance(error, UploadCorrupt):
         return grpc.StatusCode.DATA_LOSS, str(error), ()
     if isinstance(error, torch.OutOfMemoryError):

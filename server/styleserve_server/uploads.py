@@ -222,14 +222,16 @@ class UploadStore:
             )
         with self._lock:
             self._expire()
-            while self._entries and self._stored + self._reserved + size > self.max_bytes:
-                self._evict()
-            if self._stored + self._reserved + size > self.max_bytes:
+            # Refused before any eviction: evicting cannot free the room reserved by uploads
+            # in progress, and stored uploads would be lost for nothing.
+            if self._reserved + size > self.max_bytes:
                 raise UploadStoreBusy(
                     f"header.size_bytes: the upload store is busy with {self._reserved} bytes "
                     f"of uploads in progress and has no room for {size} more (it holds "
                     f"{self.max_bytes}): retry when they have finished"
                 )
+            while self._stored + self._reserved + size > self.max_bytes:
+                self._evict()
             self._reserved += size
             self._changed()
         return _Upload(self, header.sha256, size)

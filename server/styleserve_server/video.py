@@ -39,7 +39,7 @@ from styleserve.plan import video_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_export.artifact import Backbone
 
-from styleserve_server import inputs, outputs
+from styleserve_server import inputs, outputs, streams
 from styleserve_server.admission import Admission
 from styleserve_server.engine import (
     FeedForward,
@@ -203,7 +203,8 @@ class _Call:
     """One StylizeVideo call's state on the event loop."""
 
     host: VideoHost
-    context: grpc.aio.ServicerContext
+    # The call's write, bounded in time (``streams.paced_write``).
+    write: Callable[[pb.StylizeVideoResponse], Awaitable[None]]
     messages: AsyncIterator[pb.StylizeVideoRequest]
     start: pb.VideoStart
     checked: inputs.CheckedRequest
@@ -335,19 +336,19 @@ class _Call:
                     response = outputs.video_result(
                         record, options, self.host.provenance, self.host.device, queue_seconds
                     )
-                    await self.context.write(response)
+                    await self.write(response)
                     return
                 if isinstance(record, Iterate):
                     iteration += 1
                 else:
-                    await self.context.write(
+                    await self.write(
                         outputs.video_frame(
                             record.index, record.data, record.losses, record.consistent_fraction
                         )
                     )
                     self.window.release()
                     frames_done += 1
-                await self.context.write(
+                await self.write(
                     self._progress(frames_done, iteration, total, time.monotonic() - started)
                 )
 
@@ -413,6 +414,8 @@ async def stylize_video(
     start = first.start
     _check_start(start, host.limits)
     # One frame is read before the call queues: its size decides the plan and the memory.
+    # A caller that stops reading stops the reading of its frames, and so its job, in its slot.
+    write = streams.paced_write(context.write, host.limits.stream_idle_seconds)
     window = asyncio.Semaphore(host.limits.max_frames_in_flight)
     await window.acquire()
     checked, size = await _first_frame(host, messages, start)
@@ -426,16 +429,16 @@ async def stylize_video(
         async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
             position = await anext(positions)
             await send_headers()
-            await context.write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
+            await write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
             async for position in positions:
                 queued = outputs.queued(position).queued
-                await context.write(pb.StylizeVideoResponse(queued=queued))
+                await write(pb.StylizeVideoResponse(queued=queued))
     # A slot is held from here: the worker's end releases it, with no await between.
     queue_seconds = time.monotonic() - enqueued
     host.metrics.queue_wait.observe(queue_seconds)
     call = _Call(
         host,
-        context,
+        write,
         messages,
         start,
         checked,
@@ -460,7 +463,7 @@ async def stylize_video(
     reader = asyncio.create_task(call.read())
     try:
         started = outputs.started(queue_seconds, host.device, total).started
-        await context.write(pb.StylizeVideoResponse(started=started))
+        await write(pb.StylizeVideoResponse(started=started))
         await call.relay(reader, future, total, began, queue_seconds)
     finally:
         cancel.set()

@@ -253,8 +253,9 @@ def test_an_upload_larger_than_one_may_be_is_refused_before_its_bytes(start_serv
 
 def test_a_store_busy_with_uploads_in_progress_refuses_for_now_only(start_server):
     """Room reserved by an upload in progress refuses another for the moment, without the
-    never-retry trailer of a picture too large for the server; once it ends, the other fits."""
-    held, sent = noise((128, 96), seed=1), noise((64, 64), seed=2)
+    never-retry trailer of a picture too large for the server and without evicting a stored
+    upload for nothing; once the first ends, the other fits."""
+    kept, held, sent = noise((16, 16)), noise((128, 96), seed=1), noise((64, 64), seed=2)
     go_on = threading.Event()
 
     def holding() -> Iterator[pb.UploadPictureRequest]:
@@ -263,20 +264,40 @@ def test_a_store_busy_with_uploads_in_progress_refuses_for_now_only(start_server
         go_on.wait(30)
         yield from messages
 
-    with start_server(upload_store_bytes=len(held) + len(sent) // 2) as srv:
-        with connect(srv.target) as stub:
-            first = stub.UploadPicture.future(holding(), timeout=30)
-            # The header is read when GetServerInfo counts its room as reserved.
-            while uploads(stub).used_bytes < len(held):
-                assert not first.done(), first.exception()
-                time.sleep(0.01)
-            error = refused(stub, parts(sent))
-            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "the upload store is busy" in error.details()
-            assert ("grpc-retry-pushback-ms", "-1") not in error.trailing_metadata()
+    # Room for the held upload and the kept one, and for half the sent one beside them.
+    room = len(held) + len(kept) + len(sent) // 2
+    with start_server(upload_store_bytes=room) as srv, connect(srv.target) as stub:
+        stub.UploadPicture(parts(kept), timeout=30)
+        first = stub.UploadPicture.future(holding(), timeout=30)
+        # The header is read when GetServerInfo counts its room as reserved.
+        while uploads(stub).used_bytes < len(kept) + len(held):
+            assert not first.done(), first.exception()
+            time.sleep(0.01)
+        error = refused(stub, parts(sent))
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "the upload store is busy" in error.details()
+        assert ("grpc-retry-pushback-ms", "-1") not in error.trailing_metadata()
+        assert uploads(stub).used_bytes == len(kept) + len(held)
+        go_on.set()
+        assert first.result().size_bytes == len(held)
+        assert stub.UploadPicture(parts(sent), timeout=30).size_bytes == len(sent)
+
+
+def test_an_upload_that_stops_sending_is_let_go_with_its_room(start_server):
+    go_on = threading.Event()
+
+    def header_only() -> Iterator[pb.UploadPictureRequest]:
+        yield next(parts(noise((64, 64))))
+        go_on.wait(60)
+
+    with start_server(stream_idle_seconds=1) as srv, connect(srv.target) as stub:
+        try:
+            error = refused(stub, header_only())
+        finally:
             go_on.set()
-            assert first.result().size_bytes == len(held)
-            assert stub.UploadPicture(parts(sent), timeout=30).size_bytes == len(sent)
+        assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "(limits.stream_idle_seconds) for this call's next message" in error.details()
+        assert uploads(stub).used_bytes == 0
 
 
 def test_uploads_off(start_server):

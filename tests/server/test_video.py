@@ -4,7 +4,9 @@ consistency, every refusal of a bad call, cancellation and the bound on frames r
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -280,6 +282,49 @@ def test_a_caller_that_reads_nothing_stops_the_reading_of_its_frames(start_serve
         assert ahead <= in_flight + 4, ahead
         results = [r.frame for r in call if r.WhichOneof("event") == "frame"]
     assert [r.index for r in results] == list(range(30))
+
+
+def test_a_caller_that_stops_sending_is_let_go_and_its_slot_freed(start_server):
+    frames = noise_frames(3, 32)
+    go_on = threading.Event()
+
+    def stalling() -> Iterator[pb.StylizeVideoRequest]:
+        messages = video(frames, **FAST)
+        yield from itertools.islice(messages, 2)  # the start and frame 0: the job runs
+        go_on.wait(60)
+
+    with start_server(job_slots=1, stream_idle_seconds=1) as srv, connect(srv.target) as stub:
+        limits = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30).limits
+        assert limits.stream_idle_seconds == 1
+        try:
+            error = rpc_error(stub.StylizeVideo(stalling(), timeout=120))
+        finally:
+            go_on.set()
+        assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert error.details().startswith(
+            "the server waited 1 s (limits.stream_idle_seconds) for this call's next message"
+        )
+        wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0, timeout=10)
+
+
+def test_a_caller_that_stops_reading_is_let_go_and_its_slot_freed(start_server):
+    # As in the test above of a caller that reads nothing, but the server lets it go.
+    settings = {"max_frames_in_flight": 2, "stream_window_bytes": 64 * 1024}
+    options = [("grpc.http2.bdp_probe", 0)]
+    frames = noise_frames(30, 160)
+    with (
+        start_server(job_slots=1, stream_idle_seconds=1, **settings) as srv,
+        grpc.insecure_channel(srv.target, options) as channel,
+    ):
+        stub = pb_grpc.StyleTransferServiceStub(channel)
+        call = stub.StylizeVideo(video(frames, **{**INSTANT, "size": 160}), timeout=120)
+        assert next(call).WhichOneof("event") == "queued"
+        ended = {"method": "StylizeVideo", "code": "DEADLINE_EXCEEDED"}
+        wait_until(lambda: sample(srv, "styleserve_requests_total", **ended) == 1, timeout=30)
+        wait_until(lambda: sample(srv, "styleserve_instant_running_jobs") == 0, timeout=10)
+        error = rpc_error(call)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "for the caller to read this call's answers" in error.details()
 
 
 def test_get_server_info_advertises_the_video_limits(start_server):
