@@ -81,9 +81,9 @@ class UnknownJob(Exception):
     """No job of this caller has the id: never held, expired, or another caller's (alike, so
     that an id reveals nothing about other callers' jobs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, field: str = "job_id") -> None:
         super().__init__(
-            "job_id: no such job for this caller (unknown, expired after its retention or its "
+            f"{field}: no such job for this caller (unknown, expired after its retention or its "
             "detach grace, evicted for newer results, run by another replica, or another "
             "caller's); send the request again"
         )
@@ -289,7 +289,7 @@ class JobStore:
             raise OptionsError(field, f"is longer than a job id ({MAX_JOB_ID_LENGTH} at most)")
         kept = self._jobs.get(job_id)
         if kept is None or not secrets.compare_digest(kept.owner, owner):
-            raise UnknownJob
+            raise UnknownJob(field)
         if after > kept.newest:
             raise FutureSequence(after, kept.newest)
         return kept

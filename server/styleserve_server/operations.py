@@ -100,7 +100,8 @@ class JobOperations:
         if request.page_size < 0:
             raise OptionsError("page_size", f"is {request.page_size}; send 0 or more")
         token = request.page_token
-        if token and (len(token) > _MAX_TOKEN_LENGTH or not token.isdigit()):
+        # ASCII digits only: str.isdigit() takes superscripts too, which int() refuses.
+        if token and (len(token) > _MAX_TOKEN_LENGTH or not (token.isascii() and token.isdigit())):
             raise OptionsError("page_token", "is no token of this server's: send the last answer's")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         jobs = self._jobs.listed(owner, int(token or 0), size + 1)
@@ -127,7 +128,8 @@ class JobOperations:
         self, request: operations_pb2.WaitOperationRequest, owner: str, remaining: float | None
     ) -> operations_pb2.Operation:
         kept = self._find(request.name, owner)
-        asked = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 0
+        # From its fields: a Duration past timedelta's range (any int64 seconds) is only long.
+        asked = request.timeout.seconds + request.timeout.nanos / 1e9
         if asked < 0:
             raise OptionsError("timeout", "is negative; send a duration of 0 or more")
         waits = [asked or MAX_WAIT_SECONDS, MAX_WAIT_SECONDS]

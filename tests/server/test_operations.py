@@ -110,15 +110,34 @@ def test_expired_unknown_and_malformed_names(start_server):
                 ops.GetOperation(lro.GetOperationRequest(name=asked), timeout=10)
             codes[asked[:12]] = error.value.code()
             assert "z" * 100 not in (error.value.details() or "")
+            # The field the caller sent: an Operations request names its job by ``name``.
+            assert (error.value.details() or "").startswith("name: ")
         assert codes == {
             name(job_id)[:12]: grpc.StatusCode.NOT_FOUND,
             name("x" * 32)[:12]: grpc.StatusCode.NOT_FOUND,
             "jobs/": grpc.StatusCode.NOT_FOUND,
             "operations/z": grpc.StatusCode.INVALID_ARGUMENT,
         }
-        with pytest.raises(grpc.RpcError) as bad_token:
-            ops.ListOperations(lro.ListOperationsRequest(page_token="nope"), timeout=10)
-        assert bad_token.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        # A superscript two is a digit to str.isdigit(), not to int().
+        for token in ("nope", "\u00b2", "1" * 21):
+            with pytest.raises(grpc.RpcError) as bad_token:
+                ops.ListOperations(lro.ListOperationsRequest(page_token=token), timeout=10)
+            assert bad_token.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert bad_token.value.details().startswith("page_token: ")
+
+
+def test_a_wait_longer_than_any_is_the_longest_and_a_negative_one_refused(start_server):
+    with start_server() as srv, stubs(srv.target) as (stub, ops):
+        responses = list(stub.StyleTransfer(detachable(iterations=2), timeout=60))
+        job_id = next(r.started.job_id for r in responses if r.HasField("started"))
+        # More seconds than a valid Duration holds, or a timedelta: only long.
+        longest = lro.WaitOperationRequest(name=name(job_id), timeout={"seconds": 2**63 - 1})
+        assert ops.WaitOperation(longest, timeout=30).done
+        negative = lro.WaitOperationRequest(name=name(job_id), timeout={"seconds": -1})
+        with pytest.raises(grpc.RpcError) as error:
+            ops.WaitOperation(negative, timeout=30)
+        assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("timeout: is negative")
 
 
 def test_pages_of_a_callers_jobs(start_server):
