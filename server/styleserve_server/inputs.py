@@ -26,7 +26,6 @@ import io
 import re
 import struct
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,8 +92,12 @@ _DECODE_ERRORS = (
     ValueError,
     EOFError,
     struct.error,
-    Image.DecompressionBombError,
 )
+# Pillow's own pixel check is process-wide, and refuses with a message of its own pictures of
+# over 179 MP that a server's max_input_pixels (up to CEILINGS') may allow: ``_open`` checks
+# every picture against the server's limit from its header instead, before any decoding (the
+# server opens pictures nowhere else).
+Image.MAX_IMAGE_PIXELS = None
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 # EXIF orientations that turn the picture a quarter: its upright width is its stored height.
 _QUARTER_TURNS = (5, 6, 7, 8)
@@ -458,12 +461,7 @@ def _open(field: str, data: bytes, limits: Limits) -> Image.Image:
     """Opens ``data`` reading the header only, refusing formats outside the allow-list and
     pictures of more pixels than ``limits`` allow."""
     try:
-        with warnings.catch_warnings():
-            # The pixel limit is checked below with a message of its own.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as error:
-        raise OptionsError(field, f"has too many pixels ({error}); downscale it first") from None
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
         raise OptionsError(field, _unsupported(data)) from None
     except _DECODE_ERRORS as error:

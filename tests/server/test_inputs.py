@@ -52,8 +52,8 @@ EXPECTED_WORDS = {
     "bmp": "BMP",
     "truncated png": "truncated",
     "truncated jpeg": "truncated",
-    "bomb beyond PIL's own limit": "pixels",
-    "bomb beyond the server's limit": "pixels",
+    "bomb beyond PIL's own limit": "is 20000x20000 pixels, more than the 40000000",
+    "bomb beyond the server's limit": "is 8000x8000 pixels, more than the 40000000",
     "too many bytes": "bytes",
 }
 BAD_OPTIONS = [
