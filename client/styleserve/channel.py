@@ -8,6 +8,7 @@ in either; they differ only in the grpc module (``grpc`` or ``grpc.aio``) that m
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from styleserve.options import LIMITS
+from styleserve.options import LIMITS, OptionsError, shown
 from styleserve.tracing import trace_metadata
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
@@ -66,6 +67,18 @@ def _retry_policy(retries: int) -> dict[str, Any]:
             "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
         },
     }
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """``timeout`` checked: seconds above 0, or None for no deadline (gRPC would take 0, a
+    negative, NaN or infinite one as already passed, and fail the call at once)."""
+    if timeout is None or (
+        isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0
+    ):
+        return timeout
+    raise OptionsError(
+        "timeout", f"must be seconds above 0, or None for no deadline; got {shown(timeout)}"
+    )
 
 
 def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) -> str | None:
@@ -186,7 +199,7 @@ class Connection:
         # The policy spreading calls over the target's addresses; None: the caller's service
         # config decides, or gRPC's pick_first (a batch then counts one replica).
         self.load_balancing = load_balancing
-        self.timeout = timeout
+        self.timeout = _deadline(timeout)
         self._response_message_bytes = _response_message_bytes(channel_options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._credentials = credentials
@@ -217,6 +230,6 @@ class Connection:
         """Deadline (``timeout`` or the client's default) and metadata of one call, the
         caller's trace context included (``styleserve.tracing``)."""
         return {
-            "timeout": self.timeout if timeout is None else timeout,
+            "timeout": self.timeout if timeout is None else _deadline(timeout),
             "metadata": (*self._metadata, *trace_metadata()),
         }

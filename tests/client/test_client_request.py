@@ -3,7 +3,7 @@ fail before any call."""
 
 import pytest
 from PIL import Image
-from styleserve import Client, InvalidArgument, Unavailable
+from styleserve import Client, InvalidArgument, OptionsError, Unavailable
 from styleserve.convert import from_proto
 from styleserve.options import PRESETS, STYLE_FIELDS, resolve
 from styleserve.request import build_registration, build_request, with_pictures
@@ -113,3 +113,22 @@ def test_no_server_is_unavailable():
 def test_no_styles_is_refused():
     with pytest.raises(InvalidArgument, match="at least one style"):
         build_request(png(), [], init_image=None, request_id=None, options={})
+
+
+def _info_calls(server) -> float:
+    registry = server.server.metrics.registry
+    labels = {"method": "GetServerInfo", "code": "OK"}
+    return registry.get_sample_value("styleserve_requests_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), "60"])
+def test_a_timeout_that_is_no_deadline_is_refused_before_any_call(server, timeout):
+    with pytest.raises(OptionsError, match=r"^timeout: must be seconds above 0"):
+        Client(server.target, timeout=timeout)
+    before = _info_calls(server)
+    with Client(server.target) as client:
+        with pytest.raises(OptionsError, match=r"^timeout: must be seconds above 0"):
+            client.info(timeout=timeout)
+        # Nothing was sent: the server counts only this call.
+        assert client.info(timeout=30).version
+    assert _info_calls(server) == before + 1
