@@ -47,7 +47,7 @@ from styleserve.convert import effective_options
 from styleserve.errors import Internal, InvalidArgument, NotFound, VideoError
 from styleserve.events import Receipt, Timings, _EncodedPicture, _fields, missing_result
 from styleserve.info import ServerLimits
-from styleserve.options import StyleOptions
+from styleserve.options import MAX_REQUEST_ID_LENGTH, StyleOptions
 from styleserve.pictures import Picture, encode_picture
 from styleserve.request import Registration, Styles, build_request, with_pictures
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -396,7 +396,7 @@ class _Job:
         start = pb.VideoStart(job=job, frame_count=len(chunk), frames_per_second=self.fps)
         if job.request_id:
             suffix = f".{chunk.index}"
-            start.job.request_id = job.request_id[: 128 - len(suffix)] + suffix
+            start.job.request_id = job.request_id[: MAX_REQUEST_ID_LENGTH - len(suffix)] + suffix
         return start
 
 

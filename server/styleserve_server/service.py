@@ -357,7 +357,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             provenance=self._provenance(backbone, request_id),
             tracing=self._tracing,
         )
-        send_headers = functools.partial(_send_headers, context, request_id)
+        send_headers = functools.partial(_send_headers, context)
         await video.stylize_video(host, messages, context, send_headers)
 
     def _check(self, request: pb.StyleTransferRequest, backbone: Backbone) -> inputs.CheckedRequest:
@@ -817,7 +817,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             # (measured before: 40 refused 16 MB requests left the server 695 MB larger).
             del request
             clear_frames(error)
-            await context.abort(code, message, (*trailers, ("x-request-id", request_id)))
+            # The id the call's lines were logged under (a video's job may name its own).
+            named = logs.request_id.get()
+            await context.abort(code, message, (*trailers, ("x-request-id", named)))
         else:
             outcome(grpc.StatusCode.OK)
             return result

@@ -64,6 +64,7 @@ class UnknownUpload(Exception):
     """A request names an upload this server does not hold."""
 
     def __init__(self, field: str, upload_id: str) -> None:
+        self.field = field
         super().__init__(
             f"{field}: this server does not hold the upload {upload_id} (expired, evicted for "
             "newer uploads, or uploaded to another replica): upload the picture again with "

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 import grpc
 from PIL import Image
-from styleserve.options import Limits, OptionsError, shown
+from styleserve.options import Limits, OptionsError, check_request_id, shown
 from styleserve.plan import video_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_export.artifact import Backbone
 
-from styleserve_server import inputs, outputs, streams
+from styleserve_server import inputs, logs, outputs, streams
 from styleserve_server.admission import Admission
 from styleserve_server.engine import (
     FeedForward,
@@ -54,6 +54,7 @@ from styleserve_server.engine import (
 from styleserve_server.metrics import Metrics
 from styleserve_server.status import NoFeedForward
 from styleserve_server.tracing import Tracing
+from styleserve_server.uploads import UnknownUpload
 from styleserve_server.workers import Workers
 
 __all__ = ["VideoHost", "stylize_video"]
@@ -151,6 +152,16 @@ def _check_start(start: pb.VideoStart, limits: Limits) -> None:
     for name in _NOT_FOR_VIDEO:
         if start.job.HasField(name):
             raise OptionsError(f"start.job.{name}", "must be unset: the frames are the content")
+    if start.job.detachable:
+        raise OptionsError(
+            "start.job.detachable",
+            "must be false: a video's frames come with its call, which cannot be left; send a "
+            "long clip as several calls (chunks) instead",
+        )
+    try:
+        check_request_id(start.job.request_id)
+    except OptionsError as error:
+        raise OptionsError("start.job.request_id", error.message) from None
     count, most = start.frame_count, limits.max_video_frames
     if not 1 <= count <= most:
         raise OptionsError(
@@ -386,6 +397,10 @@ async def _first_frame(
         checked = await asyncio.to_thread(host.check, job)
     except OptionsError as error:
         raise _job_field(error) from None
+    except UnknownUpload as error:
+        if error.field != "content":
+            raise
+        raise UnknownUpload("frames[0].image", frame.image.upload_id) from None
     options = checked.options
     if options.time_budget_seconds > 0:
         raise OptionsError(
@@ -405,7 +420,7 @@ async def stylize_video(
     host: VideoHost,
     messages: AsyncIterator[pb.StylizeVideoRequest],
     context: grpc.aio.ServicerContext,
-    send_headers: Callable[[], Awaitable[None]],
+    send_headers: Callable[[str], Awaitable[None]],
 ) -> None:
     """The body of a StylizeVideo call (the service's frame maps what it raises to a status)."""
     first = await anext(messages, None)
@@ -413,6 +428,12 @@ async def stylize_video(
         raise OptionsError("start", "the first message of a StylizeVideo call is a VideoStart")
     start = first.start
     _check_start(start, host.limits)
+    if start.job.request_id:
+        # The job's request id names the call, as a StyleTransfer request's does: its log
+        # lines, its headers and its receipt.
+        logs.request_id.set(start.job.request_id)
+        provenance = dataclasses.replace(host.provenance, request_id=start.job.request_id)
+        host = dataclasses.replace(host, provenance=provenance)
     # One frame is read before the call queues: its size decides the plan and the memory.
     # A caller that stops reading stops the reading of its frames, and so its job, in its slot.
     write = streams.paced_write(context.write, host.limits.stream_idle_seconds)
@@ -428,7 +449,7 @@ async def stylize_video(
     with host.tracing.span("queue"):
         async with contextlib.aclosing(admission.wait(checked.memory_bytes)) as positions:
             position = await anext(positions)
-            await send_headers()
+            await send_headers(host.provenance.request_id)
             await write(pb.StylizeVideoResponse(queued=outputs.queued(position).queued))
             async for position in positions:
                 queued = outputs.queued(position).queued

@@ -59,7 +59,7 @@ def _frames(events: list[object]) -> list[StylizedFrame]:
 def test_a_clip_comes_back_frame_by_frame_in_order(server, style, tmp_path: Path):
     clip = make_clip(tmp_path / "in.mp4", frames=8, rotation=-90)
     with Client(server.target, timeout=120) as client:
-        events = list(client.stylize_video(clip, [style], **INSTANT))
+        events = list(client.stylize_video(clip, [style], request_id="clip-9", **INSTANT))
     frames = _frames(events)
     assert [f.index for f in frames] == list(range(8))
     # Upright: the stored 48x32 turned a quarter, then fitted in 32 px.
@@ -70,6 +70,8 @@ def test_a_clip_comes_back_frame_by_frame_in_order(server, style, tmp_path: Path
     assert isinstance(result, VideoResult) and result.frames == 8
     (chunk,) = result.chunks
     assert chunk.options.method == "feed_forward" and chunk.options.temporal_weight > 0
+    # Each chunk's call is logged and receipted under the clip's request id and its number.
+    assert chunk.receipt.request_id == "clip-9.0"
 
 
 def test_the_command_writes_the_clip_with_its_rate_rotation_and_audio(

@@ -171,7 +171,10 @@ def with_job(**fields: Any) -> Callable[[], Iterator[pb.StylizeVideoRequest]]:
     def messages() -> Iterator[pb.StylizeVideoRequest]:
         first = start(2)
         for name, value in fields.items():
-            getattr(first.start.job, name).CopyFrom(value)
+            if isinstance(value, str | bool):
+                setattr(first.start.job, name, value)
+            else:
+                getattr(first.start.job, name).CopyFrom(value)
         yield first
         yield from (frame(i, data) for i, data in enumerate(frames_of(2)))
 
@@ -221,6 +224,8 @@ BAD_CASES = {
     "runs past": (frames_then((0, GOOD[0]), (1, GOOD[1]), (2, GOOD[2])), "frames"),
     "styles": (started_with(2, styles=[]), "start.job.styles"),
     "second start": (lambda: iter([start(2), frame(0, GOOD[0]), start(2)]), "frames[1]"),
+    "detachable": (with_job(detachable=True), "start.job.detachable"),
+    "request id": (with_job(request_id="two words"), "start.job.request_id"),
 }
 
 
@@ -234,6 +239,25 @@ def test_a_bad_call_is_invalid_argument_naming_the_field(server, case):
     assert len(error.details()) < 400
     wait_until(lambda: sample(server, "styleserve_running_jobs") == 0)
     wait_until(lambda: sample(server, "styleserve_instant_running_jobs") == 0)
+
+
+def test_the_jobs_request_id_names_the_call(server):
+    messages = with_job(request_id="clip-7.0")
+    with connect(server.target) as stub:
+        call = stub.StylizeVideo(messages(), timeout=60)
+        responses = list(call)
+        headers = dict(call.initial_metadata())
+    assert headers["x-request-id"] == "clip-7.0"
+    assert responses[-1].result.receipt.request_id == "clip-7.0"
+
+
+def test_frame_0_naming_an_unknown_upload_is_not_found_naming_the_frame(server):
+    unknown = pb.Image(upload_id="sha256:" + "ab" * 32)
+    messages = [start(2), pb.StylizeVideoRequest(frame=pb.VideoFrame(index=0, image=unknown))]
+    with connect(server.target) as stub:
+        error = rpc_error(stub.StylizeVideo(iter(messages), timeout=60))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert error.details().startswith("frames[0].image: this server does not hold the upload")
 
 
 def test_a_cancelled_video_frees_its_slot_for_the_next_job(start_server):
