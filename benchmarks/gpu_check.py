@@ -58,7 +58,7 @@ from styleserve_server.engine import (
 from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import to_tensor
 from styleserve_server.engine.objective import Objective, Weights
-from styleserve_server.settings import Settings
+from styleserve_server.settings import TILE_PIXELS
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -87,10 +87,9 @@ class Plan:
     big_tile_pixels: int
 
 
-_TILE_PIXELS = Settings.model_fields["tile_pixels"].default
 FULL = Plan(
     "cuda", "keras-vgg16", 512, 500, 10, (1, 4, 16), 256, 100, 3, 20, "magenta-arbitrary",
-    (4000, 3000), 200, _TILE_PIXELS,
+    (4000, 3000), 200, TILE_PIXELS,
 )  # fmt: skip
 REDUCED = Plan(
     "cpu", "tiny-vgg16", 32, 2, 2, (1, 4, 16), 32, 1, 1, 2, "tiny-arbitrary",

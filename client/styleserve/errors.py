@@ -22,6 +22,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "StyleserveError",
@@ -138,6 +139,13 @@ class DataLoss(StyleserveError):
     default_code = grpc.StatusCode.DATA_LOSS
 
 
+class OutOfRange(StyleserveError):
+    """A position past what the server holds: a watch resuming after a sequence number the
+    job has not reached."""
+
+    default_code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class Internal(StyleserveError):
     """The server failed; the details say where."""
 
@@ -157,6 +165,7 @@ _BY_CODE: dict[grpc.StatusCode, type[StyleserveError]] = {
         NotFound,
         FailedPrecondition,
         DataLoss,
+        OutOfRange,
         Internal,
     )
 }

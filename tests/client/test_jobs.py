@@ -7,7 +7,16 @@ import threading
 
 import pytest
 from harness import TcpProxy
-from styleserve import Cancelled, Client, NotFound, Progress, Queued, Result, Started
+from styleserve import (
+    Cancelled,
+    Client,
+    NotFound,
+    OutOfRange,
+    Progress,
+    Queued,
+    Result,
+    Started,
+)
 
 from tests.client.client_helpers import cli_command
 
@@ -38,6 +47,9 @@ def test_get_list_and_cancel_a_job_by_id(start_server, content, style):
         assert cancelled.state == "cancelled" and isinstance(cancelled.error, Cancelled)
         with pytest.raises(NotFound):
             client.get_job("no-such-job")
+        # A watch resuming past the job's newest event: a class of its own, not the base one.
+        with pytest.raises(OutOfRange, match="after_sequence"):
+            next(client.watch_job(started.job_id, after_sequence=10**9))
         # The slot is free again: a quick job runs.
         assert client.stylize(content, style, size=32, iterations=3).width == 32
 
