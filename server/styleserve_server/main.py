@@ -1,7 +1,8 @@
 """``styleserve-server``: reads the settings, serves until SIGTERM/SIGINT, drains, exits 0.
 
 Exit status: 0 after a graceful stop, 1 when the server could not get ready (e.g. no weight
-artifact: the message names the ``styleserve-export`` command to run), 2 for bad settings.
+artifact: the message names the ``styleserve-export`` command to run; a port it cannot bind),
+2 for bad settings.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ log = logging.getLogger("styleserve_server")
 
 async def serve(settings: Settings) -> int:
     """Runs the server until a stop signal; returns the process's exit status."""
-    server, port = create_server(settings)
+    try:
+        server, port = create_server(settings)
+    except RuntimeError as error:  # a port it cannot bind: the message says what to change
+        log.error("cannot serve: %s", error)
+        return 1
     await server.start()
     log.info(
         "listening",

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -183,6 +184,21 @@ def test_a_cuda_device_without_a_gpu_stops_start_up_saying_so():
     done = run_server("--backbone", "tiny-vgg16", "--feed-forward", "none", "--device", "cuda")
     assert done.returncode == 1
     assert "sees no CUDA device" in done.stderr and "--device cpu" in done.stderr
+
+
+def test_a_port_in_use_stops_start_up_naming_the_flag():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [server_command(), "--host", "127.0.0.1", "--port", str(port), "--backbone",
+             "tiny-vgg16", "--feed-forward", "none"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert "choose another --port or --host" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(
