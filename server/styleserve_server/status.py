@@ -139,8 +139,10 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(error), ()
     if isinstance(error, UploadCorrupt):
         return grpc.StatusCode.DATA_LOSS, str(error), ()
-    if isinstance(error, torch.OutOfMemoryError):
-        message = "out of device memory for this job: ask for a smaller size or retry later"
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+        # Admission counts every job's predicted peak, so this is a prediction the device
+        # (or another process on it) proved wrong: a smaller job, or the same one later, fits.
+        message = "out of memory for this job: ask for a smaller size or retry later"
         return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ()
     request_id = logs.request_id.get()
     message = f"internal error ({type(error).__name__}); the server log has it under {request_id}"

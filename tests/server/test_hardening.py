@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from PIL import Image, TiffTags
 from styleserve.v1 import style_transfer_pb2 as pb
+from styleserve_server import outputs
 
 from tests.fixtures_server import SERVING, health
 from tests.server.service_helpers import (
@@ -393,3 +394,18 @@ def test_a_refused_request_is_not_kept_after_its_call(start_server, traced):
             gc.enable()
     assert not kept, f"{len(kept)} refused requests still held"
     assert not held, f"refused requests' bytes still held by frames, as {held}"
+
+
+def test_running_out_of_memory_is_resource_exhausted_not_internal(start_server, monkeypatch):
+    def exhausted(*_args: object, **_kwargs: object) -> pb.Result:
+        raise MemoryError
+
+    # Where a job's last allocation happens: the result's encoding.
+    monkeypatch.setattr(outputs, "result", exhausted)
+    with start_server() as srv, connect(srv.target) as stub:
+        error = rpc_error(stub.StyleTransfer(request(iterations=2), timeout=60))
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.details() == (
+            "out of memory for this job: ask for a smaller size or retry later"
+        )
+        wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0, timeout=10)
