@@ -307,8 +307,10 @@ class AsyncClient(Calls):
             finally:
                 # See Client._events: stops the job on the server when the caller left early.
                 call.cancel()
-        async for event in self._watched(events, resumption):
-            yield event
+        # Closed with this generator, so that leaving early stops the watch at once.
+        async with contextlib.aclosing(self._watched(events, resumption)) as watched:
+            async for event in watched:
+                yield event
 
     async def _watched(
         self, events: JobEvents, resumption: Resumption
@@ -333,5 +335,6 @@ class AsyncClient(Calls):
         finally:
             if replica is not None:
                 await replica.close()
-        async for event in self._watched(events, resumption):
-            yield event
+        async with contextlib.aclosing(self._watched(events, resumption)) as watched:
+            async for event in watched:
+                yield event

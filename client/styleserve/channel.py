@@ -21,7 +21,16 @@ from styleserve.options import LIMITS, OptionsError, shown
 from styleserve.tracing import trace_metadata
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
-__all__ = ["LOAD_BALANCING_POLICIES", "ChannelArgument", "Connection", "PemSource"]
+__all__ = [
+    "LOAD_BALANCING_POLICIES",
+    "MAX_RETRIES",
+    "RETRY_BACKOFF_MULTIPLIER",
+    "RETRY_INITIAL_BACKOFF",
+    "RETRY_MAX_BACKOFF",
+    "ChannelArgument",
+    "Connection",
+    "PemSource",
+]
 
 ChannelArgument = tuple[str, Any]
 # PEM data itself (bytes) or the path of a file holding it.

@@ -25,6 +25,7 @@ __all__ = [
     "UploadedPicture",
     "encode_picture",
     "picture_message",
+    "published_mode",
     "write_atomically",
 ]
 

@@ -185,11 +185,11 @@ class Job:
         limits: Limits,
         start: Start,
         on_iteration: Callable[[], None],
-        feed_forward: FeedForward | None = None,
-        precision: PrecisionChoice | None = None,
-        stop: StopAt | None = None,
-        tile_pixels: int | None = None,
         *,
+        feed_forward: FeedForward | None,
+        precision: PrecisionChoice | None,
+        stop: StopAt | None,
+        tile_pixels: int,
         tracing: Tracing,
     ) -> None:
         """``tile_pixels``: the most pixels the network sees at once (``run_job``'s)."""

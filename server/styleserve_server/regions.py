@@ -19,7 +19,15 @@ import numpy as np
 from PIL import Image
 from styleserve.options import OptionsError
 
-__all__ = ["ASPECT_TOLERANCE", "RegionLabels", "check_aspect", "from_label_map", "from_masks"]
+__all__ = [
+    "ASPECT_TOLERANCE",
+    "RegionLabels",
+    "check_aspect",
+    "from_label_map",
+    "from_masks",
+    "label_pixels",
+    "mask_pixels",
+]
 
 # How far a mask's aspect ratio may be from the content's (relative): a mask exported at
 # another resolution rounds its sides to whole pixels.

@@ -45,6 +45,8 @@ __all__ = [
     "auto_precision",
     "bf16_arithmetic",
     "decide",
+    "expected_evaluation_seconds",
+    "expected_job_seconds",
     "job_precision",
     "measure_precision",
     "probe_pictures",

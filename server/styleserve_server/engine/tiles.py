@@ -31,8 +31,9 @@ tile is then the whole picture's cell. An evaluation (``evaluate``) takes two pa
 Cost: a no-grad forward pass of all tiles but one more than untiled, plus the halos. The
 backward pass computes no weight gradients, so on a 2-core AMD EPYC in bfloat16 it costs about
 what the forward pass does, and the extra forward adds about half an evaluation; the halos add
-21-24% more pixels with 1 MiB tiles (the server's default ``tile_pixels``). A tiled evaluation took
-1.6-1.9 times the untiled one per pixel at 1-2 MP (before the last tile kept its graph). A
+21-24% more pixels with tiles of 2**20 pixels (1024 x 1024, the server's default
+``tile_pixels``). A tiled evaluation took 1.6-1.9 times the untiled one per pixel at 1-2 MP
+(before the last tile kept its graph). A
 picture within one tile is evaluated as before, in one pass. ``memory.predicted_peak_bytes``
 says what a job's peak memory is with a given ``tile_pixels``, for admission.
 """
