@@ -35,6 +35,7 @@ __all__ = [
     "effective_options",
     "from_proto",
     "options_to_proto",
+    "request_field",
     "to_proto",
 ]
 
@@ -90,6 +91,20 @@ _FIELDS: dict[str, _Field] = {
     **_fields(pb.DeliveryOptions, "delivery"),
 }
 DELIVERY_FIELDS = tuple(name for name, f in _FIELDS.items() if f.message == "delivery")
+
+
+def request_field(field: str) -> str:
+    """The request field that carries the option an OptionsError names (``field``: an option's
+    name, perhaps indexed: ``style_layers[2]``): ``options.<wire name>`` or
+    ``delivery.<wire name>``; ``style_blend``'s weights are the style pictures' ``blend_weight``.
+    """
+    name, bracket, index = field.partition("[")
+    if name == "style_blend":
+        return f"styles[{index}.blend_weight" if bracket else "styles[].blend_weight"
+    known = _FIELDS.get(name)
+    if known is None:
+        return f"options.{field}"
+    return f"{known.message}.{known.wire}{bracket}{index}"
 
 
 def _shortest(value: float) -> float:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from styleserve.convert import from_proto
+from styleserve.convert import from_proto, request_field
 from styleserve.options import (
     STYLE_FIELDS,
     Limits,
@@ -293,12 +293,13 @@ def _options(
 
 @contextlib.contextmanager
 def _as_request_field() -> Iterator[None]:
-    """Names the request field of an option's refusal (``size``: ``options.size``): the one
-    place where the options' errors, which name options, become the request's."""
+    """Names the request field of an option's refusal (``size``: ``options.size``,
+    ``preview_size``: ``delivery.preview_size``): the one place where the options' errors,
+    which name options, become the request's."""
     try:
         yield
     except OptionsError as error:
-        raise OptionsError(f"options.{error.field}", error.message) from None
+        raise OptionsError(request_field(error.field), error.message) from None
 
 
 def _serve(overrides: dict[str, Any], backbone: str) -> None:

@@ -153,17 +153,13 @@ def _within(
     return repeats
 
 
-def _fields(
-    field: str, name: str, data: bytes, most: int, limits: Limits
-) -> list[tuple[int, int, int]]:
+def _fields(field: str, name: str, data: bytes, most: int, why: str) -> list[tuple[int, int, int]]:
     """``_sizes`` of ``data``, a ``name`` message at ``field``; OptionsError naming ``field``
-    when they are more than ``most`` or no such message."""
+    when they are more than ``most`` (``why``: what bounds them) or no such message."""
     try:
         return _sizes(data, most)
     except OverflowError:
-        raise OptionsError(
-            field, f"has more fields than a {name} can (at most {limits.max_styles} styles)"
-        ) from None
+        raise OptionsError(field, f"has more fields than any valid {name}{why}") from None
     except ValueError as error:
         raise OptionsError(field, f"is not a {name} ({error})") from None
 
@@ -172,7 +168,7 @@ def _check_regions(data: bytes, limits: Limits) -> None:
     """Bounds a request's Regions as ``parse`` bounds the request: each field's size, and at
     most one mask (and one colour) per style."""
     most = 2 * limits.max_styles + _OTHER_REGION_FIELDS
-    fields = _fields("regions", "Regions", data, most, limits)
+    fields = _fields("regions", "Regions", data, most, f" (at most {limits.max_styles} masks)")
     masks = _within(fields, _region_bounds(limits), "regions.style_masks")
     if masks > limits.max_styles:
         raise OptionsError(
@@ -192,9 +188,11 @@ def _check(descriptor: Descriptor, data: bytes, limits: Limits, prefix: str = ""
     """Bounds ``data``, a ``descriptor`` message at ``prefix`` (its fields' names in errors
     start with it), and the messages nested in it that ``_NESTED`` names."""
     bounds = _bounds(descriptor, limits)
+    # Named whole (``start.job``), not as a field of itself.
+    field = prefix.removesuffix(".") or "request"
+    why = f" (at most {limits.max_styles} styles)" if "styles" in descriptor.fields_by_name else ""
+    fields = _fields(field, descriptor.name, data, limits.max_styles + _OTHER_FIELDS, why)
     try:
-        field = prefix.removesuffix(".") or "request"
-        fields = _fields(field, descriptor.name, data, limits.max_styles + _OTHER_FIELDS, limits)
         styles = _within(fields, bounds, "styles")
         if styles > limits.max_styles:
             raise OptionsError(
@@ -204,7 +202,7 @@ def _check(descriptor: Descriptor, data: bytes, limits: Limits, prefix: str = ""
             if bounds.get(number, ("", -1))[0] == "regions":
                 _check_regions(data[start : start + size], limits)
     except OptionsError as error:
-        if not prefix or error.field.startswith(prefix):
+        if not prefix:
             raise
         raise OptionsError(prefix + error.field, error.message) from None
     for number, start, size in fields:

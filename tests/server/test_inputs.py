@@ -79,7 +79,14 @@ def invalid_requests() -> list[tuple[str, pb.StyleTransferRequest, str, str]]:
     cases.append(("no style", request(styles=[]), "styles", "style"))
     negative = request(styles=[GOOD, GOOD])
     negative.styles[0].blend_weight = -1
-    cases.append(("negative blend", negative, "options.style_blend", "[0, "))
+    # Each refusal names the field the caller sent, wherever its option travels.
+    cases.append(("negative blend", negative, "styles[].blend_weight", "[0, "))
+    big_preview = request()
+    big_preview.delivery.preview_size = 100_000
+    cases.append(("preview size", big_preview, "delivery.preview_size", ""))
+    unknown = request()
+    unknown.options.normalization = 99
+    cases.append(("normalization", unknown, "options.normalization", ""))
     for options, field in BAD_OPTIONS:
         cases.append((f"option {field}", request(**options), field, ""))
     return cases

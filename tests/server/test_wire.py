@@ -53,6 +53,25 @@ def test_bytes_that_are_no_request_are_refused(data: bytes, said: str):
     assert str(info.value).startswith(said)
 
 
+def test_a_nested_message_is_named_once_and_by_what_bounds_it():
+    # A start of two bytes that are no VideoStart, and a start's job of a million fields.
+    with pytest.raises(OptionsError) as broken:
+        parse(pb.StylizeVideoRequest, b"\x0a\x02\xff\xff", LIMITS)
+    assert str(broken.value).startswith("start: is not a VideoStart (")
+    job = b"\xf8\x07\x01" * 1_000
+    start = b"\x0a" + bytes([len(job) & 0x7F | 0x80, len(job) >> 7]) + job
+    video = b"\x0a" + bytes([len(start) & 0x7F | 0x80, len(start) >> 7]) + start
+    with pytest.raises(OptionsError) as flooded:
+        parse(pb.StylizeVideoRequest, video, LIMITS)
+    assert str(flooded.value) == (
+        "start.job: has more fields than any valid StyleTransferRequest (at most 8 styles)"
+    )
+    # An upload holds no styles: its bound says nothing of them.
+    with pytest.raises(OptionsError) as upload:
+        parse(pb.UploadPictureRequest, b"\xf8\x07\x01" * 1_000, LIMITS)
+    assert str(upload.value) == "request: has more fields than any valid UploadPictureRequest"
+
+
 def test_more_fields_than_a_valid_request_are_refused_before_parsing():
     style = pb.StylePicture(image=pb.Image(data=encoded(picture((16, 16)))))
     job = request()  # one style picture, and as many again as allowed
@@ -61,7 +80,7 @@ def test_more_fields_than_a_valid_request_are_refused_before_parsing():
         parse(pb.StyleTransferRequest, job.SerializeToString(), LIMITS)
     # An unknown field repeated a million times: the walk stops at the most any request has.
     flood = job.SerializeToString() + b"\xf8\x07\x01" * 1_000_000
-    with pytest.raises(OptionsError, match="more fields than a StyleTransferRequest can"):
+    with pytest.raises(OptionsError, match="more fields than any valid StyleTransferRequest"):
         parse(pb.StyleTransferRequest, flood, LIMITS)
 
 
@@ -82,7 +101,9 @@ def test_a_request_s_regions_are_bounded_before_parsing():
     # A million colours, one varint field each: the walk stops at the most a Regions has.
     flood = b"\x18\x01" * 1_000_000
     data = job.SerializeToString() + b"\x42" + _varint_bytes(len(flood)) + flood
-    with pytest.raises(OptionsError, match="regions: has more fields than a Regions can"):
+    with pytest.raises(
+        OptionsError, match=r"regions: has more fields than any valid Regions \(at most 8 masks\)"
+    ):
         parse(pb.StyleTransferRequest, data, LIMITS)
     packed = pb.StyleTransferRequest(regions=pb.Regions(style_colors=range(1000)))
     with pytest.raises(OptionsError, match=r"regions\.style_colors: takes \d+ bytes"):
