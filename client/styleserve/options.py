@@ -140,7 +140,11 @@ class StyleOptions:
     backbone: str = _option(
         KERAS_VGG16, "network whose features are compared", choices=tuple(BACKBONES)
     )
-    size: int = _option(512, "longest output side in pixels, keeping the content's aspect ratio")
+    size: int = _option(
+        512,
+        "longest output side in pixels, keeping the content's aspect ratio (set alone, it "
+        "replaces a preset's width and height)",
+    )
     width: int = _option(0, "output width in pixels; with height, overrides size")
     height: int = _option(0, "output height in pixels; with width, overrides size")
     # With ``evals_per_iteration`` > 1 an iteration is one of the tutorial's rounds: a fresh
@@ -401,6 +405,10 @@ def resolve(
     for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend", "scales"):
         if name in changes:
             changes[name] = tuple(changes[name])
+    if "size" in changes and "width" not in changes and "height" not in changes:
+        # A size asked for alone replaces a preset's fixed frame (seed's 500 x 300) rather
+        # than being ignored beside it.
+        changes.update(width=0, height=0)
     options = PRESETS[preset].replace(**changes)
     if limits is not None:
         check_lengths(options, limits)

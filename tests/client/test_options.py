@@ -4,6 +4,7 @@ import typing
 
 import pytest
 from styleserve.options import OptionsError, StyleOptions, resolve, resolve_given
+from styleserve.plan import output_size
 
 
 def test_seed_preset_is_the_tutorial():
@@ -52,3 +53,13 @@ def test_resolve_given_refuses_an_unknown_name_and_leaves_limits_to_the_server()
         resolve_given({"itterations": 5})
     assert err.value.field == "itterations" and err.value.message == "unknown option"
     assert resolve_given({"size": 10**6}).options.size == 10**6
+
+
+def test_a_size_asked_for_alone_replaces_a_presets_frame():
+    framed = resolve("seed")
+    assert (framed.width, framed.height) == (500, 300)
+    sized = resolve("seed", size=64)
+    assert (sized.size, sized.width, sized.height) == (64, 0, 0)
+    assert output_size((40, 20), sized) == (64, 32)
+    both = resolve("seed", size=64, width=100, height=50)
+    assert (both.width, both.height) == (100, 50)
