@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from styleserve.options import LIMITS, OptionsError, shown
+from styleserve.options import GRPC_DEFAULT_MESSAGE_BYTES, LIMITS, OptionsError, shown
 from styleserve.tracing import trace_metadata
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
@@ -43,7 +43,7 @@ _MAX_RECEIVE_BYTES = 4 * LIMITS.max_request_bytes
 # The largest response the client asks a server for (DeliveryOptions.max_message_bytes), a
 # larger result coming in chunks: gRPC's default receive limit, which a proxy on the way takes
 # too, and a modest bound on what one message makes either side hold.
-_RESPONSE_MESSAGE_BYTES = 4 * 2**20
+_RESPONSE_MESSAGE_BYTES = GRPC_DEFAULT_MESSAGE_BYTES
 
 
 # Channel arguments by which a caller picks the load balancing policy itself.

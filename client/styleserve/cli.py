@@ -37,17 +37,17 @@ from styleserve.events import Preview, Result
 from styleserve.folders import SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus
-from styleserve.options import PRESETS, OptionsError, StyleOptions, resolve_given
+from styleserve.options import DEFAULT_PORT, PRESETS, OptionsError, StyleOptions, resolve_given
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.plan import total_iterations
 from styleserve.progress import FramesBar, PicturesBar, ProgressBar
 from styleserve.regions import Regions, parse_color
-from styleserve.video import VideoClip, VideoWriter, open_video
+from styleserve.video import INSTALL_HINT, VideoClip, VideoWriter, open_video
 from styleserve.video_jobs import DEFAULT_OVERLAP, StylizedFrame, VideoProgress, VideoResult
 
 __all__ = ["build_parser", "main", "subcommands"]
 
-DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 # Exit status of a process ended by SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
 # Previews requested with --previews but no --preview-every: about this many per job.
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "video",
         help="stylise a clip, each frame consistent with the last; rate, rotation and audio kept",
         description="Options left out take the preset's values. The clip is sent in chunks, "
-        "at once to every slot behind --server. Needs PyAV: pip install 'styleserve[video]'.",
+        f"at once to every slot behind --server. Needs PyAV: {INSTALL_HINT}.",
     )
     video.set_defaults(run=_video)
     video.add_argument("input", type=Path, help="the clip (any container and codec FFmpeg reads)")

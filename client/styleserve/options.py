@@ -39,6 +39,8 @@ __all__ = [
     "TORCHVISION_VGG19",
     "VGG_LAYERS",
     "CEILINGS",
+    "DEFAULT_PORT",
+    "GRPC_DEFAULT_MESSAGE_BYTES",
     "JobOptions",
     "Limits",
     "OptionsError",
@@ -521,10 +523,22 @@ def check_pictures(options: StyleOptions, styles: int, init_image: bool) -> None
         )
     if options.init == "image" and not init_image:
         raise OptionsError("init_image", 'init "image" needs a starting picture: send one')
+    if init_image and options.init != "image":
+        # Sent for nothing otherwise: the job would start from its init and never read it.
+        raise OptionsError(
+            "init_image",
+            f'is sent, but init is "{options.init}": set init to "image" to start from it, or '
+            "leave it out",
+        )
 
 
 # What a request id may hold: it is echoed in metadata (ASCII only) and in log lines.
 MAX_REQUEST_ID_LENGTH = 128
+# The port a server listens on and the CLI calls unless told otherwise.
+DEFAULT_PORT = 50051
+# gRPC's default limit on a received message: the largest response a caller that names no
+# size accepts, which proxies on the way often hold to as well.
+GRPC_DEFAULT_MESSAGE_BYTES = 4 * 2**20
 
 
 def check_request_id(request_id: str) -> None:

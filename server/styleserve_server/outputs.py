@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 from styleserve.convert import options_to_proto
-from styleserve.options import OptionsError, StyleOptions
+from styleserve.options import GRPC_DEFAULT_MESSAGE_BYTES, OptionsError, StyleOptions
 from styleserve.plan import fit_longest_side
 from styleserve.v1 import style_transfer_pb2 as pb
 
@@ -60,8 +60,6 @@ _ENCODE_SECONDS_PER_MEGAPIXEL = {"png": 0.9, "webp": 0.45, "jpeg": 0.07}
 # and the wire, the wire itself, and the caller's clock, which started the deadline before the
 # request reached the server.
 _DELIVERY_SECONDS = 0.25
-# The largest response a caller that names no size accepts: gRPC's default receive limit.
-_DEFAULT_MESSAGE_BYTES = 4 * 2**20
 # The smallest DeliveryOptions.max_message_bytes asked for that a Result fits in once its picture
 # travels apart (its options and receipt take a few KB).
 _MIN_MESSAGE_BYTES = 64 * 1024
@@ -104,12 +102,12 @@ def message_bytes(asked: int) -> int:
     """The largest response a caller whose DeliveryOptions.max_message_bytes is ``asked``
     accepts. Raises OptionsError when it is too small for a Result."""
     if not asked:
-        return _DEFAULT_MESSAGE_BYTES
+        return GRPC_DEFAULT_MESSAGE_BYTES
     if asked < _MIN_MESSAGE_BYTES:
         raise OptionsError(
             "delivery.max_message_bytes",
             f"is {asked}: a Result needs at least {_MIN_MESSAGE_BYTES} bytes (0 takes gRPC's "
-            f"default of {_DEFAULT_MESSAGE_BYTES})",
+            f"default of {GRPC_DEFAULT_MESSAGE_BYTES})",
         )
     return asked
 

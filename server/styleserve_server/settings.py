@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 from styleserve.options import (
     BACKBONES,
     CEILINGS,
+    DEFAULT_PORT,
     KERAS_VGG16,
     LIMITS,
     MAGENTA_FEED_FORWARD,
@@ -73,7 +74,7 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Address to bind; containers set 0.0.0.0 to accept traffic from outside.",
     )
-    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     backbone: str = Field(
         _DEFAULTS.backbone,
         description=f"Weights to serve: {KERAS_VGG16}, {TORCHVISION_VGG16}, {TORCHVISION_VGG19} "

@@ -87,6 +87,9 @@ def invalid_requests() -> list[tuple[str, pb.StyleTransferRequest, str, str]]:
     unknown = request()
     unknown.options.normalization = 99
     cases.append(("normalization", unknown, "options.normalization", ""))
+    unread = request()
+    unread.init_image.data = GOOD
+    cases.append(("init image for nothing", unread, "init_image", 'init is "content"'))
     for options, field in BAD_OPTIONS:
         cases.append((f"option {field}", request(**options), field, ""))
     return cases
