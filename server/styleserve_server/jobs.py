@@ -45,6 +45,7 @@ from styleserve_server.engine import (
     shrink,
 )
 from styleserve_server.tracing import Tracing
+from styleserve_server.workers import Handoff
 
 __all__ = ["FirstPicture", "InstantPicture", "Job", "Mailbox", "OutOfTime", "Start", "run_instant"]
 
@@ -105,13 +106,11 @@ def run_instant(
     return InstantPicture(image, decoded - started, time.perf_counter() - decoded)
 
 
-class Mailbox:
-    """A hand-off from one worker thread to one coroutine that never blocks the worker."""
+class Mailbox(Handoff):
+    """A job's records, from its worker thread to the coroutine that streams them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._wake = asyncio.Event()
+        super().__init__(loop)
         # Unbounded: a job's progress records are bounded by its iterations (max_iterations,
         # a few hundred bytes each without their pictures), and a slow reader gets them all.
         self._progress: collections.deque[Iterate] = collections.deque()
@@ -130,10 +129,7 @@ class Mailbox:
                     self._preview = record
             else:
                 self._end = record
-        try:
-            self._loop.call_soon_threadsafe(self._wake.set)
-        except RuntimeError:  # the loop is closed: nobody is reading any more
-            pass
+        self._notify()
 
     async def take(self) -> list[Record]:
         """Waits for news and returns it in order: the feed-forward picture, progress records

@@ -55,7 +55,7 @@ from styleserve_server.metrics import Metrics
 from styleserve_server.status import NoFeedForward
 from styleserve_server.tracing import Tracing
 from styleserve_server.uploads import UnknownUpload
-from styleserve_server.workers import Workers
+from styleserve_server.workers import Handoff, Workers
 
 __all__ = ["VideoHost", "stylize_video"]
 
@@ -103,14 +103,12 @@ class _Encoded:
 _Record = Iterate | _Encoded | VideoDone
 
 
-class _Records:
+class _Records(Handoff):
     """The worker's records for the stream, in order, and the error that ends them (the
     first one: a refusal from the reader beats the cancellation it causes)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._wake = asyncio.Event()
+        super().__init__(loop)
         # Bounded by the frames in flight: the worker waits for frames the reader holds back.
         self._records: collections.deque[_Record] = collections.deque()
         self._error: BaseException | None = None
@@ -122,8 +120,7 @@ class _Records:
                 self._error = self._error or record
             else:
                 self._records.append(record)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self._notify()
 
     def raise_error(self) -> None:
         """Raises the error that ended the records, if one did."""

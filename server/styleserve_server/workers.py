@@ -11,6 +11,7 @@ request id (the copied context).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
@@ -21,9 +22,25 @@ from typing import TypeVar
 from styleserve_server.admission import Admission
 from styleserve_server.metrics import Metrics
 
-__all__ = ["Workers"]
+__all__ = ["Handoff", "Workers"]
 
 T = TypeVar("T")
+
+
+class Handoff:
+    """What a worker thread's hand-off to one coroutine on the event loop shares (a job's
+    ``jobs.Mailbox``, a video call's records): a lock over what the worker files, and an event
+    the coroutine waits on, set from the worker without ever blocking it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._wake = asyncio.Event()
+
+    def _notify(self) -> None:
+        """Wakes the coroutine, from any thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            self._loop.call_soon_threadsafe(self._wake.set)
 
 
 class Workers:
