@@ -515,7 +515,9 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         request_id: str,
     ) -> pb.UploadPictureResponse:
         self._serving()
-        stored = await self._uploads.receive(messages)
+        stored = await self._uploads.receive(
+            streams.paced(messages, self._limits.stream_idle_seconds)
+        )
         log.info(
             "picture uploaded",
             extra={"upload_id": stored.upload_id, "size_bytes": stored.size_bytes},
@@ -768,8 +770,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             except OptionsError as error:
                 refused = error
         else:
-            messages = streams.paced(data, self._limits.stream_idle_seconds)
-            request = wire.parse_each(request_type, messages, self._limits)
+            request = wire.parse_each(request_type, data, self._limits)
         del data
         asked = getattr(request, "request_id", "") or str(metadata.get("x-request-id", ""))
         try:

@@ -7,6 +7,9 @@ only when one is answered). Nothing else would end such a call before its deadli
 connection's age and grace, which may be an hour: any caller could hold the server's slots and
 store that long. So every wait on the caller is bounded by ``Limits.stream_idle_seconds``, and a
 call whose caller stays silent (or deaf) that long ends DEADLINE_EXCEEDED, freeing what it held.
+A wait counts only while the caller owes the server something: an upload owes its next chunk at
+once, a video its next frame only once every frame it sent is answered (a caller may send one
+frame at a time, and a frame may take the server minutes).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["CallerIdle", "paced", "paced_write"]
+__all__ = ["CallerIdle", "paced", "paced_write", "within"]
 
 T = TypeVar("T")
 
 
 class CallerIdle(Exception):
-    """The caller of a streaming call sent (or read) nothing for ``stream_idle_seconds``."""
+    """The caller of a streaming call sent (or read) nothing for ``stream_idle_seconds`` while
+    it owed the server a message (or a read)."""
 
     def __init__(self, seconds: int, waited_for: str) -> None:
         super().__init__(
@@ -30,14 +34,20 @@ class CallerIdle(Exception):
         )
 
 
+async def within(step: Awaitable[T], seconds: float, waited_for: str) -> T:
+    """``step`` (a wait on the caller), raising CallerIdle when it takes over ``seconds``."""
+    try:
+        return await asyncio.wait_for(step, seconds)
+    except asyncio.TimeoutError:
+        raise CallerIdle(round(seconds), waited_for) from None
+
+
 async def paced(stream: AsyncIterator[T], seconds: int) -> AsyncIterator[T]:
-    """``stream``'s messages, raising CallerIdle when the next takes over ``seconds`` to come;
-    touches ``stream`` only once read (see ``wire.parse_each``)."""
+    """``stream``'s messages, raising CallerIdle when the next takes over ``seconds`` to come
+    (for a caller that owes the server its next message whenever the server asks for it: an
+    upload's)."""
     while True:
-        try:
-            message = await asyncio.wait_for(anext(stream, None), seconds)
-        except asyncio.TimeoutError:
-            raise CallerIdle(seconds, "this call's next message") from None
+        message = await within(anext(stream, None), seconds, "this call's next message")
         if message is None:
             return
         yield message
@@ -50,9 +60,6 @@ def paced_write(
     control then holds the write back)."""
 
     async def bounded(message: T) -> None:
-        try:
-            await asyncio.wait_for(write(message), seconds)
-        except asyncio.TimeoutError:
-            raise CallerIdle(seconds, "the caller to read this call's answers") from None
+        await within(write(message), seconds, "the caller to read this call's answers")
 
     return bounded

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from PIL import Image
@@ -60,6 +61,8 @@ from styleserve_server.workers import Handoff, Workers
 __all__ = ["VideoHost", "stylize_video"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How often a worker waiting for its next frame looks at its cancel event.
 _POLL_SECONDS = 0.05
@@ -222,10 +225,37 @@ class _Call:
     window: asyncio.Semaphore
     frames: queue.Queue[bytes]
     records: _Records
+    # Frames read (the first before the call's slot) and answered; set while they are equal,
+    # when the caller owes the server its next message.
+    read_count: int = 1
+    answered: int = 0
+    caught_up: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @property
     def count(self) -> int:
         return self.start.frame_count
+
+    def answer_written(self) -> None:
+        self.answered += 1
+        self.window.release()
+        if self.answered == self.read_count:
+            self.caught_up.set()
+
+    async def _owed(self, step: Awaitable[T]) -> T:
+        """``step`` (a wait on the caller's next message), bounded by stream_idle_seconds
+        counted from when every frame it sent is answered: until then the server owes it."""
+        seconds = self.host.limits.stream_idle_seconds
+        pending = asyncio.ensure_future(step)
+        try:
+            caught_up = asyncio.ensure_future(self.caught_up.wait())
+            try:
+                await asyncio.wait({pending, caught_up}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                caught_up.cancel()
+            # Caught up, no frame is read meanwhile: it stays so until this message comes.
+            return await streams.within(asyncio.shield(pending), seconds, "this call's next frame")
+        finally:
+            pending.cancel()
 
     async def read(self) -> None:
         """Reads frames 1 onwards into the hand-off while the window allows, then the end of
@@ -234,7 +264,9 @@ class _Call:
         try:
             for index in range(1, self.count):
                 await self.window.acquire()
-                frame = await _message(self.messages, index, self.count)
+                frame = await self._owed(_message(self.messages, index, self.count))
+                self.read_count += 1
+                self.caught_up.clear()
                 field = f"frames[{index}].image"
                 data, size = await asyncio.to_thread(
                     inputs.check_frame, field, frame.image, host.limits, host.uploads
@@ -246,7 +278,7 @@ class _Call:
                         f"size ({self.size[0]}x{self.size[1]})",
                     )
                 self.frames.put(data)
-            if await anext(self.messages, None) is not None:
+            if await self._owed(anext(self.messages, None)) is not None:
                 raise OptionsError(
                     "frames",
                     f"the stream sent more than the {self.count} frames its start announced "
@@ -354,7 +386,7 @@ class _Call:
                             record.index, record.data, record.losses, record.consistent_fraction
                         )
                     )
-                    self.window.release()
+                    self.answer_written()
                     frames_done += 1
                 await self.write(
                     self._progress(frames_done, iteration, total, time.monotonic() - started)
@@ -386,7 +418,10 @@ async def _first_frame(
     host: VideoHost, messages: AsyncIterator[pb.StylizeVideoRequest], start: pb.VideoStart
 ) -> tuple[inputs.CheckedRequest, tuple[int, int]]:
     """The job of ``start`` checked with the first frame as its content, and the frames' size."""
-    frame = await _message(messages, 0, start.frame_count)
+    seconds = host.limits.stream_idle_seconds
+    frame = await streams.within(
+        _message(messages, 0, start.frame_count), seconds, "this call's first frame"
+    )
     job = pb.StyleTransferRequest()
     job.CopyFrom(start.job)
     job.content.CopyFrom(frame.image)
@@ -420,7 +455,8 @@ async def stylize_video(
     send_headers: Callable[[str], Awaitable[None]],
 ) -> None:
     """The body of a StylizeVideo call (the service's frame maps what it raises to a status)."""
-    first = await anext(messages, None)
+    seconds = host.limits.stream_idle_seconds
+    first = await streams.within(anext(messages, None), seconds, "this call's start")
     if first is None or first.WhichOneof("part") != "start":
         raise OptionsError("start", "the first message of a StylizeVideo call is a VideoStart")
     start = first.start

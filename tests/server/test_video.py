@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
+from styleserve_server import outputs
 
 from tests.server.service_helpers import (
     FAST,
@@ -251,6 +252,15 @@ def test_the_jobs_request_id_names_the_call(server):
     assert responses[-1].result.receipt.request_id == "clip-7.0"
 
 
+def test_a_refused_video_call_is_named_by_its_jobs_request_id(server):
+    first = start(2)
+    first.start.job.request_id = "clip-8.1"
+    with connect(server.target) as stub:
+        error = rpc_error(stub.StylizeVideo(iter([first, frame(0, b"not a picture")]), timeout=60))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(error.trailing_metadata())["x-request-id"] == "clip-8.1"
+
+
 def test_frame_0_naming_an_unknown_upload_is_not_found_naming_the_frame(server):
     unknown = pb.Image(upload_id="sha256:" + "ab" * 32)
     messages = [start(2), pb.StylizeVideoRequest(frame=pb.VideoFrame(index=0, image=unknown))]
@@ -326,9 +336,43 @@ def test_a_caller_that_stops_sending_is_let_go_and_its_slot_freed(start_server):
             go_on.set()
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         assert error.details().startswith(
-            "the server waited 1 s (limits.stream_idle_seconds) for this call's next message"
+            "the server waited 1 s (limits.stream_idle_seconds) for this call's next frame"
         )
         wait_until(lambda: sample(srv, "styleserve_running_jobs") == 0, timeout=10)
+
+
+def test_a_caller_that_sends_each_frame_after_the_last_answer_is_not_idle(
+    start_server, monkeypatch
+):
+    # Each frame takes the server over the idle bound (its encoding is slowed to 1.5 s); the
+    # caller sends the next, and closes its stream, only once the last is answered: it owes
+    # the server nothing meanwhile.
+    encode = outputs.encode
+
+    def slow(*args: Any, **kwargs: Any) -> bytes:
+        time.sleep(1.5)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(outputs, "encode", slow)
+    frames = noise_frames(3, 32)
+    answered = threading.Semaphore(0)
+
+    def lockstep() -> Iterator[pb.StylizeVideoRequest]:
+        messages = video(frames, **INSTANT)
+        yield from itertools.islice(messages, 2)  # the start and frame 0
+        for message in messages:
+            assert answered.acquire(timeout=60)
+            yield message
+        assert answered.acquire(timeout=60)
+
+    with start_server(stream_idle_seconds=1) as srv, connect(srv.target) as stub:
+        seen = []
+        for response in stub.StylizeVideo(lockstep(), timeout=120):
+            kind = response.WhichOneof("event")
+            seen.append(kind)
+            if kind == "frame":
+                answered.release()
+    assert seen.count("frame") == 3 and seen[-1] == "result"
 
 
 def test_a_caller_that_stops_reading_is_let_go_and_its_slot_freed(start_server):
