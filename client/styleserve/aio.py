@@ -248,6 +248,7 @@ class AsyncClient(Calls):
         return self._health_status(response)
 
     async def close(self) -> None:
+        self._closed = True
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -122,11 +122,13 @@ class Calls(Connection):
     @functools.cached_property
     def _health(self) -> Any:
         # Any: the type stubs of grpcio-health-checking declare HealthStub without methods.
+        self._check_open()
         return health_pb2_grpc.HealthStub(self._channel)
 
     @functools.cached_property
     def _operations(self) -> Any:
         # Any: the generated stub is untyped (googleapis-common-protos types its messages only).
+        self._check_open()
         return operations_pb2_grpc.OperationsStub(self._channel)
 
     @staticmethod

@@ -8,7 +8,6 @@ in either; they differ only in the grpc module (``grpc`` or ``grpc.aio``) that m
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,18 +23,23 @@ from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 __all__ = [
     "LOAD_BALANCING_POLICIES",
     "MAX_RETRIES",
+    "MAX_TIMEOUT_SECONDS",
     "RETRY_BACKOFF_MULTIPLIER",
     "RETRY_INITIAL_BACKOFF",
     "RETRY_MAX_BACKOFF",
     "ChannelArgument",
     "Connection",
     "PemSource",
+    "check_timeout",
 ]
 
 ChannelArgument = tuple[str, Any]
 # PEM data itself (bytes) or the path of a file holding it.
 PemSource = bytes | str | os.PathLike[str]
 LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
+# The longest deadline (about three years): gRPC overflows past some 1e9 seconds and fails the
+# call at once.
+MAX_TIMEOUT_SECONDS = 1e8
 
 # A result at the largest output side is a few tens of MB as PNG; gRPC's default receive limit
 # (4 MiB) would refuse it from a server too old to send it in chunks.
@@ -78,16 +82,29 @@ def _retry_policy(retries: int) -> dict[str, Any]:
     }
 
 
-def _deadline(timeout: float | None) -> float | None:
-    """``timeout`` checked: seconds above 0, or None for no deadline (gRPC would take 0, a
-    negative, NaN or infinite one as already passed, and fail the call at once)."""
-    if timeout is None or (
-        isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0
-    ):
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` checked: seconds above 0 and at most MAX_TIMEOUT_SECONDS, or None for no
+    deadline (gRPC would take 0, a negative, NaN, infinite or overflowing one as already
+    passed, and fail the call at once). Raises OptionsError naming timeout."""
+    if timeout is None or (isinstance(timeout, int | float) and 0 < timeout <= MAX_TIMEOUT_SECONDS):
         return timeout
     raise OptionsError(
-        "timeout", f"must be seconds above 0, or None for no deadline; got {shown(timeout)}"
+        "timeout",
+        f"must be seconds above 0 and at most {MAX_TIMEOUT_SECONDS:.0e}, or None for no "
+        f"deadline; got {shown(timeout)}",
     )
+
+
+def _checked_token(token: str | None) -> str | None:
+    """``token`` without surrounding whitespace (a Secret file's or a variable's newline), as
+    the server reads its own; refused when it holds what no header value may (gRPC would fail
+    every call as INTERNAL "Invalid metadata")."""
+    if token is None:
+        return None
+    token = token.strip()
+    if not all(" " <= c <= "~" for c in token):
+        raise OptionsError("token", "may hold printable ASCII only (as an HTTP header value)")
+    return token
 
 
 def _default_balancing(target: str, channel_options: Sequence[ChannelArgument]) -> str | None:
@@ -152,7 +169,10 @@ def _tls_credentials(
     ca_cert: PemSource | None, client_cert: PemSource | None, client_key: PemSource | None
 ) -> grpc.ChannelCredentials:
     if (client_cert is None) != (client_key is None):
-        raise ValueError("client_cert and client_key go together (mTLS): pass both or neither")
+        raise OptionsError(
+            "client_cert" if client_cert is None else "client_key",
+            "client_cert and client_key go together (mTLS): pass both or neither",
+        )
     return grpc.ssl_channel_credentials(
         root_certificates=_pem(ca_cert),
         private_key=_pem(client_key),
@@ -170,8 +190,9 @@ class Connection:
     ``tls=True`` uses the system's root certificates; ``ca_cert`` trusts a private CA instead,
     and ``client_cert`` with ``client_key`` present a client certificate (mTLS); each is PEM
     bytes or a file's path, and any of them implies TLS. ``credentials`` replaces all of these.
-    ``token`` is sent as ``authorization: Bearer <token>``; with OpenTelemetry's API installed,
-    the caller's trace context goes with every call too (``styleserve.tracing``). ``timeout``
+    ``token`` is sent as ``authorization: Bearer <token>`` (surrounding whitespace dropped);
+    with OpenTelemetry's API installed, the caller's trace context goes with every call too
+    (``styleserve.tracing``). ``timeout``
     (seconds) is the default deadline of each call. ``retries`` (0 to MAX_RETRIES) is how often
     a call the server refused before it started (UNAVAILABLE, RESOURCE_EXHAUSTED) is sent
     again, after the delay the server asks for. ``channel_options`` are extra gRPC channel
@@ -208,13 +229,15 @@ class Connection:
         # The policy spreading calls over the target's addresses; None: the caller's service
         # config decides, or gRPC's pick_first (a batch then counts one replica).
         self.load_balancing = load_balancing
-        self.timeout = _deadline(timeout)
+        self.timeout = check_timeout(timeout)
         self._response_message_bytes = _response_message_bytes(channel_options)
+        token = _checked_token(token)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._credentials = credentials
         self._arguments = arguments
         self._channel = self._open_channel(target, arguments)
         self._stub = StyleTransferServiceStub(self._channel)
+        self._closed = False
 
     def _open_channel(self, target: str, arguments: Sequence[ChannelArgument]) -> Any:
         if self._credentials is None:
@@ -235,10 +258,17 @@ class Connection:
             arguments.append((override, host))
         return self._open_channel(replica, arguments)
 
+    def _check_open(self) -> None:
+        """Raises ValueError once the client is closed (before any stub touches its channel:
+        grpcio crashes the process making one on a closed channel)."""
+        if self._closed:
+            raise ValueError("this client is closed: make another one (or call it inside its with)")
+
     def _call_options(self, timeout: float | None) -> dict[str, Any]:
         """Deadline (``timeout`` or the client's default) and metadata of one call, the
         caller's trace context included (``styleserve.tracing``)."""
+        self._check_open()
         return {
-            "timeout": self.timeout if timeout is None else _deadline(timeout),
+            "timeout": self.timeout if timeout is None else check_timeout(timeout),
             "metadata": (*self._metadata, *trace_metadata()),
         }

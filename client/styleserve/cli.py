@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from styleserve import __version__
 from styleserve.batch import Failure, Outcome
 from styleserve.calls import final_result
+from styleserve.channel import check_timeout
 from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError
@@ -50,6 +51,8 @@ __all__ = ["build_parser", "main", "subcommands"]
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 # Exit status of a process ended by SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
+# argparse's own status for bad usage, which the client's refusals of options share.
+EXIT_USAGE = 2
 # Previews requested with --previews but no --preview-every: about this many per job.
 _PREVIEWS_PER_JOB = 10
 CONTACT_SHEET = "contact_sheet.png"
@@ -72,6 +75,24 @@ def _count(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _whole(text: str) -> int:
+    """A whole number of at least 0 (frames shared, a sequence number)."""
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _seconds(text: str) -> float:
+    """A deadline in seconds, checked as the client checks one."""
+    seconds = float(text)
+    try:
+        check_timeout(seconds)
+    except OptionsError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return seconds
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -188,7 +209,7 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("STYLESERVE_TOKEN"),
         help="bearer token (default: $STYLESERVE_TOKEN)",
     )
-    group.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of the call")
+    group.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="deadline of the call")
     group.add_argument(
         "--tls", action="store_true", help="connect over TLS (the system's root certificates)"
     )
@@ -299,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     video.add_argument(
         "--overlap",
-        type=int,
+        type=_whole,
         default=DEFAULT_OVERLAP,
         metavar="N",
         help="frames consecutive chunks share, cross-faded at the join (default: %(default)s)",
@@ -365,7 +386,7 @@ def _add_jobs(commands: Any) -> None:
         action.add_argument("job_id", metavar="ID", help="the job's id (Started.job_id)")
     watch.add_argument(
         "--after",
-        type=int,
+        type=_whole,
         default=0,
         metavar="N",
         help="resume after the N-th event (its sequence number; default: replay all)",
@@ -936,6 +957,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StyleserveError as err:
         print(_failure_line(err, args.request_id), file=sys.stderr)
         return 1
+    except OptionsError as err:  # what the client refuses before any call: bad usage
+        print(f"styleserve {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as err:
         print(f"styleserve: {err}", file=sys.stderr)
         return 1

@@ -277,6 +277,7 @@ class Client(Calls):
         return self._health_status(response)
 
     def close(self) -> None:
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Client:

@@ -64,3 +64,24 @@ def test_an_unreachable_server_is_one_line_with_the_code_and_exit_1(pictures, tm
     assert lines[-1].startswith("styleserve: UNAVAILABLE: ")
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["info", "--timeout", "0"], "argument --timeout: must be seconds above 0"),
+        (["info", "--timeout", "nan"], "argument --timeout: must be seconds above 0"),
+        (["info", "--timeout", "1e10"], "argument --timeout: must be seconds above 0"),
+        (["jobs", "watch", "abc", "--after", "-5"], "argument --after: must be 0 or more"),
+        (["info", "--client-cert", __file__], "client_key: client_cert and client_key go"),
+    ],
+)
+def test_bad_usage_is_one_line_and_status_2_never_a_traceback(capsys, argv, said):
+    port = free_port()  # nothing listens: no call may be needed to refuse them
+    try:
+        status = main([*argv, "--server", f"127.0.0.1:{port}"])
+    except SystemExit as exit:  # argparse's refusals
+        status = exit.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err

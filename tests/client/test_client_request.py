@@ -3,7 +3,7 @@ fail before any call."""
 
 import pytest
 from PIL import Image
-from styleserve import Client, InvalidArgument, OptionsError, Unavailable
+from styleserve import AsyncClient, Client, InvalidArgument, OptionsError, Unavailable
 from styleserve.convert import from_proto
 from styleserve.options import PRESETS, STYLE_FIELDS, resolve
 from styleserve.request import build_registration, build_request, with_pictures
@@ -132,3 +132,29 @@ def test_a_timeout_that_is_no_deadline_is_refused_before_any_call(server, timeou
         # Nothing was sent: the server counts only this call.
         assert client.info(timeout=30).version
     assert _info_calls(server) == before + 1
+
+
+def test_a_closed_client_refuses_every_call_before_touching_its_channel(server):
+    # grpcio crashed the whole process making the health stub on a closed channel.
+    client = Client(server.target)
+    client.close()
+    for call in (client.health, client.info, lambda: client.get_job("x" * 8)):
+        with pytest.raises(ValueError, match="this client is closed"):
+            call()
+
+
+async def test_a_closed_async_client_refuses_every_call(server):
+    client = AsyncClient(server.target)
+    await client.close()
+    with pytest.raises(ValueError, match="this client is closed"):
+        await client.health()
+    with pytest.raises(ValueError, match="this client is closed"):
+        await client.info()
+
+
+def test_a_token_read_with_its_newline_still_opens_the_server(start_server):
+    with start_server(auth_token="s3cret") as srv:
+        with Client(srv.target, token="s3cret\n", timeout=30) as client:
+            assert client.info().version
+    with pytest.raises(OptionsError, match="^token: may hold printable ASCII only"):
+        Client(srv.target, token="s3c\x00ret")
