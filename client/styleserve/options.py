@@ -523,6 +523,12 @@ def check_pictures(options: StyleOptions, styles: int, init_image: bool) -> None
         )
     if options.init == "image" and not init_image:
         raise OptionsError("init_image", 'init "image" needs a starting picture: send one')
+    if init_image and options.method == "feed_forward":
+        raise OptionsError(
+            "init_image",
+            "the instant tier (method feed_forward) paints the content in one pass and starts "
+            "from no picture: leave it out, or use method optimization",
+        )
     if init_image and options.init != "image":
         # Sent for nothing otherwise: the job would start from its init and never read it.
         raise OptionsError(

@@ -46,11 +46,18 @@ upload on the server."""
 PICTURE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, UploadedPicture)
 
 
+# The modes PNG stores as they are (Pillow's PNG writer); other modes are converted first.
+_PNG_MODES = frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"})
+
+
 def encode_picture(picture: Picture, *, what: str = "picture") -> bytes:
-    """Encoded bytes of ``picture``; PIL images are encoded losslessly as PNG."""
+    """Encoded bytes of ``picture``; PIL images are encoded losslessly as PNG (in RGB, or RGBA
+    with transparency, when PNG has no mode of theirs: CMYK, YCbCr, LAB, HSV, 32-bit, PA)."""
     if isinstance(picture, (bytes, bytearray, memoryview)):
         return bytes(picture)
     if isinstance(picture, Image.Image):
+        if picture.mode not in _PNG_MODES:
+            picture = picture.convert("RGBA" if picture.has_transparency_data else "RGB")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return buffer.getvalue()

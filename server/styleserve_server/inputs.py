@@ -26,6 +26,7 @@ import io
 import re
 import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ __all__ = [
     "ALLOWED_FORMATS",
     "CheckedRequest",
     "CheckedStyle",
+    "admit_input_pixels",
     "check",
     "check_frame",
     "check_registration",
@@ -93,11 +95,6 @@ _DECODE_ERRORS = (
     EOFError,
     struct.error,
 )
-# Pillow's own pixel check is process-wide, and refuses with a message of its own pictures of
-# over 179 MP that a server's max_input_pixels (up to CEILINGS') may allow: ``_open`` checks
-# every picture against the server's limit from its header instead, before any decoding (the
-# server opens pictures nowhere else).
-Image.MAX_IMAGE_PIXELS = None
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 # EXIF orientations that turn the picture a quarter: its upright width is its stored height.
 _QUARTER_TURNS = (5, 6, 7, 8)
@@ -458,11 +455,31 @@ def _orientation(image: Image.Image) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def admit_input_pixels(limits: Limits) -> None:
+    """Raises Pillow's process-wide pixel check to ``limits.max_input_pixels`` where that is
+    higher (a server may allow up to CEILINGS'), so that Pillow refuses no picture the server
+    allows; ``_open`` checks each picture against the server's own limit from its header."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < limits.max_input_pixels:
+        Image.MAX_IMAGE_PIXELS = limits.max_input_pixels
+
+
 def _open(field: str, data: bytes, limits: Limits) -> Image.Image:
     """Opens ``data`` reading the header only, refusing formats outside the allow-list and
     pictures of more pixels than ``limits`` allow."""
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        with warnings.catch_warnings():
+            # The pixel limit is checked below with a message of its own.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        # Over twice Pillow's limit, which a server keeps at its max_input_pixels or above
+        # (``admit_input_pixels``): over the server's too.
+        raise OptionsError(
+            field,
+            f"has more pixels than the {limits.max_input_pixels} this server decodes; "
+            "downscale it first",
+        ) from None
     except UnidentifiedImageError:
         raise OptionsError(field, _unsupported(data)) from None
     except _DECODE_ERRORS as error:

@@ -66,3 +66,19 @@ def test_contact_sheet_is_a_near_square_grid_of_every_picture():
     assert sheet.getpixel((4 + 24 + 5, 4 + 28 + 5)) == (160, 0, 0)
     with pytest.raises(ValueError):
         contact_sheet([])
+
+
+@pytest.mark.parametrize(
+    ("mode", "sent"),
+    [("CMYK", "RGB"), ("YCbCr", "RGB"), ("I", "RGB"), ("F", "RGB"), ("PA", "RGBA"),
+     ("P", "P"), ("LA", "LA"), ("I;16", "I;16")],
+)  # fmt: skip
+def test_a_pil_image_in_any_mode_is_sent_as_a_png_the_server_reads(mode, sent):
+    # A print JPEG opens in CMYK; PNG stores none of the first five modes as they are.
+    image = Image.new("RGB", (8, 8), (200, 100, 50))
+    image = image.convert(mode) if mode not in ("PA", "I;16") else Image.new(mode, (8, 8))
+    with Image.open(io.BytesIO(encode_picture(image))) as png:
+        assert (png.format, png.mode, png.size) == ("PNG", sent, (8, 8))
+        if mode in ("CMYK", "YCbCr"):
+            red, green, blue = png.convert("RGB").getpixel((0, 0))
+            assert abs(red - 200) + abs(green - 100) + abs(blue - 50) < 12

@@ -3,6 +3,7 @@ engine work, and the server stays healthy; good pictures of every mode decode to
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 from styleserve.options import LIMITS, Limits, OptionsError
 from styleserve.v1 import style_transfer_pb2 as pb
-from styleserve_server.inputs import decode
+from styleserve_server.inputs import admit_input_pixels, check_frame, decode
 
 from tests.fixtures_server import SERVING, health
 from tests.server.service_helpers import connect, encoded, picture, request, rpc_error
@@ -52,7 +53,7 @@ EXPECTED_WORDS = {
     "bmp": "BMP",
     "truncated png": "truncated",
     "truncated jpeg": "truncated",
-    "bomb beyond PIL's own limit": "is 20000x20000 pixels, more than the 40000000",
+    "bomb beyond PIL's own limit": "has more pixels than the 40000000 this server decodes",
     "bomb beyond the server's limit": "is 8000x8000 pixels, more than the 40000000",
     "too many bytes": "bytes",
 }
@@ -90,6 +91,10 @@ def invalid_requests() -> list[tuple[str, pb.StyleTransferRequest, str, str]]:
     unread = request()
     unread.init_image.data = GOOD
     cases.append(("init image for nothing", unread, "init_image", 'init is "content"'))
+    instant = request(preset="instant")
+    instant.options.init = pb.INIT_IMAGE
+    instant.init_image.data = GOOD
+    cases.append(("init image for the instant tier", instant, "init_image", "starts from no"))
     for options, field in BAD_OPTIONS:
         cases.append((f"option {field}", request(**options), field, ""))
     return cases
@@ -208,3 +213,21 @@ def test_option_values_that_would_overflow_the_loss_are_refused(server):
         # At the bounds the arithmetic stays finite and the job runs.
         bounds = {"tv_weight": 1e9, "content_weight": 1e9, "style_weight": 1e9, "tv_power": 4.0}
         assert list(stub.StyleTransfer(request(**bounds), timeout=120))[-1].HasField("result")
+
+
+def test_a_server_allowing_more_pixels_than_pillow_reads_their_headers(monkeypatch):
+    # Pillow refuses pictures over twice its process-wide limit (179 MP by default); a server
+    # whose max_input_pixels is above that raises the limit to its own when it starts.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    limits = dataclasses.replace(LIMITS, max_input_pixels=200_000_000)
+    frame = pb.Image(data=png_header_only(14_000, 13_500))  # 189 MP
+
+    def size() -> tuple[int, int]:
+        return check_frame("frame", frame, limits, lambda *_: b"")[1]
+
+    with pytest.raises(OptionsError, match="^frame: has more pixels than the 200000000"):
+        size()
+    admit_input_pixels(limits)
+    assert size() == (14_000, 13_500)
+    admit_input_pixels(LIMITS)  # never lowered: another server of the process may need it
+    assert size() == (14_000, 13_500)
