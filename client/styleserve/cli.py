@@ -35,7 +35,7 @@ from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError
 from styleserve.events import Preview, Result
-from styleserve.folders import SUFFIX_FORMATS, FolderError, Planned, plan
+from styleserve.folders import FORMAT_SUFFIXES, SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus
 from styleserve.options import DEFAULT_PORT, PRESETS, OptionsError, StyleOptions, resolve_given
@@ -51,6 +51,13 @@ __all__ = ["build_parser", "main", "subcommands"]
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 # Exit status of a process ended by SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
+# What Ctrl-C did beyond stopping the command, by command: a job run by the command is
+# cancelled with its call; a watched detachable job runs on.
+_INTERRUPTED = {
+    "stylize": "; the job was cancelled",
+    "video": "; the clip's calls were cancelled",
+    "jobs watch": "; the job runs on (styleserve jobs cancel ID stops it)",
+}
 # argparse's own status for bad usage, which the client's refusals of options share.
 EXIT_USAGE = 2
 # Previews requested with --previews but no --preview-every: about this many per job.
@@ -498,9 +505,13 @@ def _content_size(path: Path) -> tuple[int, int]:
 
 
 def _require_output_folder(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Exits with a usage error unless the folder ``-o`` writes into exists."""
+    """Exits with a usage error unless the folder ``-o`` writes into exists and may be written
+    (checked before any job runs, rather than when its result has nowhere to go)."""
     if not args.output.parent.is_dir():
         parser.error(f"-o: the folder {str(args.output.parent)!r} does not exist; create it first")
+    written = args.output if args.output.is_dir() else args.output.parent
+    if not os.access(written, os.W_OK | os.X_OK):
+        parser.error(f"-o: cannot write into the folder {str(written)!r} (permission denied)")
 
 
 def _require_styles(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -532,6 +543,9 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
 
 
 def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.output:
+        # Path("") is the current folder: an unset variable would write there unasked.
+        parser.error("-o: give the output file (or a folder), got an empty name")
     named_folder = args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()
     args.output = Path(args.output)
     if named_folder:
@@ -589,10 +603,20 @@ def _folder_job(
         parser.error("--previews takes one picture; leave it out when -o names a folder")
     _require_output_folder(args, parser)
     options = {**_set_options(args), "output_format": args.output_format or "png"}
+    # Checked once before any job, rather than refused once per picture.
+    for style in styles:
+        if not Path(style).is_file():
+            parser.error(f"the style picture {str(style)!r} is not a file")
+    try:
+        resolve_given(options, init_image=args.init_image is not None)
+    except OptionsError as err:
+        parser.error(str(err))
     try:
         planned = plan(contents, args.output, options["output_format"])
     except FolderError as err:
         parser.error(str(err))
+    if not planned:
+        parser.error("no content pictures (.png, .jpg, .webp) among the pictures and folders given")
     return planned, styles, options
 
 
@@ -906,6 +930,8 @@ def _jobs_get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _jobs_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.output is not None:
+        if args.output.suffix.lower() not in SUFFIX_FORMATS:
+            parser.error(f"-o: name a .png, .jpg or .webp file, got {str(args.output)!r}")
         _require_output_folder(args, parser)
     results: list[Result] = []
     with (
@@ -916,17 +942,29 @@ def _jobs_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             bar.show(event)
             if isinstance(event, Result):
                 if args.output is not None:
-                    event.save(args.output)
+                    _save_as_named(event, args.output)
                 results.append(event)
     result = final_result(results)
     if args.json:
-        described = _describe_result(result, args.output) if args.output else None
+        described = _describe_result(result, args.output) if args.output else _made_how(result)
         print(json.dumps({"job_id": args.job_id, "result": described}, indent=2))
     elif args.output is not None:
         print(f"wrote {args.output} ({result.width}x{result.height}, {_made_by(result)})")
     else:
         print(f"{args.job_id} done ({result.width}x{result.height}, {_made_by(result)})")
     return 0
+
+
+def _save_as_named(result: Result, output: Path) -> None:
+    """Writes ``result`` to ``output`` when its suffix names the result's format (a watched
+    job's format is known only once it ends); raises OSError saying which suffix to use."""
+    made = result.options.output_format
+    if SUFFIX_FORMATS[output.suffix.lower()] != made:
+        raise OSError(
+            f"-o: the job made a {made.upper()} picture; name a {FORMAT_SUFFIXES[made]} file "
+            "(the result stays kept: watch the job again)"
+        )
+    result.save(output)
 
 
 def _jobs_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -964,7 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"styleserve: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("styleserve: interrupted; the job was cancelled", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(f"styleserve: interrupted{_INTERRUPTED.get(command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -3,6 +3,7 @@
 import subprocess
 
 import pytest
+from styleserve import cli
 from styleserve.cli import build_parser, main
 from styleserve.options import PRESETS
 
@@ -85,3 +86,52 @@ def test_bad_usage_is_one_line_and_status_2_never_a_traceback(capsys, argv, said
     assert status == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_an_empty_output_name_is_bad_usage_not_the_current_folder(pictures, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["stylize", *pictures, "-o", ""])
+    assert exit.value.code == 2
+    assert "-o: give the output file (or a folder), got an empty name" in capsys.readouterr().err
+
+
+def test_a_folder_run_checks_its_style_and_options_before_making_anything(
+    content, style, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    cases = [
+        ([str(content), str(tmp_path / "nothere.jpg")], "is not a file"),
+        ([str(content), str(style), "--size", "-5"], "size: must be an integer >= 1"),
+        ([str(tmp_path / "empty"), str(style)], "no content pictures"),
+    ]
+    (tmp_path / "empty").mkdir()
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as exit:
+            main(["stylize", *argv, "-o", f"{out}/", "--server", f"127.0.0.1:{free_port()}"])
+        assert exit.value.code == 2, argv
+        assert said in capsys.readouterr().err, argv
+        assert not out.exists()
+
+
+def test_a_watched_job_is_written_only_under_a_pictures_name(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit:
+        main(["jobs", "watch", "some-job", "-o", str(tmp_path / "w.gif")])
+    assert exit.value.code == 2
+    assert "-o: name a .png, .jpg or .webp file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["jobs", "watch", "some-job"], "interrupted; the job runs on"),
+        (["info"], "interrupted\n"),
+    ],
+)
+def test_ctrl_c_says_what_became_of_the_job(monkeypatch, capsys, argv, said):
+    def interrupted(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_jobs_watch", interrupted)
+    monkeypatch.setattr(cli, "_info", interrupted)
+    assert main(argv) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.startswith(f"styleserve: {said}")
