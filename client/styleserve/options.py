@@ -406,6 +406,9 @@ def resolve(
     changes = {k: v for k, v in overrides.items() if v is not None}
     for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend", "scales"):
         if name in changes:
+            if isinstance(changes[name], str | bytes):
+                # A string is a sequence too: its characters would be taken for its entries.
+                raise OptionsError(name, f"give a list, got the string {shown(changes[name])}")
             changes[name] = tuple(changes[name])
     if "size" in changes and "width" not in changes and "height" not in changes:
         # A size asked for alone replaces a preset's fixed frame (seed's 500 x 300) rather

@@ -63,3 +63,9 @@ def test_a_size_asked_for_alone_replaces_a_presets_frame():
     assert output_size((40, 20), sized) == (64, 32)
     both = resolve("seed", size=64, width=100, height=50)
     assert (both.width, both.height) == (100, 50)
+
+
+def test_a_string_for_a_list_option_is_refused_not_read_letter_by_letter():
+    with pytest.raises(OptionsError, match="^style_layers: give a list, got the string"):
+        resolve(style_layers="block1_conv1")
+    assert resolve(style_layers=["block1_conv1"]).style_layers == ("block1_conv1",)
