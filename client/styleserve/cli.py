@@ -553,8 +553,6 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.styles = [*args.styles, *(args.style_files or ())]
     options = _job_options(args, parser)
     previews: list[Preview] = []
-    if args.previews is not None:
-        args.previews.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     with (
         _connect(args) as client,
@@ -572,6 +570,8 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for event in events:
             bar.show(event)
             if isinstance(event, Preview):
+                # Made with the first preview: a refused job leaves no empty folder behind.
+                args.previews.mkdir(parents=True, exist_ok=True)
                 event.save(args.previews / f"preview_{event.iteration:05d}{args.output.suffix}")
                 previews.append(event)
             elif isinstance(event, Result):

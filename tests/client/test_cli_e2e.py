@@ -129,3 +129,15 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(start_server, conten
         with Client(srv.target) as client:
             result = client.stylize(content, style, timeout=NEXT_JOB_TIMEOUT, **QUICK_JOB)
         assert result.iterations > 0
+
+
+def test_a_refused_job_leaves_neither_its_output_nor_its_previews(server, content, style, tmp_path):
+    out, previews = tmp_path / "out.png", tmp_path / "previews"
+    done = _run(
+        "stylize", str(content), str(style), "-o", str(out), "--server", server.target,
+        "--size", "100000", "--previews", str(previews), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "INVALID_ARGUMENT: options.size" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (content, style) if p.parent == tmp_path
+    )
