@@ -520,10 +520,26 @@ def _require_styles(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error("give style pictures, or --style-id")
 
 
-def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    output_format = SUFFIX_FORMATS.get(args.output.suffix.lower())
+def _output_format(output: Path, parser: argparse.ArgumentParser) -> str:
+    """The picture format ``-o`` names by its suffix; a usage error for any other suffix."""
+    output_format = SUFFIX_FORMATS.get(output.suffix.lower())
     if output_format is None:
-        parser.error(f"-o: name a .png, .jpg or .webp file, got {str(args.output)!r}")
+        parser.error(f"-o: name a .png, .jpg or .webp file, got {str(output)!r}")
+    return output_format
+
+
+def _resolved(
+    options: dict[str, Any], args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> StyleOptions:
+    """``options`` resolved as the client sends them; a usage error naming the bad one."""
+    try:
+        return resolve_given(options, init_image=args.init_image is not None).options
+    except OptionsError as err:
+        parser.error(str(err))
+
+
+def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    output_format = _output_format(args.output, parser)
     if args.output_format is not None and args.output_format != output_format:
         parser.error(f"--output-format {args.output_format} does not match -o {args.output.name}")
     _require_output_folder(args, parser)
@@ -533,11 +549,7 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     options = {**_set_options(args), "output_format": output_format}
     if args.previews is not None and args.preview_every is None:
         # The server's own plan of the job, so that previews come at the promised cadence.
-        try:
-            planned = resolve_given(options, init_image=args.init_image is not None)
-        except OptionsError as err:
-            parser.error(str(err))
-        total = total_iterations(_content_size(args.content), planned.options)
+        total = total_iterations(_content_size(args.content), _resolved(options, args, parser))
         options["preview_every"] = max(1, total // _PREVIEWS_PER_JOB)
     return options
 
@@ -607,10 +619,7 @@ def _folder_job(
     for style in styles:
         if not Path(style).is_file():
             parser.error(f"the style picture {str(style)!r} is not a file")
-    try:
-        resolve_given(options, init_image=args.init_image is not None)
-    except OptionsError as err:
-        parser.error(str(err))
+    _resolved(options, args, parser)
     try:
         planned = plan(contents, args.output, options["output_format"])
     except FolderError as err:
@@ -930,8 +939,7 @@ def _jobs_get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _jobs_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.output is not None:
-        if args.output.suffix.lower() not in SUFFIX_FORMATS:
-            parser.error(f"-o: name a .png, .jpg or .webp file, got {str(args.output)!r}")
+        _output_format(args.output, parser)
         _require_output_folder(args, parser)
     results: list[Result] = []
     with (

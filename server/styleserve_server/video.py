@@ -469,7 +469,7 @@ async def stylize_video(
         host = dataclasses.replace(host, provenance=provenance)
     # One frame is read before the call queues: its size decides the plan and the memory.
     # A caller that stops reading stops the reading of its frames, and so its job, in its slot.
-    write = streams.paced_write(context.write, host.limits.stream_idle_seconds)
+    write = streams.paced_write(context.write, seconds)
     window = asyncio.Semaphore(host.limits.max_frames_in_flight)
     await window.acquire()
     checked, size = await _first_frame(host, messages, start)
