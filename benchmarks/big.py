@@ -12,15 +12,20 @@ carry; the result comes back in chunks, digest-checked) and prints:
 - the seam measure of the delivered picture on the borders of the tiles its last stage was
   evaluated in (``seams.seam_ratio``: 1.0 means the borders look like anywhere else).
 
-Then the goals of issue 20 on this machine: a 12 MP job in under 15 minutes with peak RSS
-under 4 GB, peak RSS from 4 to 24 MP within 1.5x, the 12 MP job at most 4x the 1 MP job's
-time, and every seam measure within 5% of 1.0. Exit 1 when a goal is missed.
+First, a server with a 2 GiB budget is asked five times for a 48 MP job: the median time to
+its refusal (and the first's, which pays the process's one-off costs) and what it says.
+
+Then the goals of issue 20 on this machine: the refusal in under 100 ms naming the size that
+fits, a 12 MP job in under 15 minutes with peak RSS under 4 GB, peak RSS from 4 to 24 MP within
+1.5x, the 12 MP job at most 4x the 1 MP job's time, and every seam measure within 5% of 1.0.
+Exit 1 when a goal is missed.
 
     python benchmarks/big.py [--sizes 1,4,12,24] [--cache-dir DIR] [--out DIR] [--reduced]
 
 ``--reduced`` is its CI size (``tests/benchmarks/test_big.py``): an output of 0.15 MP
 with two iterations a stage, on servers with the smallest tile budget, so that every part runs
-(the refusal, a job whose last stage is tiled, the seams, the goals that apply) in a minute;
+(the refusal, a job whose last stage is tiled, the seams, the goals that apply, but not the
+refusal's time: a figure, not a verdict, on a shared machine) in a minute;
 its figures say nothing of print sizes, and its seams are held to the content's own measure on
 the same lines (at such sizes one edge of the photo under a border moves it by a third).
 
@@ -35,6 +40,7 @@ import argparse
 import dataclasses
 import io
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -157,20 +163,26 @@ def seam_measure(picture: Image.Image, tile_pixels: int) -> float | None:
     return seam_ratio(picture, columns, rows)
 
 
-def refusal(cache_dir: Path | None) -> tuple[float, str]:
-    """How long a server with a 2 GiB budget takes to refuse an 8000 px job (48 MP), and
-    what it says: (seconds, message)."""
+def refusal(cache_dir: Path | None, tries: int = 5) -> tuple[list[float], str]:
+    """How long a server with a 2 GiB budget takes to refuse an 8000 px job (48 MP), ``tries``
+    times on one connection, and what it says: (seconds of each, message). The first pays the
+    process's one-off costs (lazy imports, the channel's first call); the goal is the median."""
     with (
         serve(cache_dir=cache_dir, memory_budget_bytes=2 * GIB, **PRINT_SIZES) as server,
         Client(server.target, timeout=60) as client,
     ):
-        client.info()  # the SDK's one look at the limits, apart from the call timed
-        started = time.perf_counter()
-        try:
-            client.stylize(CONTENT, STYLE, size=8000)
-        except ResourceExhausted as error:
-            return time.perf_counter() - started, str(error)
-        raise AssertionError("the 48 MP job was admitted")
+        client.info()  # the SDK's one look at the limits, apart from the calls timed
+        times, message = [], ""
+        for _ in range(tries):
+            started = time.perf_counter()
+            try:
+                client.stylize(CONTENT, STYLE, size=8000)
+            except ResourceExhausted as error:
+                times.append(time.perf_counter() - started)
+                message = str(error)
+            else:
+                raise AssertionError("the 48 MP job was admitted")
+        return times, message
 
 
 def tune(longest: int, climb: int, cache_dir: Path | None) -> None:
@@ -226,8 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     print(machine(), flush=True)
-    seconds, message = refusal(args.cache_dir)
-    print(f"48 MP job on a 2 GiB budget refused in {seconds * 1e3:.0f} ms: {message}", flush=True)
+    times, message = refusal(args.cache_dir)
+    seconds = statistics.median(times)
+    print(
+        f"48 MP job on a 2 GiB budget refused in {seconds * 1e3:.0f} ms (median of {len(times)}; "
+        f"the first {times[0] * 1e3:.0f} ms): {message}",
+        flush=True,
+    )
     runs = []
     for megapixels in (float(s) for s in sizes.split(",")):
         run = run_size(megapixels, args.cache_dir, args.out, scale)
@@ -244,14 +261,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{run.base_rss / GIB:.2f}, job predicted {run.predicted / GIB:.2f}), seams {seams}",
             flush=True,
         )
-    return _goals(runs, seconds, args.reduced)
+    return _goals(runs, seconds, message, args.reduced)
 
 
-def _goals(runs: list[Run], refused: float, reduced: bool) -> int:
+def _goals(runs: list[Run], refused: float, message: str, reduced: bool) -> int:
     """Prints each goal that the sizes run decide, PASS or FAIL; 1 when one failed. Seams are
-    within 5% of 1.0, or, ``reduced``, of the content's own measure on the same lines."""
+    within 5% of 1.0, or, ``reduced``, of the content's own measure on the same lines. The
+    refusal's time is a goal of the full run only: at CI size, on a shared machine, a time is a
+    figure to print, not a verdict; what CI checks is that the refusal names the size that fits."""
     by_size = {run.megapixels: run for run in runs}
-    checks = [(f"refusal in {refused * 1e3:.0f} ms < 100", refused < 0.1)]
+    checks = [("refusal names the size that fits", "ask for size <= " in message)]
+    if not reduced:
+        checks.append((f"refusal in {refused * 1e3:.0f} ms < 100", refused < 0.1))
     if 12 in by_size:
         twelve = by_size[12]
         minutes, peak = twelve.total_seconds / 60, twelve.peak_rss / GIB

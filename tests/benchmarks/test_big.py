@@ -22,7 +22,8 @@ def test_the_reduced_big_benchmark_runs_every_part(server_cache: Path, tmp_path:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("cpu ")
     assert "refused in" in lines[1] and "RESOURCE_EXHAUSTED" in lines[1]
-    # The job ran in tiles (a seam measure, not "whole"), and every goal it decides passed.
+    # The job ran in tiles (a seam measure, not "whole"), and every goal it decides passed: the
+    # refusal names the size that fits, and the seams.
     assert lines[2].startswith("0.15 MP (") and "the content's" in lines[2], lines[2]
     verdicts = lines[3:]
     assert len(verdicts) == 2 and all(line.startswith("PASS ") for line in verdicts), verdicts
