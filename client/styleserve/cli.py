@@ -33,7 +33,7 @@ from styleserve.calls import final_result
 from styleserve.channel import check_timeout
 from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
-from styleserve.errors import StyleserveError
+from styleserve.errors import StyleserveError, VideoError
 from styleserve.events import Preview, Result
 from styleserve.folders import FORMAT_SUFFIXES, SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="styleserve", description="Neural style transfer on a styleserve server."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Each command's own parser, so that a usage error shows that command's usage.
+    parser.set_defaults(parser=parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     stylize = commands.add_parser(
@@ -244,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="paint a content picture in the style of one or more style pictures",
         description="Options left out take the preset's values.",
     )
-    stylize.set_defaults(run=_stylize)
+    stylize.set_defaults(parser=stylize, run=_stylize)
     stylize.add_argument(
         "content", type=Path, help="content picture (PNG, JPEG or WebP), or with -o DIR/ a folder"
     )
@@ -303,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The style options given here (backbone, style layers, style scale, "
         "resize, size, ...) apply to every job that names the id.",
     )
-    register.set_defaults(run=_register_style)
+    register.set_defaults(parser=register, run=_register_style)
     register.add_argument("styles", type=Path, nargs="+", metavar="style", help="style picture(s)")
     _add_options(register)
     _add_connection(register)
@@ -314,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Options left out take the preset's values. The clip is sent in chunks, "
         f"at once to every slot behind --server. Needs PyAV: {INSTALL_HINT}.",
     )
-    video.set_defaults(run=_video)
+    video.set_defaults(parser=video, run=_video)
     video.add_argument("input", type=Path, help="the clip (any container and codec FFmpeg reads)")
     video.add_argument(
         "styles", type=Path, nargs="*", metavar="style", help="style picture(s), or --style-id"
@@ -354,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(commands)
 
     info = commands.add_parser("info", help="describe the server")
-    info.set_defaults(run=_info)
+    info.set_defaults(parser=info, run=_info)
     info.add_argument("--json", action="store_true", help="print JSON")
     _add_connection(info)
 
     health = commands.add_parser(
         "health", help="the server's grpc.health.v1 status (exit 0 when SERVING)"
     )
-    health.set_defaults(run=_health)
+    health.set_defaults(parser=health, run=_health)
     health.add_argument(
         "--service", default="", help="service to ask about (default: the whole server)"
     )
@@ -380,15 +382,15 @@ def _add_jobs(commands: Any) -> None:
     )
     actions = jobs.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="every job the server keeps for you, oldest first")
-    listing.set_defaults(run=_jobs_list)
+    listing.set_defaults(parser=listing, run=_jobs_list)
     get = actions.add_parser("get", help="how a job is doing (running, or how it ended)")
-    get.set_defaults(run=_jobs_get)
+    get.set_defaults(parser=get, run=_jobs_get)
     watch = actions.add_parser(
         "watch", help="follow a job to its end (reattaching on a break) and write its result"
     )
-    watch.set_defaults(run=_jobs_watch)
+    watch.set_defaults(parser=watch, run=_jobs_watch)
     cancel = actions.add_parser("cancel", help="stop a running job (its slot frees at once)")
-    cancel.set_defaults(run=_jobs_cancel)
+    cancel.set_defaults(parser=cancel, run=_jobs_cancel)
     for action in (get, watch, cancel):
         action.add_argument("job_id", metavar="ID", help="the job's id (Started.job_id)")
     watch.add_argument(
@@ -437,7 +439,7 @@ def _add_completion(commands: Any) -> None:
         description=_COMPLETION_SETUP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    completion.set_defaults(run=_completion)
+    completion.set_defaults(run=_completion)  # it describes the whole command: the top parser
     completion.add_argument("shell", choices=_COMPLETION_SHELLS, help="the shell to complete")
 
 
@@ -529,11 +531,11 @@ def _output_format(output: Path, parser: argparse.ArgumentParser) -> str:
 
 
 def _resolved(
-    options: dict[str, Any], args: argparse.Namespace, parser: argparse.ArgumentParser
+    options: dict[str, Any], parser: argparse.ArgumentParser, *, init_image: bool = False
 ) -> StyleOptions:
     """``options`` resolved as the client sends them; a usage error naming the bad one."""
     try:
-        return resolve_given(options, init_image=args.init_image is not None).options
+        return resolve_given(options, init_image=init_image).options
     except OptionsError as err:
         parser.error(str(err))
 
@@ -547,9 +549,11 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     if args.preview_every is not None and args.previews is None:
         parser.error("--preview-every needs --previews DIR to save the previews in")
     options = {**_set_options(args), "output_format": output_format}
+    # Refused before any call, as bad usage.
+    resolved = _resolved(options, parser, init_image=args.init_image is not None)
     if args.previews is not None and args.preview_every is None:
         # The server's own plan of the job, so that previews come at the promised cadence.
-        total = total_iterations(_content_size(args.content), _resolved(options, args, parser))
+        total = total_iterations(_content_size(args.content), resolved)
         options["preview_every"] = max(1, total // _PREVIEWS_PER_JOB)
     return options
 
@@ -562,6 +566,8 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.output = Path(args.output)
     if named_folder:
         return _stylize_folder(args, parser)
+    if args.jobs is not None:
+        parser.error("-j: runs several pictures at once; name a folder with -o DIR/")
     args.styles = [*args.styles, *(args.style_files or ())]
     options = _job_options(args, parser)
     previews: list[Preview] = []
@@ -619,7 +625,7 @@ def _folder_job(
     for style in styles:
         if not Path(style).is_file():
             parser.error(f"the style picture {str(style)!r} is not a file")
-    _resolved(options, args, parser)
+    _resolved(options, parser, init_image=args.init_image is not None)
     try:
         planned = plan(contents, args.output, options["output_format"])
     except FolderError as err:
@@ -754,6 +760,8 @@ def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"-o: name a {', '.join(VIDEO_SUFFIXES)} file, got {str(args.output)!r}")
     _require_output_folder(args, parser)
     _require_styles(args, parser)
+    options = _set_options(args)
+    _resolved(options, parser)  # refused before any call, as bad usage
     try:
         clip = open_video(args.input)
     except ModuleNotFoundError as err:
@@ -761,6 +769,8 @@ def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise
         print(f"styleserve: {err}", file=sys.stderr)
         return 1
+    except VideoError as err:  # the clip, checked here before any call: bad usage
+        parser.error(err.details)
     result: VideoResult | None = None
     with (
         _connect(args) as client,
@@ -775,7 +785,7 @@ def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             chunk_frames=args.chunk_frames,
             concurrency=args.jobs,
             request_id=args.request_id,
-            **_set_options(args),
+            **options,
         ):
             if isinstance(event, VideoProgress):
                 bar.show(event)
@@ -999,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Sent with the job, so that even a failure no server answered names the id to look for.
     args.request_id = uuid.uuid4().hex if args.command in ("stylize", "video") else None
     try:
-        return int(args.run(args, parser))
+        return int(args.run(args, args.parser))
     except StyleserveError as err:
         print(_failure_line(err, args.request_id), file=sys.stderr)
         return 1

@@ -176,6 +176,8 @@ def open_video(path: str | os.PathLike[str]) -> VideoClip:
     degrees."""
     av = load_av()
     path = Path(path)
+    if path.is_dir():
+        raise _error(path, "unreadable", "a folder, not a clip; name a video file")
     if not path.is_file():
         raise _error(path, "unreadable", "no such file")
     if path.stat().st_size == 0:

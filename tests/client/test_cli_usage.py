@@ -113,6 +113,49 @@ def test_a_folder_run_checks_its_style_and_options_before_making_anything(
         assert not out.exists()
 
 
+def test_one_pictures_job_and_a_video_check_their_input_and_options_before_any_call(
+    content, style, tmp_path, capsys
+):
+    # Nothing listens on --server: had any of these been sent, it would end UNAVAILABLE, 1.
+    server = ["--server", f"127.0.0.1:{free_port()}"]
+    out = str(tmp_path / "out.png")
+    (tmp_path / "clips").mkdir()
+    cases = [
+        (["stylize", str(content), str(style), "-o", out, "--size", "-5"], "size: must be"),
+        (["stylize", str(content), str(style), "-o", out, "-j", "2"], "-j: runs several"),
+        (
+            ["video", str(tmp_path / "clips"), str(style), "-o", str(tmp_path / "o.mp4")],
+            "clips: a folder, not a clip",
+        ),
+        (
+            ["video", str(tmp_path / "no.mp4"), str(style), "-o", str(tmp_path / "o.mp4")],
+            "no.mp4: no such file",
+        ),
+        (
+            [
+                "video",
+                str(tmp_path / "no.mp4"),
+                str(style),
+                "-o",
+                str(tmp_path / "o.mp4"),
+                "--temporal-weight",
+                "5",
+            ],
+            "temporal_weight: must be in [0, 1]",
+        ),
+    ]
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as exit:
+            main([*argv, *server])
+        assert exit.value.code == 2, argv
+        err = capsys.readouterr().err
+        # The command's own usage and name, and no request id: nothing was sent.
+        assert err.startswith(f"usage: styleserve {argv[0]} "), err
+        assert f"styleserve {argv[0]}: error: " in err and said in err, (argv, err)
+        assert "request id" not in err, err
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "o.mp4").exists()
+
+
 def test_a_watched_job_is_written_only_under_a_pictures_name(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit:
         main(["jobs", "watch", "some-job", "-o", str(tmp_path / "w.gif")])

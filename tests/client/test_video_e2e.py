@@ -119,8 +119,8 @@ def test_the_command_refuses_a_bad_clip_before_any_call(server, style, tmp_path:
         text=True,
         timeout=120,
     )
-    assert done.returncode == 1
-    assert "INVALID_ARGUMENT" in done.stderr and "frame rate varies" in done.stderr
+    assert done.returncode == 2  # bad usage: the clip is checked here, as the flags are
+    assert "styleserve video: error: " in done.stderr and "frame rate varies" in done.stderr
     assert not output.exists() and _requests(server) == 0
 
 
