@@ -270,16 +270,17 @@ class JobStore:
                 await produce(send)
             except asyncio.CancelledError:
                 kept._end(asyncio.CancelledError())
-                # Kept when cancelled by id (a dropped job is held no more).
-                self._finish(kept)
                 raise
             except BaseException as error:  # noqa: BLE001 - the watchers raise it as theirs
                 kept._end(error)
             else:
                 kept._end(None)
-            self._finish(kept)
 
         kept.task = asyncio.ensure_future(work())
+        # Filed as finished from the task's end, not from inside ``work``: a task cancelled
+        # before its first step never runs a line of it. Kept when cancelled by id (a dropped
+        # job is held no more).
+        kept.task.add_done_callback(lambda _: self._finish(kept))
 
     def find(self, job_id: str, owner: str, after: int = 0, *, field: str = "job_id") -> KeptJob:
         """``owner``'s job ``job_id``, checked for a watch resuming after ``after``; ``field``

@@ -10,7 +10,7 @@ import pytest
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1 import style_transfer_pb2_grpc as pb_grpc
 from styleserve_server import job_store
-from styleserve_server.job_store import MAX_JOB_ID_LENGTH, JobStore, UnknownJob
+from styleserve_server.job_store import MAX_JOB_ID_LENGTH, CancelledById, JobStore, UnknownJob
 from styleserve_server.metrics import Metrics
 
 from tests.server.service_helpers import connect, kinds, request, rpc_error, sample
@@ -124,6 +124,27 @@ def test_another_callers_job_is_not_found_like_an_unknown_one():
             store.find("nope", "alice", 0)
         assert str(other.value) == str(unknown.value)
         store.close()
+
+    asyncio.run(check())
+
+
+def test_a_job_cancelled_by_id_before_its_first_step_is_kept_as_cancelled_then_expires():
+    async def check() -> None:
+        store = JobStore(2**20, 60, 0, Metrics())  # retention 0: expires at once when finished
+        kept = store.open("alice", "request-1")
+        ran = []
+
+        async def produce(send):
+            ran.append(True)
+
+        store.run(kept, produce)
+        store.cancel(kept)  # in the same step: the task has not begun
+        await asyncio.sleep(0.05)
+        assert ran == [] and kept.done and isinstance(kept.error, CancelledById)
+        # Finished like any job: its retention ran out and the store holds nothing of it.
+        with pytest.raises(UnknownJob):
+            store.find(kept.job_id, "alice")
+        assert store.resubmitted("alice", "request-1") is None and store.info().used_bytes == 0
 
     asyncio.run(check())
 
