@@ -297,7 +297,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             except Exception as error:
                 # A detached job's failure may reach nobody's call, which is where failures
                 # are logged; its status (GetOperation, a watch) names this request's lines.
-                if status(error)[0] is grpc.StatusCode.INTERNAL:
+                # A call that follows the job gets the error and logs it itself.
+                if not kept.watchers and status(error)[0] is grpc.StatusCode.INTERNAL:
                     log.exception("detachable job failed", extra={"job_id": kept.job_id})
                 raise
 

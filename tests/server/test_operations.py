@@ -255,3 +255,18 @@ def test_a_detached_job_that_fails_is_logged_under_the_id_its_status_names(
     (failed,) = [r for r in caplog.records if r.getMessage() == "detachable job failed"]
     assert (failed.request_id, failed.job_id) == (named, job_id)
     assert "a bug in making the result" in caplog.text
+
+
+def test_a_followed_job_that_fails_is_logged_once_by_the_call_that_follows_it(
+    start_server, monkeypatch, caplog
+):
+    def broken(*_args: object, **_kwargs: object) -> pb.Result:
+        raise RuntimeError("a bug in making the result")
+
+    monkeypatch.setattr(outputs, "result", broken)
+    caplog.set_level(logging.ERROR)
+    with start_server() as srv, stubs(srv.target) as (stub, _):
+        error = rpc_error(stub.StyleTransfer(detachable(iterations=2), timeout=600))
+    assert error.code() is grpc.StatusCode.INTERNAL
+    (failed,) = [r for r in caplog.records if r.exc_info]
+    assert failed.getMessage() == "StyleTransfer failed", caplog.text
