@@ -217,6 +217,10 @@ class Connection:
         retries: int = 2,
         channel_options: Sequence[ChannelArgument] = (),
     ) -> None:
+        if not isinstance(target, str) or not target.strip():
+            raise OptionsError(
+                "target", f"give the server's address, as 'host:port'; got {shown(target)}"
+            )
         pems = (ca_cert, client_cert, client_key)
         if credentials is not None and any(pem is not None for pem in pems):
             raise ValueError("pass credentials or ca_cert/client_cert/client_key, not both")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -410,6 +412,7 @@ def resolve(
                 # A string is a sequence too: its characters would be taken for its entries.
                 raise OptionsError(name, f"give a list, got the string {shown(changes[name])}")
             changes[name] = tuple(changes[name])
+    changes = {name: _plain(name, value) for name, value in changes.items()}
     if "size" in changes and "width" not in changes and "height" not in changes:
         # A size asked for alone replaces a preset's fixed frame (seed's 500 x 300) rather
         # than being ignored beside it.
@@ -421,6 +424,34 @@ def resolve(
     if limits is not None:
         _within(options, limits)
     return options
+
+
+def _plain(name: str, value: Any) -> Any:
+    """``value`` as the Python number the option ``name`` holds, where it is a number of
+    another kind that stands for one (numpy's ``np.int64(512)``, ``np.float32(0.5)``, as a
+    sweep made with numpy gives them); anything else as it is, for the checks to name."""
+    kind = _NUMBER_KINDS.get(name)
+    if kind is None or isinstance(value, bool):
+        return value
+    if kind is int:
+        return int(value) if isinstance(value, numbers.Integral) else value
+    if kind is float:
+        return float(value) if _is_real(value) else value
+    if all(_is_real(entry) for entry in value):  # a tuple of floats
+        return tuple(float(entry) for entry in value)
+    return value
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# The options that hold numbers, and which kind: int, float, or tuple (of floats).
+_NUMBER_KINDS = {
+    name: {int: int, int | None: int, float: float, tuple[float, ...]: tuple}[hint]
+    for name, hint in typing.get_type_hints(StyleOptions).items()
+    if hint in (int, int | None, float, tuple[float, ...])
+}
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,13 @@ def test_a_timeout_that_is_no_deadline_is_refused_before_any_call(server, timeou
     assert _info_calls(server) == before + 1
 
 
+@pytest.mark.parametrize("target", [50051, "", "  ", None])
+def test_a_target_that_is_no_address_is_refused_naming_it(target):
+    for client_type in (Client, AsyncClient):
+        with pytest.raises(OptionsError, match=r"^target: give the server's address"):
+            client_type(target)
+
+
 def test_a_closed_client_refuses_every_call_before_touching_its_channel(server):
     # grpcio crashed the whole process making the health stub on a closed channel.
     client = Client(server.target)

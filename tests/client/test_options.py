@@ -2,6 +2,7 @@
 
 import typing
 
+import numpy as np
 import pytest
 from styleserve.options import OptionsError, StyleOptions, resolve, resolve_given
 from styleserve.plan import output_size
@@ -69,3 +70,30 @@ def test_a_string_for_a_list_option_is_refused_not_read_letter_by_letter():
     with pytest.raises(OptionsError, match="^style_layers: give a list, got the string"):
         resolve(style_layers="block1_conv1")
     assert resolve(style_layers=["block1_conv1"]).style_layers == ("block1_conv1",)
+
+
+def test_numpys_numbers_are_taken_as_the_python_numbers_they_stand_for():
+    # As a sweep made with numpy gives them: each becomes the option's own kind.
+    given = {
+        "size": np.int64(64),
+        "seed": np.uint32(7),
+        "content_weight": np.float32(0.5),
+        "scales": np.array([0.5, 1.0]),
+    }
+    options = resolve_given(given).options
+    assert (options.size, options.seed, options.content_weight, options.scales) == (
+        64,
+        7,
+        0.5,
+        (0.5, 1.0),
+    )
+    assert [type(v) for v in (options.size, options.seed, options.content_weight)] == [
+        int,
+        int,
+        float,
+    ]
+    assert type(options.scales[0]) is float
+    # A number of the wrong kind is still refused, naming the option.
+    for name, value in (("size", np.float64(64)), ("size", True), ("iterations", 2.0)):
+        with pytest.raises(OptionsError, match=f"^{name}: must be an integer"):
+            resolve_given({name: value})
