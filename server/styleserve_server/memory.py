@@ -18,11 +18,10 @@ import torch
 from styleserve.options import StyleOptions
 from styleserve.plan import Stage, fit_longest_side, plan_climb
 
+from styleserve_server.settings import MEMORY_SHARE
+
 __all__ = ["TooBig", "check_fits", "measured_budget"]
 
-# The share of the device's memory the jobs may plan to hold: the rest is the allocator's
-# fragmentation, the gRPC buffers and the decoded pictures waiting in the queue.
-_SHARE = 0.8
 # cgroup v1 reports "no limit" as a huge number rather than "max".
 _NO_LIMIT = 2**60
 
@@ -71,7 +70,7 @@ def measured_budget(device: torch.device, stores: int) -> int:
     their caps come off the budget too, and a full upload store never leaves a running job
     short; a GPU's jobs do not share it."""
     held = _resident_bytes(device) + (stores if device.type == "cpu" else 0)
-    return max(0, int(_SHARE * _device_bytes(device)) - held)
+    return max(0, int(MEMORY_SHARE * _device_bytes(device)) - held)
 
 
 class TooBig(Exception):

@@ -50,6 +50,9 @@ _COLLECTOR = re.compile(r"^https?://[^/\s]+/?$")
 TILE_PIXELS = 2**20
 # The least tile budget: a 256 x 256 window, of which VGG16's halos leave a sliver.
 MIN_TILE_PIXELS = 2**16
+# The share of the device's memory a measured memory budget gives the jobs: the rest is the
+# allocator's fragmentation, the gRPC buffers and the decoded pictures waiting in the queue.
+MEMORY_SHARE = 0.8
 
 
 def _no_password() -> bytes:
@@ -141,8 +144,8 @@ class Settings(BaseSettings):
         description="Bytes of memory the running jobs may hold at once: each job's predicted "
         "peak counts against it, a job that waits for room queues, and one that could never "
         "fit is refused (RESOURCE_EXHAUSTED) with the largest size that would. 0: measured at "
-        "start-up, 80% of the device's memory (a container's limit on CPU) less what the "
-        "server holds by then and, on CPU, less the caps of its in-memory stores "
+        f"start-up, {MEMORY_SHARE:.0%} of the device's memory (a container's limit on CPU) "
+        "less what the server holds by then and, on CPU, less the caps of its in-memory stores "
         "(upload_store_bytes, style_cache_bytes, job_store_bytes).",
     )  # fmt: skip
     max_video_frames: int = Field(
