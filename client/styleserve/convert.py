@@ -93,14 +93,17 @@ _FIELDS: dict[str, _Field] = {
 DELIVERY_FIELDS = tuple(name for name, f in _FIELDS.items() if f.message == "delivery")
 
 
-def request_field(field: str) -> str:
+def request_field(field: str, options: pb.StyleOptions | None = None) -> str:
     """The request field that carries the option an OptionsError names (``field``: an option's
     name, perhaps indexed: ``style_layers[2]``): ``options.<wire name>`` or
     ``delivery.<wire name>``; ``style_blend``'s weights are the style pictures' ``blend_weight``.
+    ``options``, the request's: the deprecated string is named where it carried the value.
     """
     name, bracket, index = field.partition("[")
     if name == "style_blend":
         return f"styles[{index}.blend_weight" if bracket else "styles[].blend_weight"
+    if name == _DEPRECATED_STRING and options is not None and _from_deprecated_string(options):
+        return f"options.{_DEPRECATED_STRING}"
     known = _FIELDS.get(name)
     if known is None:
         return f"options.{field}"
@@ -175,11 +178,17 @@ def from_proto(
         message = messages[field.message]
         if message is not None:
             overrides[name] = _read(field, message)
-    if overrides.get("loss_normalization") is None and options.HasField(_DEPRECATED_STRING):
+    if _from_deprecated_string(options):
         overrides["loss_normalization"] = getattr(options, _DEPRECATED_STRING)
     weights = [_shortest(w) for w in blend]
     overrides["style_blend"] = weights if any(w != 0 for w in weights) else None
     return options.preset or "default", {k: v for k, v in overrides.items() if v is not None}
+
+
+def _from_deprecated_string(options: pb.StyleOptions) -> bool:
+    """Whether ``options`` gives the normalisation by the deprecated string alone (the enum,
+    where set, wins)."""
+    return not options.normalization and options.HasField(_DEPRECATED_STRING)
 
 
 def to_proto(

@@ -275,7 +275,7 @@ def _options(
     output_quality: int,
     registered: CheckedStyle | None,
 ) -> StyleOptions:
-    with _as_request_field():
+    with _as_request_field(request.options):
         check_lengths(request.options, limits)
         preset, overrides = from_proto(
             request.options, request.delivery, [s.blend_weight for s in request.styles]
@@ -289,14 +289,14 @@ def _options(
 
 
 @contextlib.contextmanager
-def _as_request_field() -> Iterator[None]:
+def _as_request_field(options: pb.StyleOptions | None = None) -> Iterator[None]:
     """Names the request field of an option's refusal (``size``: ``options.size``,
-    ``preview_size``: ``delivery.preview_size``): the one place where the options' errors,
-    which name options, become the request's."""
+    ``preview_size``: ``delivery.preview_size``) in the request whose ``options`` they are:
+    the one place where the options' errors, which name options, become the request's."""
     try:
         yield
     except OptionsError as error:
-        raise OptionsError(request_field(error.field), error.message) from None
+        raise OptionsError(request_field(error.field, options), error.message) from None
 
 
 def _serve(overrides: dict[str, Any], backbone: str) -> None:
@@ -361,7 +361,7 @@ def check_registration(
     (only the options it reads: ``STYLE_FIELDS``, the preset, the blend and the size). Raises
     OptionsError naming the field."""
     _check_style_count(len(request.styles), limits)
-    with _as_request_field():
+    with _as_request_field(request.options):
         check_lengths(request.options, limits)
         preset, overrides = from_proto(
             request.options, None, [s.blend_weight for s in request.styles]

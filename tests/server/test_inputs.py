@@ -88,6 +88,13 @@ def invalid_requests() -> list[tuple[str, pb.StyleTransferRequest, str, str]]:
     unknown = request()
     unknown.options.normalization = 99
     cases.append(("normalization", unknown, "options.normalization", ""))
+    # An older client's deprecated string is named as it sent it; beside the enum, it is unread.
+    deprecated = request()
+    deprecated.options.loss_normalization = "bogus"
+    cases.append(("deprecated string", deprecated, "options.loss_normalization", "one of"))
+    both = request()
+    both.options.normalization, both.options.loss_normalization = 99, "bogus"
+    cases.append(("enum beside the string", both, "options.normalization", ""))
     unread = request()
     unread.init_image.data = GOOD
     cases.append(("init image for nothing", unread, "init_image", 'init is "content"'))
