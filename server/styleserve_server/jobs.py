@@ -244,7 +244,12 @@ class Job:
                 options.preview_every > 0 or options.init == "feed_forward" or short
             ):
                 picture = self._feed_forward.picture(
-                    content, styles, options, style=self._request.style, regions=masks
+                    content,
+                    styles,
+                    options,
+                    style=self._request.style,
+                    regions=masks,
+                    cancel=self.cancel,
                 )
                 if options.preview_every > 0:
                     self.mailbox.put(FirstPicture(shrink(picture, options.preview_size)))

@@ -108,7 +108,8 @@ def run_video(
     where the flow holds (the optimisation starts from it and holds it by its temporal term;
     the instant tier blends ``temporal_weight`` of it in).
 
-    Raises JobCancelled within one iteration (the instant tier: one frame) of ``cancel``.
+    Raises JobCancelled within one iteration, one tile's feed-forward pass or one frame's
+    flow of ``cancel``.
     """
     started = time.perf_counter()
     seed = options.seed if options.seed is not None else secrets.randbelow(2**63)
@@ -136,9 +137,11 @@ def run_video(
             working = np.asarray(resize(frame, size, options.resize))
             if previous is not None:
                 carried = tracker.carry(previous[0], working, previous[1])
+                # The flow takes seconds at big frames and cannot stop midway.
+                stop_if_cancelled(cancel, "video")
         if instant:
             assert feed_forward is not None
-            picture = feed_forward.picture(frame, [], options, style=kept)
+            picture = feed_forward.picture(frame, [], options, style=kept, cancel=cancel)
             if carried is not None:
                 picture = Image.fromarray(
                     blend(np.asarray(picture), carried, options.temporal_weight), "RGB"
@@ -152,7 +155,7 @@ def run_video(
                 job_options, init_image = options.replace(init="image"), Image.fromarray(start)
             elif options.init == "feed_forward" and feed_forward is not None:
                 # To the engine, the feed-forward start is a given starting picture.
-                init_image = feed_forward.picture(frame, [], options, style=kept)
+                init_image = feed_forward.picture(frame, [], options, style=kept, cancel=cancel)
                 job_options = options.replace(init="image")
             held = None
             if carried is not None and previous is not None:

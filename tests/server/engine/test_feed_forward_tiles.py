@@ -33,6 +33,7 @@ from styleserve_server.engine.feed_forward_tiles import PLANE_LIMIT, plan_tiles
 from styleserve_server.engine.records import JobCancelled
 
 from benchmarks.seams import borders, seam_ratio
+from tests.server.engine.engine_cancel import SetAfter
 
 CPU = torch.device("cpu")
 STARRY_NIGHT = Path(__file__).resolve().parents[3] / "examples" / "starry_night.jpg"
@@ -261,26 +262,13 @@ def test_the_tiny_pair_tiles_too_and_small_budgets_are_raised() -> None:
     assert np.array_equal(np.asarray(tiled.picture(content, [style], options)), expected)
 
 
-class _SetAfter(threading.Event):
-    """A cancel event that its checker finds set from its ``checks``-th look on: the call
-    cancelled while the picture is under way, at a known tile."""
-
-    def __init__(self, checks: int) -> None:
-        super().__init__()
-        self.looks, self._checks = 0, checks
-
-    def is_set(self) -> bool:
-        self.looks += 1
-        return self.looks >= self._checks
-
-
 def test_a_cancelled_picture_stops_between_its_tiles() -> None:
     tiled = FeedForward(tiny_pair(), CPU, 1, tile_pixels=1)
     content, style = photo(800, 600), photo(64, 64, seed=1)
     options = StyleOptions(width=800, height=600)
     tiles = len(tiled.tiles(800, 600))
     assert tiles > 3
-    cancel = _SetAfter(checks=3)
+    cancel = SetAfter(checks=3)
     with pytest.raises(JobCancelled):
         tiled.picture(content, [style], options, cancel=cancel)
     # One look before the painting, then one before each tile: it stopped at the second tile.

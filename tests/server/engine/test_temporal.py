@@ -12,6 +12,7 @@ from styleserve.options import PRESETS
 from styleserve.plan import plan_frame, video_iterations
 from styleserve_export.feed_forward import tiny_pair
 from styleserve_server.engine import FeedForward, FrameDone, Iterate, VideoDone, run_job, run_video
+from styleserve_server.engine.records import JobCancelled
 from styleserve_server.engine.temporal import (
     TEMPORAL_SCALE,
     Carried,
@@ -22,6 +23,8 @@ from styleserve_server.engine.temporal import (
     temporal_target,
     warp,
 )
+
+from tests.server.engine.engine_cancel import SetAfter
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -216,3 +219,26 @@ def test_instant_frames_blend_the_carried_frame_by_the_weight(feed_forward, warm
     assert all(0.7 < r.consistent_fraction < 1.0 for r in done[1:])
     consistent = frame_differences([r.image for r in done], frames)
     assert consistent < frame_differences([r.image for r in alone], frames)
+
+
+@pytest.mark.parametrize(
+    ("checks", "frames_done"),
+    [
+        # The second look is the instant picture's own, in frame 0: the picture stops there.
+        (2, 0),
+        # Frame 1's flow, then a look before its picture: frame 0 delivered, frame 1 not.
+        (4, 1),
+    ],
+)
+def test_a_cancel_stops_an_instant_video_in_its_frames_picture_or_after_its_flow(
+    feed_forward, warm_style, checks, frames_done
+):
+    cancel = SetAfter(checks)
+    options = PRESETS["instant"].replace(size=48)
+    done = []
+    with pytest.raises(JobCancelled):
+        for record in run_video(
+            pictures(clip(3)), [warm_style], options, feed_forward=feed_forward, cancel=cancel
+        ):
+            done += [record] if isinstance(record, FrameDone) else []
+    assert len(done) == frames_done and cancel.looks == checks
