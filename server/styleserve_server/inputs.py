@@ -163,11 +163,12 @@ class CheckedRequest:
 
     @property
     def decoded_pixels(self) -> tuple[int, ...]:
-        """The pixels of each picture the job decodes (``decode_all``); a style the server
-        holds stands for its pictures, which are then not decoded."""
+        """The pixels of each picture the job may decode: ``decode_all``'s, and a style the
+        server holds counts its pictures too (``style_pixels``), which the job decodes where
+        it needs them (regions, colour preservation, targets or a vector not kept for it)."""
         width, height = self.content_size
-        styles = self.style_pixels if self.style is None else ()
-        return (width * height, *styles, *((self.init_pixels,) if self.init_pixels else ()))
+        init = (self.init_pixels,) if self.init_pixels else ()
+        return (width * height, *self.style_pixels, *init)
 
 
 def check(

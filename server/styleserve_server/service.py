@@ -379,7 +379,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         if entry is None:
             entry = self._styles.find(checked.styles, checked.options, backbone.sha256)
         if entry is not None:
-            checked = dataclasses.replace(checked, styles=(), style=entry)
+            pixels = entry.registration.picture_pixels
+            checked = dataclasses.replace(checked, styles=(), style=entry, style_pixels=pixels)
         options = checked.options
         # An instant job runs no network: its precision is neither resolved nor refused.
         precision = None if options.method == "feed_forward" else self._network_precision(options)

@@ -105,6 +105,29 @@ def test_the_pictures_a_job_decodes_count_against_the_budget(start_server):
         assert list(ok)[-1].HasField("result")
 
 
+def test_a_registered_styles_pictures_count_against_the_budget(start_server):
+    # Three 40 MP pictures, registered (4 x 3 x 40 MP held, one decoding at 17 B a pixel:
+    # 1.0 GB, which fits), then named by a job with a 40 MP content: the job may decode them
+    # too (regions, colour preservation, targets not kept for its size), so they count as
+    # pictures it is sent do, and with its content they cannot fit (1.16 GB).
+    gradient = Image.linear_gradient("L").resize((7302, 5476)).convert("RGB")
+    big = encoded(gradient, "JPEG")
+    assert with_pictures([7302 * 5476] * 3) < BUDGET < with_pictures([7302 * 5476] * 4)
+    styles = [pb.StylePicture(image=pb.Image(data=big))] * 3
+    options = pb.StyleOptions(size=64, precision=pb.PRECISION_FLOAT32)
+    with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
+        registration = pb.RegisterStyleRequest(styles=styles, options=options)
+        style_id = stub.RegisterStyle(registration, timeout=120).style_id
+        job = request(big, [], size=64, iterations=1)
+        job.style_id = style_id
+        error = rpc_error(stub.StyleTransfer(job, timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        assert "send smaller pictures" in error.details()
+        # With a small content, it fits and runs.
+        job.content.data = encoded()
+        assert list(stub.StyleTransfer(job, timeout=120))[-1].HasField("result")
+
+
 def registration_peak(side: int, pictures: int) -> int:
     """What the server predicts for registering ``pictures`` style pictures at size ``side``."""
     options = resolve(size=side, precision="float32")
