@@ -7,14 +7,15 @@ in the queue (learning its position each time it moves), or is turned away at on
 estimate of when to come back. A slot also holds the job's predicted peak memory in a
 ``MemoryPool`` that both tiers share: the head of a queue waits until its memory is free as
 well as a slot, so that jobs that fit the budget alone never run out of memory together (and
-a big job is not overtaken forever by small ones). Everything here runs on the event loop, so
-no locks.
+a big job is not overtaken forever by small ones, of its own tier or the other). Everything
+here runs on the event loop, so no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import math
 from collections.abc import AsyncGenerator, Callable
 
@@ -42,12 +43,20 @@ class ShuttingDown(Exception):
 class MemoryPool:
     """Bytes of memory the running jobs of every tier hold, out of ``budget``. A job must fit
     the budget alone (the service refuses one that cannot before it queues); a job that does
-    not fit beside the running ones waits."""
+    not fit beside the running ones waits.
+
+    The pool also orders the queues that share it: while the head of one waits for memory
+    alone (a slot free), no other queue's job takes memory, so that a stream of small instant
+    jobs cannot keep a big job out for ever. Of several such heads, the one that began waiting
+    first goes first, so that they never hold each other back."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.used = 0
         self._freed: list[Callable[[], None]] = []
+        # The queues whose head waits for memory alone, with when it began: a ticket.
+        self._heads: dict[object, int] = {}
+        self._tickets = itertools.count()
 
     def fits(self, nbytes: int) -> bool:
         return self.used + nbytes <= self.budget
@@ -57,12 +66,30 @@ class MemoryPool:
 
     def give_back(self, nbytes: int) -> None:
         self.used -= nbytes
-        for waiting in self._freed:
-            waiting()
+        self._grant_all()
 
     def on_free(self, grant: Callable[[], None]) -> None:
-        """``grant`` runs whenever memory is given back (an Admission grants its waiters)."""
+        """``grant`` runs whenever memory is given back, or a queue no longer holds the
+        others back (an Admission grants its waiters)."""
         self._freed.append(grant)
+
+    def ahead(self, queue: object) -> bool:
+        """Whether another queue's head has waited for memory since before ``queue``'s."""
+        mine = self._heads.get(queue, math.inf)
+        return any(ticket < mine for other, ticket in self._heads.items() if other is not queue)
+
+    def hold_back(self, queue: object) -> None:
+        """``queue``'s head waits for memory alone: the others take none until it has it."""
+        self._heads.setdefault(queue, next(self._tickets))
+
+    def let_go(self, queue: object) -> None:
+        """``queue``'s head no longer waits for memory: the others may take it again."""
+        if self._heads.pop(queue, None) is not None:
+            self._grant_all()
+
+    def _grant_all(self) -> None:
+        for grant in self._freed:
+            grant()
 
 
 class _Waiter:
@@ -127,6 +154,7 @@ class Admission:
             raise QueueFull(self.retry_after(), self.slots, self.queue_size)
         else:
             self._waiters.append(waiter)
+            self._grant_waiting()  # a new head may wait for memory alone: the pool learns it
         self._changed()
         handed_over = False
         try:
@@ -176,11 +204,14 @@ class Admission:
 
     def _room(self, waiter: _Waiter) -> bool:
         memory = self._memory
-        return self.running < self.slots and (memory is None or memory.fits(waiter.nbytes))
+        if self.running >= self.slots:
+            return False
+        return memory is None or (memory.fits(waiter.nbytes) and not memory.ahead(self))
 
     def _grant_waiting(self) -> None:
         """Grants slots to the longest waiters while the first of them fits: in arrival
-        order, so that a job waiting for memory is not overtaken by smaller ones."""
+        order, so that a job waiting for memory is not overtaken by smaller ones (of this
+        queue, or, through the pool, of another)."""
         granted = False
         while self._waiters and not self._closed and self._room(self._waiters[0]):
             waiter = self._waiters.popleft()
@@ -191,6 +222,13 @@ class Admission:
         if granted:
             self._notify_waiters()
             self._changed()
+        memory = self._memory
+        if memory is not None:
+            head = self._waiters[0] if self._waiters and not self._closed else None
+            if head is not None and self.running < self.slots and not memory.fits(head.nbytes):
+                memory.hold_back(self)
+            else:
+                memory.let_go(self)
 
     def retry_after(self) -> float:
         """Seconds until a queue place is likely free: the queue's share of recent job time."""
@@ -202,6 +240,8 @@ class Admission:
         for waiter in self._waiters:
             waiter.rejected = True
             waiter.changed.set()
+        if self._memory is not None:
+            self._memory.let_go(self)
 
     async def idle(self) -> None:
         """Returns when no job holds a slot."""

@@ -129,6 +129,55 @@ async def test_the_tiers_share_one_memory_budget():
     assert memory.used == 30
 
 
+async def test_a_job_waiting_for_memory_is_not_overtaken_by_the_other_tiers_jobs():
+    memory = MemoryPool(budget=100)
+    jobs = Admission(slots=2, queue_size=2, memory=memory)
+    instant = Admission(slots=4, queue_size=4, memory=memory)
+    await hold(instant, [], nbytes=40)
+    big = asyncio.create_task(hold(jobs, [], nbytes=80))
+    await settle()
+    # An instant job that would fit beside the running one waits: the big job is ahead.
+    small = asyncio.create_task(hold(instant, [], nbytes=40))
+    await settle()
+    assert not big.done() and not small.done() and memory.used == 40
+    instant.release(nbytes=40)
+    await big
+    await settle()
+    assert memory.used == 80 and not small.done()
+    jobs.release(nbytes=80)  # the big job's memory frees: the instant job goes
+    await small
+    assert memory.used == 40
+
+
+async def test_heads_of_both_tiers_waiting_for_memory_go_in_the_order_they_began():
+    memory = MemoryPool(budget=100)
+    jobs = Admission(slots=2, queue_size=2, memory=memory)
+    instant = Admission(slots=2, queue_size=2, memory=memory)
+    await hold(jobs, [], nbytes=70)
+    first = asyncio.create_task(hold(instant, [], nbytes=60))
+    await settle()
+    second = asyncio.create_task(hold(jobs, [], nbytes=60))
+    await settle()
+    jobs.release(nbytes=70)
+    await first
+    await settle()
+    assert not second.done() and memory.used == 60
+    instant.release(nbytes=60)
+    await second
+    assert memory.used == 60
+    # Closing a tier lets the other go: nothing waits on a queue that is gone.
+    waiting = asyncio.create_task(hold(jobs, [], nbytes=60))
+    await settle()
+    later = asyncio.create_task(hold(instant, [], nbytes=30))
+    await settle()
+    assert not later.done()
+    jobs.close()
+    with pytest.raises(ShuttingDown):
+        await waiting
+    await later
+    assert memory.used == 90
+
+
 async def test_a_cancelled_holder_gives_its_memory_back():
     memory = MemoryPool(budget=100)
     admission = Admission(slots=2, queue_size=2, memory=memory)
