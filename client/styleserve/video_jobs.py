@@ -11,7 +11,8 @@ Every frame comes out once, in order.
 
 Each call keeps at most ``Limits.max_frames_in_flight`` frames unanswered (its request
 generator waits), as the server does, so a slow reader never fills either side's buffers; and
-at most ``concurrency`` chunks are held in memory, inputs and outputs, however long the clip.
+at most ``concurrency`` chunks are held in memory, inputs and outputs, however long the clip
+(and the frames a finished chunk shares with the next).
 A failed chunk, or the caller leaving the loop, cancels every call in flight.
 """
 
@@ -566,10 +567,15 @@ class _Clip:
     def to_start(self) -> Iterator[Chunk]:
         """The chunks to start now: a window from the earliest still wanted, so that memory
         stays bounded however far one slow chunk falls behind."""
+        earliest = self.joiner.chunk
+        if earliest < self.started and earliest not in self.running:
+            # Its call has ended: what is still wanted of it is the frames it shares with the
+            # next chunk, which wait for that one to start (one at a time, it never would).
+            earliest += 1
         while (
             self.started < len(self.chunks)
             and len(self.running) < self.concurrency
-            and self.started < self.joiner.chunk + self.concurrency
+            and self.started < earliest + self.concurrency
         ):
             chunk = self.chunks[self.started]
             self.running.add(chunk.index)

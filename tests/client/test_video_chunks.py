@@ -226,6 +226,19 @@ def test_chunks_run_at_once_and_the_joined_frames_come_once_in_order():
     assert [c.chunk for c in result.chunks] == list(chunks)
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_chunks_one_or_two_at_a_time_still_reach_the_end(concurrency):
+    # A join's frames wait for the later chunk: with one call at a time, it must start once
+    # the earlier one ends (it hung there, on a one-slot server's clip over max_video_frames).
+    server = FakeServer()
+    chunks = plan_chunks(30, 12, 4)
+    assert len(chunks) == 3 and chunks[0].stop > chunks[1].start
+    events = list(run_video(_video_call(server), _frames(30), chunks, concurrency=concurrency))
+    frames = [e for e in events if isinstance(e, StylizedFrame)]
+    assert [(f.index, _value(f.data)) for f in frames] == [(i, 8 * i) for i in range(30)]
+    assert server.most_running == concurrency
+
+
 def test_no_more_frames_are_unanswered_than_the_server_allows():
     server = FakeServer()
     server.wait.clear()
