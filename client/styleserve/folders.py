@@ -66,13 +66,20 @@ def pictures_in(paths: Sequence[Path]) -> list[Path]:
 
 def plan(paths: Sequence[Path], folder: Path, output_format: str) -> list[Planned]:
     """Each content picture of ``paths`` and its output in ``folder``; raises FolderError when
-    two contents would get the same output or ``folder`` is one of the content folders (its
-    outputs would be the next run's contents)."""
+    two contents would get the same output or ``folder`` is one of the content folders, or
+    holds a content picture (its outputs would be the next run's contents, or replace them)."""
     if any(p.is_dir() and p.resolve() == folder.resolve() for p in paths):
         raise FolderError(f"-o {str(folder)!r} is a folder of content pictures; name another")
     suffix = FORMAT_SUFFIXES[output_format]
     planned: dict[Path, Planned] = {}
+    target = folder.resolve()
     for content in pictures_in(paths):
+        if content.resolve().parent == target:
+            # Named one by one (a glob): an output would replace its content, or be taken for
+            # "done" and skipped.
+            raise FolderError(
+                f"-o {str(folder)!r} holds the content picture {content.name!r}; name another"
+            )
         output = folder / (content.stem + suffix)
         other = planned.setdefault(output, Planned(content, output)).content
         # The same picture named twice (a glob and a folder) is stylised once.

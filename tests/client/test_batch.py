@@ -281,6 +281,9 @@ def test_plan_names_outputs_after_contents_and_refuses_collisions(tmp_path):
         plan([photos[0], tmp_path / "photo_00.png"], tmp_path / "out", "png")
     with pytest.raises(FolderError, match="folder of content pictures"):
         plan([tmp_path / "photos"], tmp_path / "photos", "png")
+    # Named one by one (photos/*.png): the outputs would be the pictures themselves.
+    with pytest.raises(FolderError, match="holds the content picture 'photo_00.jpg'"):
+        plan(photos, tmp_path / "photos", "png")
 
 
 def test_replicas_are_the_addresses_round_robin_spreads_calls_over():
