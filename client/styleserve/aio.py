@@ -174,7 +174,8 @@ class AsyncClient(Calls):
         detachable: bool = False,
         **options: Unpack[JobOptions],
     ) -> AsyncGenerator[Event, None]:
-        """See ``Client.stream``; leaving the ``async for`` early cancels the job."""
+        """See ``Client.stream``; leaving the ``async for`` early cancels the job (a
+        ``detachable`` one runs on for the detach grace)."""
         request = self._job_request(
             content, styles, init_image, request_id, style_id, options, regions, detachable
         )

@@ -38,7 +38,15 @@ from styleserve.events import Preview, Result
 from styleserve.folders import FORMAT_SUFFIXES, SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus
-from styleserve.options import DEFAULT_PORT, PRESETS, OptionsError, StyleOptions, resolve_given
+from styleserve.options import (
+    DEFAULT_PORT,
+    PRESETS,
+    OptionsError,
+    StyleOptions,
+    check_pictures,
+    check_video,
+    resolve_given,
+)
 from styleserve.pictures import encode_picture, write_atomically
 from styleserve.plan import total_iterations
 from styleserve.progress import FramesBar, PicturesBar, ProgressBar
@@ -531,13 +539,29 @@ def _output_format(output: Path, parser: argparse.ArgumentParser) -> str:
 
 
 def _resolved(
-    options: dict[str, Any], parser: argparse.ArgumentParser, *, init_image: bool = False
+    options: dict[str, Any],
+    parser: argparse.ArgumentParser,
+    *,
+    styles: int,
+    init_image: bool = False,
+    video: bool = False,
 ) -> StyleOptions:
-    """``options`` resolved as the client sends them; a usage error naming the bad one."""
+    """``options`` resolved as the client sends them, and checked against the pictures sent
+    with them (``styles`` style pictures, a starting picture or not) and, for a ``video``,
+    against what a video may not ask: a usage error naming the bad one."""
     try:
-        return resolve_given(options, init_image=init_image).options
+        resolved = resolve_given(options, init_image=init_image).options
+        check_pictures(resolved, styles, init_image)
+        if video:
+            check_video(resolved)
     except OptionsError as err:
         parser.error(str(err))
+    return resolved
+
+
+def _style_count(args: argparse.Namespace, styles: Sequence[object]) -> int:
+    """How many style pictures the job's options count: a registered style is one."""
+    return 1 if args.style_id else len(styles)
 
 
 def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -550,7 +574,12 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
         parser.error("--preview-every needs --previews DIR to save the previews in")
     options = {**_set_options(args), "output_format": output_format}
     # Refused before any call, as bad usage.
-    resolved = _resolved(options, parser, init_image=args.init_image is not None)
+    resolved = _resolved(
+        options,
+        parser,
+        styles=_style_count(args, args.styles),
+        init_image=args.init_image is not None,
+    )
     if args.previews is not None and args.preview_every is None:
         # The server's own plan of the job, so that previews come at the promised cadence.
         total = total_iterations(_content_size(args.content), resolved)
@@ -625,7 +654,8 @@ def _folder_job(
     for style in styles:
         if not Path(style).is_file():
             parser.error(f"the style picture {str(style)!r} is not a file")
-    _resolved(options, parser, init_image=args.init_image is not None)
+    init_image = args.init_image is not None
+    _resolved(options, parser, styles=_style_count(args, styles), init_image=init_image)
     try:
         planned = plan(contents, args.output, options["output_format"])
     except FolderError as err:
@@ -761,7 +791,8 @@ def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _require_output_folder(args, parser)
     _require_styles(args, parser)
     options = _set_options(args)
-    _resolved(options, parser)  # refused before any call, as bad usage
+    # Refused before any call, as bad usage.
+    _resolved(options, parser, styles=_style_count(args, args.styles), video=True)
     try:
         clip = open_video(args.input)
     except ModuleNotFoundError as err:
@@ -777,22 +808,28 @@ def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         FramesBar(clip.info.frame_count, disable=True if args.quiet else None) as bar,
         VideoWriter(args.output, clip.info) as writer,
     ):
-        for event in client.stylize_video(
-            clip,
-            args.styles or None,
-            style_id=args.style_id,
-            overlap=args.overlap,
-            chunk_frames=args.chunk_frames,
-            concurrency=args.jobs,
-            request_id=args.request_id,
-            **options,
-        ):
-            if isinstance(event, VideoProgress):
-                bar.show(event)
-            elif isinstance(event, StylizedFrame):
-                writer.write(event.image())
-            elif isinstance(event, VideoResult):
-                result = event
+        try:
+            writer.check()
+            for event in client.stylize_video(
+                clip,
+                args.styles or None,
+                style_id=args.style_id,
+                overlap=args.overlap,
+                chunk_frames=args.chunk_frames,
+                concurrency=args.jobs,
+                request_id=args.request_id,
+                **options,
+            ):
+                if isinstance(event, VideoProgress):
+                    bar.show(event)
+                elif isinstance(event, StylizedFrame):
+                    writer.write(event.image())
+                elif isinstance(event, VideoResult):
+                    result = event
+        except VideoError as err:
+            # What the client finds before any call (the output's container and the audio,
+            # the clip against the server's limits): bad usage, as the clip's own checks.
+            parser.error(err.details)
     assert result is not None  # stylize_video ends with it or raises
     if args.json:
         print(json.dumps(_describe_video(result, clip, writer), indent=2))

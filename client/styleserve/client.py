@@ -132,9 +132,10 @@ class Client(Calls):
     ) -> Generator[Event, None, None]:
         """Start a job and yield its events: ``Queued``..., ``Started``, ``Progress`` and
         ``Preview``..., then ``Result``. Leaving the loop early (``break``, an exception,
-        ``close()``) cancels the job on the server. A ``detachable`` job's ``Started`` has
-        its ``job_id``, and a dropped connection is reattached by itself: every event still
-        comes once, in order (see ``stylize``)."""
+        ``close()``) cancels the job on the server, unless it is ``detachable``: that job's
+        ``Started`` has its ``job_id``, it runs on while nobody watches for the server's
+        detach grace (``cancel_job`` stops it), and a dropped connection is reattached by
+        itself: every event still comes once, in order (see ``stylize``)."""
         request = self._job_request(
             content, styles, init_image, request_id, style_id, options, regions, detachable
         )

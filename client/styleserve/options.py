@@ -545,6 +545,15 @@ def check_style_size(o: StyleOptions, limits: Limits) -> None:
         )
 
 
+def check_video(options: StyleOptions) -> None:
+    """What a video's job may not ask for. Raises OptionsError naming the field at fault."""
+    if options.time_budget_seconds > 0:
+        raise OptionsError(
+            "time_budget_seconds",
+            "a video has no best picture so far to send: leave it unset (a deadline ends the call)",
+        )
+
+
 def check_pictures(options: StyleOptions, styles: int, init_image: bool) -> None:
     """What ``options`` need of the pictures sent with them: ``styles`` style pictures and an
     ``init_image`` or not. Raises OptionsError naming the field at fault."""

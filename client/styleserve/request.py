@@ -28,6 +28,7 @@ from styleserve.options import (
     StyleOptions,
     check_pictures,
     check_request_id,
+    check_video,
     resolve_given,
 )
 from styleserve.pictures import PICTURE_TYPES, Picture, picture_message
@@ -101,11 +102,13 @@ def build_request(
     style_id: str | None = None,
     regions: Regions | None = None,
     detachable: bool = False,
+    video: bool = False,
 ) -> pb.StyleTransferRequest:
     """The request for ``content`` in the style of ``styles`` (or of the registered
     ``style_id``) with the caller's ``options`` (StyleOptions fields; None or absent means the
     preset's value), each style painting its own part of the picture with ``regions``; a
-    ``detachable`` job outlives a dropped call (``styleserve.resume``)."""
+    ``detachable`` job outlives a dropped call (``styleserve.resume``); a ``video``'s job is
+    checked for what a video may not ask."""
     style_list = _style_list(styles)
     if style_id and style_list:
         raise OptionsError("style_id", "send a style_id or style pictures, not both")
@@ -117,6 +120,8 @@ def build_request(
     # A registered style's pictures are on the server: check the options as for one picture.
     count = len(style_list) if not style_id else 1
     check_pictures(resolved.options, count, init_image is not None)
+    if video:
+        check_video(resolved.options)
     regions_message = _regions(regions, None if style_id else count, resolved.options)
     left = _SERVER_DECIDES
     if style_id:

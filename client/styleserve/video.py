@@ -311,6 +311,7 @@ class VideoWriter:
         os.close(fd)
         self._temp = Path(temp)
         self._container: av.container.OutputContainer | None = None
+        self._audio_input: av.container.InputContainer | None = None
         self._stream: Any = None
 
     def write(self, image: Image.Image) -> None:
@@ -330,14 +331,46 @@ class VideoWriter:
         self._container.mux(self._stream.encode(frame))
         self.frames += 1
 
+    def check(self) -> None:
+        """Writes a blank frame and the source's first audio packet as the clip will be
+        written, in memory: raises VideoError (reason "codec") where the container takes
+        them not, before any frame is stylised rather than after the last."""
+        av = self._av
+        try:
+            with av.open(io.BytesIO(), "w", format=_format_of(self.path)) as container:
+                audio_input = av.open(str(self.source.path)) if self.source.audio_codec else None
+                try:
+                    stream, audio = self._streams(container, (16, 16), audio_input)
+                    container.mux(stream.encode(av.VideoFrame(16, 16, "yuv420p")))
+                    container.mux(stream.encode(None))
+                    if audio_input is not None:
+                        self._copy_audio(audio_input, audio, container, first_only=True)
+                finally:
+                    if audio_input is not None:
+                        audio_input.close()
+        except (av.FFmpegError, ValueError) as err:
+            raise self._unwritable(err) from err
+
     def _start(self, size: tuple[int, int]) -> None:
         av = self._av
-        width, height = (side - side % 2 for side in size)
-        self._size = (width, height)
-        source = self.source
         self._container = av.open(str(self._temp), "w", format=_format_of(self.path))
+        self._audio_input = av.open(str(self.source.path)) if self.source.audio_codec else None
+        self._stream, self._audio = self._streams(self._container, size, self._audio_input)
+        self._size = _even(size)
+        self._first_pts = round(self.source.start_seconds * self.source.fps)
+
+    def _streams(
+        self,
+        container: av.container.OutputContainer,
+        size: tuple[int, int],
+        audio_input: av.container.InputContainer | None,
+    ) -> tuple[Any, Any]:
+        """The video stream (for pictures of ``size``) and the audio stream copied from
+        ``audio_input`` (None: no audio) of ``container``."""
+        width, height = _even(size)
+        source = self.source
         # Any: add_stream's type is the union of every kind of stream.
-        stream: Any = self._container.add_stream(
+        stream: Any = container.add_stream(
             self.encoder, rate=source.fps, options=_ENCODER_OPTIONS.get(self.encoder, {})
         )
         stream.pix_fmt = "yuv420p"
@@ -347,28 +380,44 @@ class VideoWriter:
         stream.time_base = 1 / source.fps
         if source.rotation:
             stream.set_display_rotation(source.rotation)
-        self._stream = stream
-        self._first_pts = round(source.start_seconds * source.fps)
-        self._audio = None
-        if source.audio_codec is not None:
-            self._audio_input = av.open(str(source.path))
-            template = self._audio_input.streams.audio[0]
-            self._audio = self._container.add_stream_from_template(template)
+        audio = None
+        if audio_input is not None:
+            audio = container.add_stream_from_template(audio_input.streams.audio[0])
+        return stream, audio
+
+    def _copy_audio(
+        self,
+        audio_input: av.container.InputContainer,
+        audio: Any,
+        container: av.container.OutputContainer,
+        *,
+        first_only: bool = False,
+    ) -> None:
+        for packet in audio_input.demux(audio_input.streams.audio[0]):
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            packet.stream = audio
+            container.mux(packet)
+            if first_only:
+                return
+
+    def _unwritable(self, err: Exception) -> VideoError:
+        return VideoError(
+            f"{self.path}: cannot be written with {self.encoder} and the source's"
+            f" {self.source.audio_codec} audio ({err}); try another container (.mkv takes"
+            " nearly any codec)",
+            reason="codec",
+        )
 
     def _finish(self) -> None:
         if self._container is None:
             raise VideoError(f"{self.path}: no frames were written", reason="no_frames")
         self._container.mux(self._stream.encode(None))
-        if self._audio is not None:
-            source = self._audio_input.streams.audio[0]
-            for packet in self._audio_input.demux(source):
-                if packet.dts is None:  # the demuxer's end-of-stream marker
-                    continue
-                packet.stream = self._audio
-                self._container.mux(packet)
+        if self._audio_input is not None:
+            self._copy_audio(self._audio_input, self._audio, self._container)
 
     def _close(self) -> None:
-        for container in (self._container, getattr(self, "_audio_input", None)):
+        for container in (self._container, self._audio_input):
             if container is not None:
                 container.close()
 
@@ -391,14 +440,15 @@ class VideoWriter:
                 os.chmod(self._temp, published_mode(self.path))
                 os.replace(self._temp, self.path)
         except self._av.FFmpegError as err:
-            raise VideoError(
-                f"{self.path}: cannot be written with {self.encoder} and the source's"
-                f" {self.source.audio_codec} audio ({err}); try another container (.mkv takes"
-                " nearly any codec)",
-                reason="codec",
-            ) from err
+            raise self._unwritable(err) from err
         finally:
             self._temp.unlink(missing_ok=True)
+
+
+def _even(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` with even sides, as 4:2:0 chroma needs: an odd one loses a row or column."""
+    width, height = size
+    return width - width % 2, height - height % 2
 
 
 def _format_of(path: Path) -> str | None:

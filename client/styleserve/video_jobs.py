@@ -10,9 +10,10 @@ first frames differ from what the previous chunk made of them, and a cut there w
 Every frame comes out once, in order.
 
 Each call keeps at most ``Limits.max_frames_in_flight`` frames unanswered (its request
-generator waits), as the server does, so a slow reader never fills either side's buffers; and
-at most ``concurrency`` chunks are held in memory, inputs and outputs, however long the clip
-(and the frames a finished chunk shares with the next).
+generator waits), as the server does, so the server's buffers stay bounded however slow the
+caller's loop; the answers wait here for the loop, and at most ``concurrency`` chunks are
+held in memory, inputs and outputs, however long the clip (and the frames a finished chunk
+shares with the next).
 A failed chunk, or the caller leaving the loop, cancels every call in flight.
 """
 
@@ -672,7 +673,13 @@ def video_job(
     its content stays unset: the frames are the content."""
     # A placeholder picture: build_request checks everything but the content, cleared below.
     job = build_request(
-        b"", styles, init_image=None, request_id=request_id, options=options, style_id=style_id
+        b"",
+        styles,
+        init_image=None,
+        request_id=request_id,
+        options=options,
+        style_id=style_id,
+        video=True,
     )
     job.ClearField("content")
     return job

@@ -35,7 +35,8 @@ from typing import TypeVar
 
 import grpc
 from PIL import Image
-from styleserve.options import Limits, OptionsError, check_request_id, shown
+from styleserve.convert import request_field
+from styleserve.options import Limits, OptionsError, check_request_id, check_video, shown
 from styleserve.plan import video_iterations
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_export.artifact import Backbone
@@ -434,11 +435,10 @@ async def _first_frame(
             raise
         raise UnknownUpload("frames[0].image", frame.image.upload_id) from None
     options = checked.options
-    if options.time_budget_seconds > 0:
-        raise OptionsError(
-            "start.job.options.time_budget_seconds",
-            "a video has no best picture so far to send: leave it unset (a deadline ends the call)",
-        )
+    try:
+        check_video(options)
+    except OptionsError as error:
+        raise _job_field(OptionsError(request_field(error.field), error.message)) from None
     instant = options.method == "feed_forward"
     if host.feed_forward is None and (instant or options.init == "feed_forward"):
         raise NoFeedForward("start.job.options." + ("method" if instant else "init"))

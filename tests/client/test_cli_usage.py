@@ -124,6 +124,15 @@ def test_one_pictures_job_and_a_video_check_their_input_and_options_before_any_c
         (["stylize", str(content), str(style), "-o", out, "--size", "-5"], "size: must be"),
         (["stylize", str(content), str(style), "-o", out, "-j", "2"], "-j: runs several"),
         (
+            ["stylize", str(content), str(style), "-o", out, "--style-blend", "1,1"],
+            "style_blend: give one weight per style picture (1), got 2",
+        ),
+        (
+            ["video", str(tmp_path / "no.mp4"), str(style), "-o", str(tmp_path / "o.mp4")]
+            + ["--time-budget", "5"],
+            "time_budget_seconds: a video has no best picture so far",
+        ),
+        (
             ["video", str(tmp_path / "clips"), str(style), "-o", str(tmp_path / "o.mp4")],
             "clips: a folder, not a clip",
         ),

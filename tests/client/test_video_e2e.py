@@ -14,9 +14,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from styleserve import (
     AsyncClient,
     Client,
+    InvalidArgument,
     StylizedFrame,
     VideoError,
     VideoProgress,
@@ -124,6 +126,30 @@ def test_the_command_refuses_a_bad_clip_before_any_call(server, style, tmp_path:
     assert not output.exists() and _requests(server) == 0
 
 
+@pytest.mark.parametrize(
+    ("source", "audio_codec", "output"),
+    [("pcm.mkv", "pcm_s16le", "out.mp4"), ("aac.mp4", "aac", "out.webm")],
+)
+def test_an_output_that_cannot_hold_the_sources_audio_is_refused_before_any_call(
+    server, style, tmp_path: Path, source, audio_codec, output
+):
+    # Found after the last frame, it threw the whole job away (mp4 and stereo PCM), or was a
+    # traceback (WebM and AAC).
+    clip = make_clip(tmp_path / source, audio_codec=audio_codec, audio_layout="stereo")
+    command = cli_command("video", str(clip), str(style), "-o", str(tmp_path / output))
+    done = subprocess.run(
+        [*command, "--server", server.target, *("--preset", "instant")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot be written with" in done.stderr and f"{audio_codec} audio" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source, "style.jpg"])
+    assert _requests(server) == 0
+
+
 def test_a_bad_clip_raises_video_error_from_the_sdk(server, style, tmp_path: Path):
     path = tmp_path / "broken.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
@@ -131,6 +157,14 @@ def test_a_bad_clip_raises_video_error_from_the_sdk(server, style, tmp_path: Pat
         client.stylize_video(path, [style], **INSTANT)
     assert failure.value.reason == "unreadable"
     assert _requests(server) == 0
+
+
+def test_a_time_budget_for_a_video_is_refused_by_the_sdk_before_any_call(server, style):
+    frames = [Image.new("RGB", (32, 24), (i * 20, 40, 80)) for i in range(3)]
+    with Client(server.target) as client, pytest.raises(InvalidArgument) as failure:
+        client.stylize_video(frames, [style], fps=10, time_budget_seconds=5, **INSTANT)
+    assert failure.value.details.startswith("time_budget_seconds: a video has no best picture")
+    assert _requests(server, code="INVALID_ARGUMENT") == 0
 
 
 @pytest.fixture

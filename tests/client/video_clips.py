@@ -35,11 +35,14 @@ def make_clip(
     fps: int = 10,
     rotation: int = 0,
     audio: bool = True,
+    audio_codec: str = "aac",
+    audio_layout: str = "mono",
     times_ms: list[int] | None = None,
     options: dict[str, str] | None = None,
 ) -> Path:
     """A clip of ``frames`` frames at ``fps`` (or at ``times_ms``, a variable rate), stored at
-    ``size`` with a display ``rotation`` and, with ``audio``, a mono AAC tone as long."""
+    ``size`` with a display ``rotation`` and, with ``audio``, a tone as long (in
+    ``audio_codec``, ``audio_layout``)."""
     with av.open(str(path), "w", options=options or {}) as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height = size
@@ -49,7 +52,7 @@ def make_clip(
         if rotation:
             video.set_display_rotation(rotation)
         # Every stream before the first packet: the header is written with it.
-        sound = _audio_stream(out) if audio else None
+        sound = _audio_stream(out, audio_codec, audio_layout) if audio else None
         for index in range(frames if times_ms is None else len(times_ms)):
             frame = av.VideoFrame.from_image(frame_picture(index, size))
             if times_ms is None:
@@ -66,9 +69,11 @@ def make_clip(
 _RATE = 8000
 
 
-def _audio_stream(out: av.container.OutputContainer) -> av.AudioStream:
-    stream = out.add_stream("aac", rate=_RATE)
-    stream.layout = "mono"
+def _audio_stream(
+    out: av.container.OutputContainer, codec: str = "aac", layout: str = "mono"
+) -> av.AudioStream:
+    stream = out.add_stream(codec, rate=_RATE)
+    stream.layout = layout
     return stream
 
 
@@ -76,8 +81,12 @@ def _tone(
     out: av.container.OutputContainer, stream: av.AudioStream, seconds: float, rate: int = _RATE
 ) -> None:
     samples = int(rate * seconds)
-    frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-    wave = array.array("h", (int(3000 * math.sin(t / 4)) for t in range(samples)))
+    channels = stream.layout.nb_channels
+    frame = av.AudioFrame(format="s16", layout=stream.layout.name, samples=samples)
+    # Interleaved: each sample once per channel.
+    wave = array.array(
+        "h", (int(3000 * math.sin(t // channels / 4)) for t in range(samples * channels))
+    )
     frame.planes[0].update(wave.tobytes())
     frame.sample_rate, frame.pts = rate, 0
     out.mux(stream.encode(frame))
