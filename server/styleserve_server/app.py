@@ -27,6 +27,7 @@ from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import TracerProvider
+from styleserve.options import BACKBONES, VGG_LAYERS
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve_export.artifact import Backbone
 from styleserve_export.loader import load_feed_forward
@@ -39,6 +40,7 @@ from styleserve_server.engine import (
     auto_precision,
     return_freed_memory,
 )
+from styleserve_server.engine.tiles import plan_tiles
 from styleserve_server.inputs import admit_input_pixels
 from styleserve_server.metrics import Metrics
 from styleserve_server.operations import OPERATIONS_SERVICE
@@ -283,6 +285,21 @@ def _listen(
         ) from error
 
 
+def _check_tile_budget(settings: Settings) -> None:
+    """Raises RuntimeError, naming what to change, when ``settings.tile_pixels`` cannot hold
+    one tile of the served network's deepest layers (VGG19's need more than the least the
+    setting allows): a job naming them would otherwise fail at its first tiled stage."""
+    arch = BACKBONES[settings.backbone]
+    side = settings.max_output_side
+    try:
+        plan_tiles(side, side, settings.tile_pixels, arch, VGG_LAYERS[arch])
+    except ValueError as error:
+        raise RuntimeError(
+            f"--tile-pixels {settings.tile_pixels} is too small for {settings.backbone}'s "
+            f"deepest layers ({error})"
+        ) from error
+
+
 def _background_pool(threads: int, name: str) -> ThreadPoolExecutor:
     """A pool whose threads run below the event loop's priority (``priority``)."""
     return ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=background_thread)
@@ -307,6 +324,7 @@ def create_server(
     if not return_freed_memory():
         log.warning("could not set the C allocator's mapping threshold: RSS may exceed the budget")
     admit_input_pixels(settings.limits())
+    _check_tile_budget(settings)
     metrics = Metrics()
     executors = (
         _background_pool(settings.job_slots, "styleserve-job"),

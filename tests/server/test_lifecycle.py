@@ -201,6 +201,15 @@ def test_a_port_in_use_stops_start_up_naming_the_flag():
     assert "Traceback" not in done.stderr
 
 
+def test_a_tile_budget_too_small_for_the_networks_deepest_layers_stops_start_up():
+    # VGG19's block5_conv4 needs a larger window than the least --tile-pixels allows: a job
+    # naming it failed INTERNAL at its first tiled stage. Refused before any weights load.
+    done = run_server("--backbone", "torchvision-vgg19", "--tile-pixels", "65536")
+    assert done.returncode == 1
+    assert "--tile-pixels 65536 is too small for torchvision-vgg19" in done.stderr
+    assert "give at least" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [(("--device", "gpu"), "device"), (("--job-slots", "0"), "job_slots")],
