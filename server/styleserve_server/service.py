@@ -230,16 +230,17 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 await _send_headers(context, request_id)
                 await self._jobs.follow(sent, 0, context.write, own=True)
                 return
+        kept: KeptJob | None = None
+        if request.detachable:
+            # Refused before the request's check (which may decode its regions) when the
+            # server keeps no jobs; bound to the caller before any await can lose it.
+            kept = self._jobs.open(self._owner(context), request_id)
         message_bytes = outputs.message_bytes(request.delivery.max_message_bytes)
         checked = await asyncio.to_thread(self._check, request, backbone)
         options = checked.options
         instant = options.method == "feed_forward"
         if self._feed_forward is None and (instant or options.init == "feed_forward"):
             raise NoFeedForward("options.method" if instant else "options.init")
-        kept: KeptJob | None = None
-        if request.detachable:
-            # Refused before it queues, and bound to the caller before any await can lose it.
-            kept = self._jobs.open(self._owner(context), request_id)
         self._tracing.describe(request_id, checked, "" if kept is None else kept.job_id)
         admission = self._instant if instant else self._admission
         write = _Write(context)

@@ -224,3 +224,20 @@ def test_a_job_id_never_starts_with_a_dash(monkeypatch):
     monkeypatch.setattr(job_store.secrets, "token_urlsafe", lambda _: next(drawn))
     store = JobStore(2**20, 60, 60, Metrics())
     assert store.open("alice").job_id == "a-fine-id"
+
+
+def test_a_server_that_keeps_no_jobs_refuses_a_detachable_request_before_checking_it(
+    start_server,
+):
+    # Before the request's check, which may decode region masks of up to 40 MP: the content
+    # here is not even a picture, and the refusal is still the store's.
+    with start_server(job_store_bytes=0) as srv, connect(srv.target) as stub:
+        message = request(content=b"not a picture")
+        message.detachable = True
+        error = rpc_error(stub.StyleTransfer(message, timeout=60))
+        assert error.code() is grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        assert error.details().startswith("detachable: this server keeps no detachable jobs")
+        message.detachable = False
+        refused = rpc_error(stub.StyleTransfer(message, timeout=60))
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert sample(srv, "styleserve_job_store_entries") == 0
