@@ -127,7 +127,11 @@ def video_chunks(
     concurrency: int,
 ) -> tuple[Chunk, ...]:
     """``plan_chunks`` for a clip of ``frame_count`` frames on a server with ``limits``: chunks
-    of at most its ``max_video_frames`` (``chunk_frames`` for fewer)."""
+    of at most its ``max_video_frames`` (``chunk_frames`` for fewer), ``concurrency`` at once.
+    Raises ValueError for a ``chunk_frames`` or ``concurrency`` below 1."""
+    for name, value in (("chunk_frames", chunk_frames), ("concurrency", concurrency)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value!r}")
     longest = min(chunk_frames or limits.max_video_frames, limits.max_video_frames)
     return plan_chunks(frame_count, longest, overlap, concurrency)
 

@@ -29,6 +29,7 @@ from styleserve.video_jobs import (
     _Progress,
     plan_chunks,
     run_video,
+    video_chunks,
 )
 
 from tests.client.client_helpers import png
@@ -50,6 +51,14 @@ def test_chunks_cover_the_clip_within_the_limit_with_disjoint_joins(max_frames, 
             assert first.stop <= third.start
         lengths = [len(c) for c in chunks[:-1]]
         assert not lengths or max(lengths) - min(lengths) <= 1
+
+
+@pytest.mark.parametrize(("chunk_frames", "concurrency"), [(0, 1), (-3, 1), (None, 0)])
+def test_a_chunk_size_or_concurrency_below_one_is_refused_naming_it(chunk_frames, concurrency):
+    # 0 frames a chunk was taken for "the server's"; 0 at once was the thread pool's error.
+    named = "chunk_frames" if chunk_frames is not None else "concurrency"
+    with pytest.raises(ValueError, match=f"^{named} must be at least 1"):
+        video_chunks(30, ServerLimits(max_video_frames=12), chunk_frames, 2, concurrency)
 
 
 def test_chunks_share_the_overlap_where_they_have_room():
