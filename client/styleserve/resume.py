@@ -130,8 +130,9 @@ class Resumption:
 
     def lost(self, error: NotFound) -> NotFound:
         """The error for a job its server no longer holds (``error`` itself for a request
-        sent again, which names no job)."""
-        if not self.position.job_id:
+        sent again, which names no job, and for a watch's first answer: a job that never
+        broke away was not lost, and the server's message says what the id may be)."""
+        if not self.position.job_id or self._error is None:
             return error
         return NotFound(
             f"job {self.position.job_id} was lost: no server holds it (its replica restarted "

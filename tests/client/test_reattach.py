@@ -113,6 +113,14 @@ def test_a_job_the_server_no_longer_holds_is_not_found_at_once(fake):
     assert fake.watches == 1
 
 
+def test_watching_an_id_the_server_does_not_hold_is_its_own_not_found(server):
+    # Not "lost": nothing broke; the server's message says what an unknown id may be.
+    with Client(server.target, timeout=30) as client, pytest.raises(NotFound) as failure:
+        list(client.watch_job("no-such-job"))
+    assert failure.value.details.startswith("job_id: no such job for this caller")
+    assert "was lost" not in failure.value.details
+
+
 def test_leaving_the_loop_cancels_without_reattaching(fake):
     with Client(fake.target, timeout=30) as client:
         with contextlib.closing(_job(client, detachable=True)) as events:
