@@ -999,6 +999,15 @@ def _jobs_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                 if args.output is not None:
                     _save_as_named(event, args.output)
                 results.append(event)
+    if not results and args.after:
+        # The job ended, and its Result was numbered --after or before: nothing is missing.
+        said = f"nothing after event {args.after}; watch without --after for all"
+        print(
+            json.dumps({"job_id": args.job_id, "result": None, "note": said}, indent=2)
+            if args.json
+            else f"{args.job_id}: {said}"
+        )
+        return 0
     result = final_result(results)
     if args.json:
         described = _describe_result(result, args.output) if args.output else _made_how(result)

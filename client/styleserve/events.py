@@ -77,6 +77,7 @@ class Queued:
     """The job waits for a slot; ``position`` jobs are ahead of it (0: next)."""
 
     position: int
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Started:
     total_iterations: int
     job_id: str = ""
     replica: str = ""
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Progress:
     stage: int
     width: int
     height: int
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Preview(_EncodedPicture):
 
     iteration: int
     data: bytes
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -219,14 +223,21 @@ class Result(_EncodedPicture):
     partial: bool = False
     stop_reason: str = ""
     sha256: str = ""
+    sequence: int = 0
 
 
+# A job's events. Each one's ``sequence`` is its number in the job (1, 2, 3, ...; a detachable
+# job's watch resumes after one: ``watch_job(job_id, after_sequence=event.sequence)``), 0 from
+# a server that does not number them.
 Event = Queued | Started | Progress | Preview | Result
 
 
 def _fields(message: Any, cls: type) -> dict[str, Any]:
-    """The proto fields named like the dataclass ``cls``'s fields."""
-    return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
+    """The proto fields named like the dataclass ``cls``'s fields (an event's ``sequence``
+    is its response's, not its message's)."""
+    return {
+        f.name: getattr(message, f.name) for f in dataclasses.fields(cls) if f.name != "sequence"
+    }
 
 
 def _stop_reason(number: int) -> str:
@@ -241,15 +252,17 @@ def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
     """The typed event in one streamed response; None for a kind of event newer than this
     client, which callers skip so that servers can add events without breaking old clients."""
     kind = response.WhichOneof("event")
+    sequence = response.sequence
     if kind == "queued":
-        return Queued(response.queued.position)
+        return Queued(response.queued.position, sequence)
     if kind == "started":
-        return Started(**_fields(response.started, Started))
+        return Started(**_fields(response.started, Started), sequence=sequence)
     if kind == "progress":
         p = response.progress
-        return Progress(**{**_fields(p, Progress), "losses": Losses.from_proto(p.losses)})
+        fields = {**_fields(p, Progress), "losses": Losses.from_proto(p.losses)}
+        return Progress(**fields, sequence=sequence)
     if kind == "preview":
-        return Preview(response.preview.iteration, response.preview.image.data)
+        return Preview(response.preview.iteration, response.preview.image.data, sequence)
     if kind == "result":
         r = response.result
         return Result(
@@ -264,6 +277,7 @@ def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
             partial=r.partial,
             stop_reason=_stop_reason(r.stop_reason),
             sha256=r.image_sha256,
+            sequence=sequence,
         )
     return None
 

@@ -101,3 +101,7 @@ def test_the_jobs_command_lists_gets_watches_and_cancels(start_server, content, 
         assert cancelled["state"] == "cancelled" and cancelled["error"]["code"] == "CANCELLED"
         missing = _cli(srv.target, "get", "no-such-job")
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+        # Past the Result's number, a watch of an ended job has nothing left: said, exit 0.
+        after = _cli(srv.target, "watch", done, "--after", str(events[-1].sequence))
+        assert after.returncode == 0, after.stderr
+        assert "nothing after event" in after.stdout

@@ -223,6 +223,15 @@ def test_real_server_a_second_client_watches_a_running_job_by_id(start_server, c
         assert isinstance(watched[-1], Result) and isinstance(owned[-1], Result)
         assert watched[-1].data == owned[-1].data
         assert _iterations_run(srv) == started.total_iterations
+        # Every event carries its number, and a watch resumes after any of them.
+        mine = [started, *owned]
+        numbers = [e.sequence for e in mine]
+        assert numbers[0] >= 1 and numbers == sorted(set(numbers)), numbers
+        middle = next(e for e in mine if isinstance(e, Progress) and e.iteration == 2)
+        with Client(srv.target, timeout=120) as later:
+            resumed = list(later.watch_job(started.job_id, after_sequence=middle.sequence))
+        assert [e.sequence for e in resumed] == [n for n in numbers if n > middle.sequence]
+        assert resumed[-1].sequence == owned[-1].sequence
 
 
 def test_real_server_a_job_that_is_not_detachable_fails_on_a_drop(start_server, content, style):
