@@ -22,6 +22,13 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def waiting(admission: Admission, nbytes: int) -> asyncio.Task[None]:
+    """A caller asking ``admission`` for ``nbytes``, once it has had its answer or its place."""
+    task = asyncio.create_task(hold(admission, [], nbytes=nbytes))
+    await settle()
+    return task
+
+
 async def test_slots_are_granted_in_arrival_order_and_positions_follow():
     admission = Admission(slots=1, queue_size=3)
     await hold(admission, [])
@@ -129,16 +136,19 @@ async def test_the_tiers_share_one_memory_budget():
     assert memory.used == 30
 
 
-async def test_a_job_waiting_for_memory_is_not_overtaken_by_the_other_tiers_jobs():
+def two_tiers(instant_slots: int) -> tuple[MemoryPool, Admission, Admission]:
+    """A budget of 100 bytes shared by the optimisation's two slots and the instant tier's."""
     memory = MemoryPool(budget=100)
     jobs = Admission(slots=2, queue_size=2, memory=memory)
-    instant = Admission(slots=4, queue_size=4, memory=memory)
+    return memory, jobs, Admission(instant_slots, instant_slots, memory=memory)
+
+
+async def test_a_job_waiting_for_memory_is_not_overtaken_by_the_other_tiers_jobs():
+    memory, jobs, instant = two_tiers(instant_slots=4)
     await hold(instant, [], nbytes=40)
-    big = asyncio.create_task(hold(jobs, [], nbytes=80))
-    await settle()
+    big = await waiting(jobs, 80)
     # An instant job that would fit beside the running one waits: the big job is ahead.
-    small = asyncio.create_task(hold(instant, [], nbytes=40))
-    await settle()
+    small = await waiting(instant, 40)
     assert not big.done() and not small.done() and memory.used == 40
     instant.release(nbytes=40)
     await big
@@ -150,14 +160,10 @@ async def test_a_job_waiting_for_memory_is_not_overtaken_by_the_other_tiers_jobs
 
 
 async def test_heads_of_both_tiers_waiting_for_memory_go_in_the_order_they_began():
-    memory = MemoryPool(budget=100)
-    jobs = Admission(slots=2, queue_size=2, memory=memory)
-    instant = Admission(slots=2, queue_size=2, memory=memory)
+    memory, jobs, instant = two_tiers(instant_slots=2)
     await hold(jobs, [], nbytes=70)
-    first = asyncio.create_task(hold(instant, [], nbytes=60))
-    await settle()
-    second = asyncio.create_task(hold(jobs, [], nbytes=60))
-    await settle()
+    first = await waiting(instant, 60)
+    second = await waiting(jobs, 60)
     jobs.release(nbytes=70)
     await first
     await settle()
@@ -166,14 +172,12 @@ async def test_heads_of_both_tiers_waiting_for_memory_go_in_the_order_they_began
     await second
     assert memory.used == 60
     # Closing a tier lets the other go: nothing waits on a queue that is gone.
-    waiting = asyncio.create_task(hold(jobs, [], nbytes=60))
-    await settle()
-    later = asyncio.create_task(hold(instant, [], nbytes=30))
-    await settle()
+    refused = await waiting(jobs, 60)
+    later = await waiting(instant, 30)
     assert not later.done()
     jobs.close()
     with pytest.raises(ShuttingDown):
-        await waiting
+        await refused
     await later
     assert memory.used == 90
 

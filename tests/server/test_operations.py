@@ -235,14 +235,20 @@ def test_a_stopping_server_ends_a_watch_of_a_kept_job_unavailable(start_server):
         assert sample(srv, "styleserve_job_store_entries") == 0
 
 
-def test_a_detached_job_that_fails_is_logged_under_the_id_its_status_names(
-    start_server, monkeypatch, caplog
-):
+@pytest.fixture
+def broken_result(monkeypatch, caplog):
+    """Every job fails with a bug as it makes its result; the errors logged are captured."""
+
     def broken(*_args: object, **_kwargs: object) -> pb.Result:
         raise RuntimeError("a bug in making the result")
 
     monkeypatch.setattr(outputs, "result", broken)
     caplog.set_level(logging.ERROR)
+
+
+def test_a_detached_job_that_fails_is_logged_under_the_id_its_status_names(
+    start_server, broken_result, caplog
+):
     caplog.handler.addFilter(logs._RequestIdFilter())
     with start_server() as srv, stubs(srv.target) as (stub, ops):
         job_id = started_and_left(stub, iterations=30)
@@ -258,13 +264,8 @@ def test_a_detached_job_that_fails_is_logged_under_the_id_its_status_names(
 
 
 def test_a_followed_job_that_fails_is_logged_once_by_the_call_that_follows_it(
-    start_server, monkeypatch, caplog
+    start_server, broken_result, caplog
 ):
-    def broken(*_args: object, **_kwargs: object) -> pb.Result:
-        raise RuntimeError("a bug in making the result")
-
-    monkeypatch.setattr(outputs, "result", broken)
-    caplog.set_level(logging.ERROR)
     with start_server() as srv, stubs(srv.target) as (stub, _):
         error = rpc_error(stub.StyleTransfer(detachable(iterations=2), timeout=600))
     assert error.code() is grpc.StatusCode.INTERNAL
