@@ -41,7 +41,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from styleserve.batch import InFlight
 from styleserve.calls import JobEvents, translated
@@ -184,12 +184,17 @@ VideoEvent = VideoProgress | StylizedFrame | VideoResult
 
 
 def _blend(earlier: bytes, later: bytes, weight: float) -> bytes:
-    """``later`` over ``earlier`` by ``weight``, in ``earlier``'s encoding."""
+    """``later`` over ``earlier`` by ``weight``, in ``earlier``'s encoding: a JPEG keeps its
+    quantisation tables and chroma subsampling, so that a join's frames are no coarser than
+    their neighbours (Pillow's own default is quality 75)."""
     with Image.open(io.BytesIO(earlier)) as a, Image.open(io.BytesIO(later)) as b:
         kind = a.format or "PNG"
+        kept: dict[str, Any] = {}
+        if isinstance(a, JpegImagePlugin.JpegImageFile):
+            kept = {"qtables": a.quantization, "subsampling": JpegImagePlugin.get_sampling(a)}
         mixed = Image.blend(a.convert("RGB"), b.convert("RGB").resize(a.size), weight)
     buffer = io.BytesIO()
-    mixed.save(buffer, format=kind)
+    mixed.save(buffer, format=kind, **kept)
     return buffer.getvalue()
 
 

@@ -105,6 +105,28 @@ def test_the_joiner_gives_every_frame_once_in_order_cross_fading_the_shared_ones
     assert values[0] == 0 and values[-1] == 60 * chunks[-1].index
 
 
+def test_a_joins_jpeg_frames_are_encoded_as_their_neighbours():
+    # At quality 95; Pillow's default (75) made the cross-faded frames coarser.
+    def jpeg(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), (value, 90, 200)).save(buffer, "JPEG", quality=95)
+        return buffer.getvalue()
+
+    chunks = plan_chunks(12, 8, 2)
+    joiner = Joiner(chunks)
+    for chunk in chunks:
+        for index in range(len(chunk)):
+            joiner.add(chunk, index, jpeg(40 * chunk.index))
+    frames = list(joiner.ready())
+    with Image.open(io.BytesIO(frames[0].data)) as alone:
+        tables = alone.quantization
+    shared = range(chunks[1].start, chunks[0].stop)
+    assert len(shared) == 2
+    for index in shared:
+        with Image.open(io.BytesIO(frames[index].data)) as joined:
+            assert joined.format == "JPEG" and joined.quantization == tables
+
+
 def test_progress_counts_a_shared_frame_once():
     chunks = plan_chunks(20, 8, 2)
     progress = _Progress(chunks)
