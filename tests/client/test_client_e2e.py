@@ -67,11 +67,13 @@ def test_a_job_streams_queued_started_progress_previews_then_result(start_server
             content, style, size=40, iterations=6, preview_every=2, preview_size=16
         )
         events = [next(second)]
-        assert events == [Queued(position=0)]
+        assert events == [Queued(position=0, sequence=1)]
         assert isinstance(_advance_to(first, Result), Result)
         events += list(second)
     kinds = [type(e).__name__ for e in events]
     assert kinds[-1] == "Result" and kinds.count("Result") == 1
+    # Numbered 1, 2, 3, ... in the order they came (a job's own call keeps every event).
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     started = kinds.index("Started")
     assert set(kinds[:started]) == {"Queued"}
     assert set(kinds[started + 1 : -1]) == {"Progress", "Preview"}
