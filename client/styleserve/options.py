@@ -447,10 +447,11 @@ def _is_real(value: Any) -> bool:
 
 
 # The options that hold numbers, and which kind: int, float, or tuple (of floats).
+_KINDS: dict[Any, type] = {int: int, int | None: int, float: float, tuple[float, ...]: tuple}
 _NUMBER_KINDS = {
-    name: {int: int, int | None: int, float: float, tuple[float, ...]: tuple}[hint]
+    name: _KINDS[hint]
     for name, hint in typing.get_type_hints(StyleOptions).items()
-    if hint in (int, int | None, float, tuple[float, ...])
+    if hint in _KINDS
 }
 
 
