@@ -34,7 +34,7 @@ from styleserve.channel import check_timeout
 from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError, VideoError
-from styleserve.events import Preview, Result
+from styleserve.events import Preview, Result, Started
 from styleserve.folders import FORMAT_SUFFIXES, SUFFIX_FORMATS, FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus
@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-image", type=Path, metavar="FILE", help="start from this picture (init image)"
     )
     stylize.add_argument("--previews", type=Path, metavar="DIR", help="save previews here")
+    stylize.add_argument(
+        "--detachable",
+        action="store_true",
+        help="the job outlives this command: a dropped connection is reattached, and after"
+        " Ctrl-C it runs on ('styleserve jobs watch ID -o FILE' gets its result)",
+    )
     _add_regions(stylize)
     stylize.add_argument(
         "--json", action="store_true", help="print one JSON object describing the result"
@@ -597,6 +603,7 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _stylize_folder(args, parser)
     if args.jobs is not None:
         parser.error("-j: runs several pictures at once; name a folder with -o DIR/")
+    args.job_id = None
     args.styles = [*args.styles, *(args.style_files or ())]
     options = _job_options(args, parser)
     previews: list[Preview] = []
@@ -612,11 +619,15 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             init_image=args.init_image,
             regions=_regions(args),
             request_id=args.request_id,
+            detachable=args.detachable,
             **options,
         )
         for event in events:
             bar.show(event)
-            if isinstance(event, Preview):
+            if isinstance(event, Started):
+                # A detachable job's: what Ctrl-C names as running on (``main``).
+                args.job_id = event.job_id or None
+            elif isinstance(event, Preview):
                 # Made with the first preview: a refused job leaves no empty folder behind.
                 args.previews.mkdir(parents=True, exist_ok=True)
                 event.save(args.previews / f"preview_{event.iteration:05d}{args.output.suffix}")
@@ -648,6 +659,8 @@ def _folder_job(
         contents, styles = positionals[:-1], positionals[-1:]
     if args.previews is not None or args.preview_every is not None:
         parser.error("--previews takes one picture; leave it out when -o names a folder")
+    if args.detachable:
+        parser.error("--detachable takes one picture; leave it out when -o names a folder")
     _require_output_folder(args, parser)
     options = {**_set_options(args), "output_format": args.output_format or "png"}
     # Checked once before any job, rather than refused once per picture.
@@ -1067,8 +1080,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
-        print(f"styleserve: interrupted{_INTERRUPTED.get(command, '')}", file=sys.stderr)
+        print(f"styleserve: interrupted{_interrupted(command, args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _interrupted(command: str, args: argparse.Namespace) -> str:
+    """What Ctrl-C did beyond stopping ``command``."""
+    if command != "stylize" or getattr(args, "job_id", None) is None:
+        # A detachable job still queued goes with its call, as any other does.
+        return _INTERRUPTED.get(command, "")
+    return (
+        f"; job {args.job_id} runs on ('styleserve jobs watch {args.job_id} -o FILE' gets its"
+        f" result, 'styleserve jobs cancel {args.job_id}' stops it)"
+    )
 
 
 if __name__ == "__main__":

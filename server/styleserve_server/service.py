@@ -46,6 +46,7 @@ from styleserve_server import inputs, logs, outputs, streams, video, wire
 from styleserve_server.access import caller_identity
 from styleserve_server.admission import Admission, MemoryPool, ShuttingDown
 from styleserve_server.engine import (
+    TEMPORAL_BYTES,
     FeedForward,
     Finished,
     Iterate,
@@ -351,7 +352,7 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
             device=self._device,
             tile_pixels=self._settings.tile_pixels,
             metrics=self._metrics,
-            check=functools.partial(self._check, backbone=backbone),
+            check=functools.partial(self._check, backbone=backbone, video=True),
             uploads=self._uploads.get,
             optimisation=(self._admission, self._executor),
             instant=(self._instant, self._instant_executor),
@@ -362,10 +363,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         send_headers = functools.partial(_send_headers, context)
         await video.stylize_video(host, messages, context, send_headers)
 
-    def _check(self, request: pb.StyleTransferRequest, backbone: Backbone) -> inputs.CheckedRequest:
+    def _check(
+        self, request: pb.StyleTransferRequest, backbone: Backbone, *, video: bool = False
+    ) -> inputs.CheckedRequest:
         """``request`` checked, with the registered style that stands for its pictures (the
         one it names, or the one its pictures are) and its predicted peak memory, which must
-        fit the budget (else TooBig, naming the size that would)."""
+        fit the budget (else TooBig, naming the size that would); a ``video``'s job (its
+        first frame the content) counts its frames' temporal state too."""
         style_id = inputs.style_id(request)
         entry = self._styles.get(style_id) if style_id else None
         checked = inputs.check(
@@ -385,19 +389,25 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         options = checked.options
         # An instant job runs no network: its precision is neither resolved nor refused.
         precision = None if options.method == "feed_forward" else self._network_precision(options)
-        peak = functools.partial(self._peak, checked, precision)
+        peak = functools.partial(self._peak, checked, precision, video=video)
         smallest = self._limits.min_output_side
         budget = self._memory.budget
         memory = check_fits(checked.stages, options, smallest, peak, budget)
         return dataclasses.replace(checked, memory_bytes=memory)
 
     def _peak(
-        self, checked: inputs.CheckedRequest, precision: str | None, stages: Sequence[Stage]
+        self,
+        checked: inputs.CheckedRequest,
+        precision: str | None,
+        stages: Sequence[Stage],
+        *,
+        video: bool,
     ) -> int:
         """The predicted peak memory of ``checked``'s job, were it planned as ``stages``: the
         decoding of its pictures, or, with them decoded, its optimisation's (its network in
         ``precision``; None: an instant job, which has none) or the instant tier's picture at
-        the output's size (which a job may make too, as a preview, a start or a stand-in)."""
+        the output's size (which a job may make too, as a preview, a start or a stand-in),
+        and a consistent ``video``'s temporal state at the frames' size beside it."""
         options = checked.options
         painted = 0 if checked.regions is None else checked.regions.count
         output = stages[-1]
@@ -418,6 +428,8 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 styles=styles,
             )
             work = max(work, optimisation)
+        if video and options.temporal_weight > 0:
+            work += TEMPORAL_BYTES * output.width * output.height
         return inputs.with_pictures(checked.decoded_pixels, work)
 
     def _registration_memory(self, checked: inputs.CheckedStyle) -> int:

@@ -10,6 +10,8 @@ import struct
 import subprocess
 import sys
 import termios
+import time
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -70,3 +72,27 @@ def interruptible() -> None:
     the tests run in the background, whose children start with SIGINT ignored (Python then
     keeps ignoring it)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ctrl_c(command: list[str], ready: Callable[[], bool], waiting_for: str) -> tuple[int, str]:
+    """Runs ``command``, presses Ctrl-C (SIGINT) once ``ready()`` holds (within 60 s, the
+    command still running) and returns its exit status and stderr."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, f"waited in vain for {waiting_for}"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, stderr

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from tests.client.client_helpers import (
     NEXT_JOB_TIMEOUT,
     QUICK_JOB,
     cli_command,
-    interruptible,
+    ctrl_c,
     run_on_terminal,
 )
 from tests.fixtures_server import RunningServer
@@ -247,25 +245,16 @@ def test_ctrl_c_cancels_every_job_of_a_folder_run(start_server, style, tmp_path)
     photos = _photos(tmp_path / "photos", 3)
     out = tmp_path / "out"
     with start_server(job_slots=2, queue_size=4) as srv:
-        process = subprocess.Popen(
+        status, stderr = ctrl_c(
             cli_command(
                 "stylize", *map(str, photos), str(style), "-o", f"{out}/", "--server",
                 srv.target, "--size", str(LONG_JOB["size"]), "--iterations",
                 str(LONG_JOB["iterations"]),
             ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=interruptible,
+            lambda: _running(srv) == 2,
+            "the batch to fill both slots",
         )  # fmt: skip
-        try:
-            _wait_for(lambda: _running(srv) == 2, "the batch never filled both slots")
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-        assert process.returncode == EXIT_INTERRUPTED, stderr
+        assert status == EXIT_INTERRUPTED, stderr
         _wait_for(lambda: _running(srv) == 0, "a cancelled job kept its slot")
         assert list(out.iterdir()) == []
 

@@ -1,11 +1,8 @@
 """The ``styleserve`` command as a user runs it: a subprocess against a real server."""
 
 import json
-import os
 import re
-import signal
 import subprocess
-import time
 
 from PIL import Image
 from styleserve import Client
@@ -18,7 +15,7 @@ from tests.client.client_helpers import (
     NEXT_JOB_TIMEOUT,
     QUICK_JOB,
     cli_command,
-    interruptible,
+    ctrl_c,
     run_on_terminal,
 )
 
@@ -100,30 +97,17 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(start_server, conten
     out = tmp_path / "out.png"
     previews = tmp_path / "previews"
     with start_server(job_slots=1, queue_size=1) as srv:
-        process = subprocess.Popen(
+        # A preview on disk proves the job is running on the server.
+        status, stderr = ctrl_c(
             cli_command(
                 "stylize", str(content), str(style), "-o", str(out), "--server", srv.target,
                 "--size", str(LONG_JOB["size"]), "--iterations", str(LONG_JOB["iterations"]),
                 "--previews", str(previews), "--preview-every", "1",
             ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=interruptible,
+            lambda: previews.is_dir() and any(previews.iterdir()),
+            "a preview",
         )  # fmt: skip
-        try:
-            # A preview on disk proves the job is running on the server.
-            deadline = time.monotonic() + NEXT_JOB_TIMEOUT
-            while not (previews.is_dir() and any(previews.iterdir())):
-                assert process.poll() is None, process.communicate()
-                assert time.monotonic() < deadline, "no preview arrived"
-                time.sleep(0.1)
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-        assert process.returncode == EXIT_INTERRUPTED
+        assert status == EXIT_INTERRUPTED
         assert "cancelled" in stderr.strip().splitlines()[-1]
         assert not out.exists()
         with Client(srv.target) as client:

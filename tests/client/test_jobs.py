@@ -2,6 +2,7 @@
 dropped while it queued, against real loopback servers (issue 22)."""
 
 import json
+import re
 import subprocess
 import threading
 
@@ -17,8 +18,9 @@ from styleserve import (
     Result,
     Started,
 )
+from styleserve.cli import EXIT_INTERRUPTED
 
-from tests.client.client_helpers import cli_command
+from tests.client.client_helpers import cli_command, ctrl_c
 
 _ENDLESS = {"size": 32, "iterations": 5000}
 
@@ -105,3 +107,37 @@ def test_the_jobs_command_lists_gets_watches_and_cancels(start_server, content, 
         after = _cli(srv.target, "watch", done, "--after", str(events[-1].sequence))
         assert after.returncode == 0, after.stderr
         assert "nothing after event" in after.stdout
+
+
+def test_ctrl_c_leaves_a_detachable_cli_job_running_and_names_it(
+    start_server, content, style, tmp_path
+):
+    previews = tmp_path / "previews"
+    with start_server(job_slots=1) as srv:
+        # A preview on disk: Started, which names the job, came before it.
+        status, stderr = ctrl_c(
+            cli_command(
+                "stylize", str(content), str(style), "-o", str(tmp_path / "out.png"),
+                "--server", srv.target, "--detachable", "--size", "32", "--iterations", "5000",
+                "--previews", str(previews), "--preview-every", "1",
+            ),
+            lambda: previews.is_dir() and any(previews.iterdir()),
+            "a preview",
+        )  # fmt: skip
+        assert status == EXIT_INTERRUPTED
+        said = re.search(r"interrupted; job (\S+) runs on .*jobs watch \1 -o FILE", stderr)
+        assert said, stderr
+        job_id = said.group(1)
+        assert json.loads(_cli(srv.target, "get", job_id).stdout)["state"] == "running"
+        cancelled = json.loads(_cli(srv.target, "cancel", job_id).stdout)
+        assert cancelled["state"] == "cancelled"
+
+
+def test_a_folder_run_refuses_detachable(tmp_path, content, style):
+    done = subprocess.run(
+        cli_command("stylize", str(content), str(style), "-o", f"{tmp_path}/", "--detachable"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--detachable takes one picture" in done.stderr

@@ -15,7 +15,11 @@ from styleserve import Client, ResourceExhausted
 from styleserve.options import resolve
 from styleserve.plan import fit_longest_side, plan_climb
 from styleserve.v1 import style_transfer_pb2 as pb
-from styleserve_server.engine import predicted_peak_bytes, registration_peak_bytes
+from styleserve_server.engine import (
+    TEMPORAL_BYTES,
+    predicted_peak_bytes,
+    registration_peak_bytes,
+)
 from styleserve_server.inputs import with_pictures
 from styleserve_server.memory import _device_bytes
 from styleserve_server.settings import Settings
@@ -36,11 +40,12 @@ pytestmark = pytest.mark.timeout(180)
 BUDGET = 2**30
 
 
-def peak(side: int, styles: int = 1) -> int:
+def peak(side: int, styles: int = 1, shape: tuple[int, int] = (48, 32)) -> int:
     """What the server predicts for the test requests' job at size ``side`` (their content is
-    48 x 32) with ``styles`` style pictures (40 x 40)."""
+    48 x 32) with ``styles`` style pictures (40 x 40); ``shape``: the aspect ratio it sizes
+    the output at (the server looks for a size that fits at the asked output's)."""
     options = resolve(size=side, iterations=3, precision="float32")
-    stages = plan_climb(fit_longest_side((48, 32), side), options.scales, options.iterations)
+    stages = plan_climb(fit_longest_side(shape, side), options.scales, options.iterations)
     sizes = [(s.width, s.height) for s in stages]
     work = predicted_peak_bytes(sizes, options, "float32", 2**20, styles=styles)
     return with_pictures([48 * 32, *[40 * 40] * styles], work)
@@ -59,6 +64,33 @@ def test_a_job_that_can_never_fit_is_refused_with_the_size_that_would(start_serv
         # The size it names is admitted.
         ok = stub.StyleTransfer(request(size=fits, iterations=1), timeout=120)
         assert list(ok)[-1].HasField("result")
+
+
+def video_call(side: int, **options: float) -> list[pb.StylizeVideoRequest]:
+    """A two-frame StylizeVideo call whose frames are the test requests' content (48 x 32)."""
+    job = request(size=side, **options)
+    frames = [pb.VideoFrame(index=i, image=job.content) for i in range(2)]
+    job.ClearField("content")
+    start = pb.VideoStart(job=job, frame_count=2, frames_per_second=24)
+    return [pb.StylizeVideoRequest(start=start), *(pb.StylizeVideoRequest(frame=f) for f in frames)]
+
+
+def test_a_consistent_videos_temporal_state_counts_against_the_budget(start_server):
+    # Room for a 512 px frame's job, not for its flows and carried frame beside it.
+    budget = peak(512) + 2**22
+    width, height = fit_longest_side((48, 32), 512)
+    assert peak(512) + TEMPORAL_BYTES * width * height > budget
+    with start_server(memory_budget_bytes=budget) as srv, connect(srv.target) as stub:
+        error = rpc_error(stub.StylizeVideo(iter(video_call(512)), timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        found = re.search(r"ask for size <= (\d+)", error.details())
+        assert found, error.details()
+        fits = int(found.group(1))
+        frame = fit_longest_side((width, height), fits)
+        assert peak(fits, shape=(width, height)) + TEMPORAL_BYTES * frame[0] * frame[1] <= budget
+        # Frames on their own hold no temporal state: the same call fits.
+        alone = stub.StylizeVideo(iter(video_call(512, temporal_weight=0.0)), timeout=120)
+        assert list(alone)[-1].HasField("result")
 
 
 def test_a_job_sized_by_width_and_height_is_told_the_width_and_height_that_fit(start_server):

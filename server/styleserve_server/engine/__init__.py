@@ -11,6 +11,7 @@ from styleserve_server.engine.feed_forward import INSTANT_TILE_PIXELS, FeedForwa
 from styleserve_server.engine.imaging import shrink
 from styleserve_server.engine.job import run_job
 from styleserve_server.engine.memory import (
+    TEMPORAL_BYTES,
     predicted_peak_bytes,
     registration_peak_bytes,
     return_freed_memory,
@@ -40,6 +41,7 @@ from styleserve_server.engine.video import run_video
 
 __all__ = [
     "INSTANT_TILE_PIXELS",
+    "TEMPORAL_BYTES",
     "FeedForward",
     "Finished",
     "FrameDone",

@@ -19,7 +19,12 @@ from styleserve_export.vgg import conv_shapes
 from styleserve_server.engine.optimize import state_bytes
 from styleserve_server.engine.regions import footprints
 
-__all__ = ["predicted_peak_bytes", "registration_peak_bytes", "return_freed_memory"]
+__all__ = [
+    "TEMPORAL_BYTES",
+    "predicted_peak_bytes",
+    "registration_peak_bytes",
+    "return_freed_memory",
+]
 
 # glibc's mallopt parameter for the size above which an allocation gets its own mapping.
 _M_MMAP_THRESHOLD = -3
@@ -48,6 +53,14 @@ _GUIDE = 6
 # and 0.6 GiB above what the compact L-BFGS's tensors add up to at 24 MP.
 _UNCOUNTED = 256 * 2**20
 _UNCOUNTED_PIXEL = 16
+# What a consistent video (``engine.temporal``) holds beyond its frames' jobs, per pixel of its
+# frames: the previous frame's input and output, the flows DIS starts the next pair from, the
+# carried frame and where it holds, the temporal term's target, and for a moment DIS's pyramids
+# and the reliability check's arrays. benchmarks/video_memory.py measured 49, 63 and 58 bytes
+# more at 1, 4 and 8 MP in the instant tier, 74, 97 and 94 in the optimisation (2-core AMD
+# EPYC); a video's job is admitted with this much on top, its carrying counted as if it
+# overlapped the job's peak (it comes between two frames' jobs).
+TEMPORAL_BYTES = 128
 
 
 def _window(height: int, width: int, tile_pixels: int | None) -> int:

@@ -73,8 +73,10 @@ def optical_flow(
 def _grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sampling positions ``x + flow(x)``: columns, rows."""
     height, width = flow.shape[:2]
-    rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-    return columns + flow[..., 0], rows + flow[..., 1]
+    # Broadcast from one row and one column: a full grid of indices costs 16 bytes a pixel.
+    columns = flow[..., 0] + np.arange(width, dtype=np.float32)
+    rows = flow[..., 1] + np.arange(height, dtype=np.float32)[:, np.newaxis]
+    return columns, rows
 
 
 def _remap(picture: np.ndarray, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -102,15 +104,24 @@ def reliable(
     falls outside the previous frame (what came into view). ``grid`` is ``flow``'s sampling
     positions (columns, rows) where the caller has them already."""
     columns, rows = _grid(flow) if grid is None else grid
+    # Worked in place where it can: a frame's flow is carried at the output's size, and each
+    # whole-frame temporary costs 4 to 8 bytes a pixel (``engine.memory`` counts the rest).
     returned = _remap(back, columns, rows)
     speed = np.square(flow).sum(axis=-1)
-    mismatch = np.square(flow + returned).sum(axis=-1)
-    bound = _CONSISTENCY_SHARE * (speed + np.square(returned).sum(axis=-1)) + _CONSISTENCY_PIXELS
-    consistent = mismatch <= bound
-    du_rows, du_columns = np.gradient(flow[..., 0])
-    dv_rows, dv_columns = np.gradient(flow[..., 1])
-    gradient = du_rows**2 + du_columns**2 + dv_rows**2 + dv_columns**2
-    smooth = gradient <= _BOUNDARY_SHARE * speed + _BOUNDARY_GRADIENT
+    bound = np.square(returned).sum(axis=-1)
+    bound += speed
+    bound *= _CONSISTENCY_SHARE
+    bound += _CONSISTENCY_PIXELS
+    returned += flow
+    consistent = np.square(returned, out=returned).sum(axis=-1) <= bound
+    del returned, bound
+    gradient = np.zeros_like(speed)
+    for channel in (0, 1):
+        for change in np.gradient(flow[..., channel]):
+            gradient += np.square(change, out=change)
+    speed *= _BOUNDARY_SHARE
+    speed += _BOUNDARY_GRADIENT
+    smooth = gradient <= speed
     height, width = flow.shape[:2]
     inside = (columns >= 0) & (columns <= width - 1) & (rows >= 0) & (rows <= height - 1)
     mask: np.ndarray = consistent & smooth & inside
