@@ -183,15 +183,22 @@ class VideoResult:
 VideoEvent = VideoProgress | StylizedFrame | VideoResult
 
 
-def _blend(earlier: bytes, later: bytes, weight: float) -> bytes:
-    """``later`` over ``earlier`` by ``weight``, in ``earlier``'s encoding: a JPEG keeps its
-    quantisation tables and chroma subsampling, so that a join's frames are no coarser than
-    their neighbours (Pillow's own default is quality 75)."""
+# The output quality a job that leaves it unset gets from a server of default settings.
+_DEFAULT_QUALITY = StyleOptions().output_quality
+
+
+def _blend(earlier: bytes, later: bytes, weight: float, quality: int) -> bytes:
+    """``later`` over ``earlier`` by ``weight``, in ``earlier``'s encoding, so that a join's
+    frames are no coarser than their neighbours (Pillow's own default is quality 75 for JPEG,
+    80 for WebP): a JPEG keeps its quantisation tables and chroma subsampling, a WebP (whose
+    file does not say its quality) is made at the job's ``quality``."""
     with Image.open(io.BytesIO(earlier)) as a, Image.open(io.BytesIO(later)) as b:
         kind = a.format or "PNG"
         kept: dict[str, Any] = {}
         if isinstance(a, JpegImagePlugin.JpegImageFile):
             kept = {"qtables": a.quantization, "subsampling": JpegImagePlugin.get_sampling(a)}
+        elif kind == "WEBP":
+            kept = {"quality": quality}
         mixed = Image.blend(a.convert("RGB"), b.convert("RGB").resize(a.size), weight)
     buffer = io.BytesIO()
     mixed.save(buffer, format=kind, **kept)
@@ -202,8 +209,10 @@ class Joiner:
     """Puts the chunks' frames, arriving in any order between chunks, back into the clip's
     order, cross-fading the frames two chunks share."""
 
-    def __init__(self, chunks: tuple[Chunk, ...]) -> None:
+    def __init__(self, chunks: tuple[Chunk, ...], quality: int = _DEFAULT_QUALITY) -> None:
+        """``quality``: the job's output quality (``StyleOptions.output_quality``)."""
         self.chunks = chunks
+        self.quality = quality
         self.next = 0
         self._frames: dict[tuple[int, int], bytes] = {}
         # Each frame's chunks: one, or two consecutive ones at a join.
@@ -235,7 +244,7 @@ class Joiner:
                 earlier, later = owners
                 # 1/(n+1), ..., n/(n+1) of the later chunk over the n shared frames.
                 weight = (self.next - later.start + 1) / (earlier.stop - later.start + 1)
-                parts = [_blend(parts[0], parts[1], weight)]
+                parts = [_blend(parts[0], parts[1], weight, self.quality)]
             yield StylizedFrame(self.next, parts[0])
             self.next += 1
 
@@ -559,11 +568,14 @@ class _Clip:
     """A clip's run, whatever drives its calls: which chunks start when, and the events the
     calls' messages make."""
 
-    def __init__(self, frames: Iterable[bytes], chunks: tuple[Chunk, ...], concurrency: int):
+    def __init__(
+        self, job: _Job, frames: Iterable[bytes], chunks: tuple[Chunk, ...], concurrency: int
+    ):
         self.source = _Frames(frames)
         self.chunks = chunks
         self.concurrency = concurrency
-        self.joiner = Joiner(chunks)
+        # A quality the job leaves unset is the server's default, taken to be the SDK's.
+        self.joiner = Joiner(chunks, job.job.delivery.output_quality or _DEFAULT_QUALITY)
         self.progress = _Progress(chunks)
         self.results: list[ChunkResult] = []
         self.running: set[int] = set()
@@ -625,7 +637,7 @@ def run_video(
     """Stylises ``chunks`` of ``frames`` (encoded pictures in order), ``concurrency`` calls at
     once, and yields progress and the frames in order, then the VideoResult. Leaving early or
     a failed chunk cancels every call in flight."""
-    clip = _Clip(frames, chunks, concurrency)
+    clip = _Clip(call, frames, chunks, concurrency)
     out: queue.Queue[_Message] = queue.Queue()
     pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="styleserve-video")
     try:
@@ -652,7 +664,7 @@ async def run_video_async(
 ) -> AsyncGenerator[VideoEvent, None]:
     """``run_video`` on the event loop: each chunk's call a task, the clip's frames read (and
     decoded, for a file) on a worker thread."""
-    clip = _Clip(frames, chunks, concurrency)
+    clip = _Clip(call, frames, chunks, concurrency)
     out: asyncio.Queue[_Message] = asyncio.Queue()
     tasks: set[asyncio.Task[None]] = set()
     try:

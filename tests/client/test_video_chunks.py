@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
 import pytest
 from PIL import Image
 from styleserve.batch import InFlight
@@ -125,6 +126,30 @@ def test_a_joins_jpeg_frames_are_encoded_as_their_neighbours():
     for index in shared:
         with Image.open(io.BytesIO(frames[index].data)) as joined:
             assert joined.format == "JPEG" and joined.quantization == tables
+
+
+def test_a_joins_webp_frames_are_made_at_the_jobs_quality():
+    # A lossy WebP file does not say its quality; Pillow's default (80) made the cross-faded
+    # frames of a quality-100 job coarser than their neighbours, half their size.
+    cells = np.random.default_rng(5).integers(0, 256, (16, 16, 3), np.uint8)
+    smooth = Image.fromarray(cells).resize((64, 64), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    smooth.save(buffer, "WEBP", quality=100)
+    chunks = plan_chunks(12, 8, 2)
+
+    def join_over_neighbour(quality: int) -> float:
+        """A join's frame's size over its neighbour's, for a job of ``quality``."""
+        joiner = Joiner(chunks, quality)
+        for chunk in chunks:
+            for index in range(len(chunk)):
+                joiner.add(chunk, index, buffer.getvalue())
+        frames = list(joiner.ready())
+        join = frames[chunks[1].start].data
+        assert Image.open(io.BytesIO(join)).format == "WEBP"
+        return len(join) / len(frames[0].data)
+
+    assert join_over_neighbour(100) > 0.9
+    assert join_over_neighbour(80) < 0.6
 
 
 def test_progress_counts_a_shared_frame_once():
