@@ -50,6 +50,9 @@ INSTALL_HINT = "pip install 'styleserve[video]'"
 _ENCODERS = ("libx264", "h264", "libopenh264", "mpeg4")
 # WebM holds VP8/VP9/AV1 only.
 _WEBM_ENCODERS = ("libvpx-vp9", "libvpx", "libsvtav1")
+# How far short of its header's duration a clip's streams may end (the last packet's own
+# duration is not always stored) before the file is taken for cut off.
+_CUT_OFF_SECONDS = 0.25
 # Stylised frames are detailed: x264's default quality (crf 23) smears brush strokes.
 _ENCODER_OPTIONS = {"libx264": {"crf": "18"}}
 # A constant frame rate's timestamps still jitter by rounding (29.97 fps in milliseconds is
@@ -207,7 +210,15 @@ def _probe(av: ModuleType, path: Path, container: av.container.InputContainer) -
         )
     codec = stream.codec_context.name
     audio = container.streams.audio[0] if container.streams.audio else None
-    times = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+    times: list[int] = []
+    ends = 0.0  # seconds: where the last packet of any stream ends
+    for packet in container.demux():
+        if packet.pts is None or packet.time_base is None:
+            continue
+        if packet.stream is stream:
+            times.append(packet.pts)
+        ends = max(ends, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    times.sort()
     if not times:
         raise _error(path, "no_frames", "its video stream has no frames")
     # An index that promises more frames than the packets hold: the data was cut off.
@@ -216,6 +227,16 @@ def _probe(av: ModuleType, path: Path, container: av.container.InputContainer) -
             path,
             "unreadable",
             f"only {len(times)} of its {stream.frames} frames are in the file: it is cut off",
+        )
+    # Matroska and WebM count no frames, but their header says how long the clip is: every
+    # stream ending well before that is a file cut off.
+    promised = (container.duration or 0) / 1e6 + float(container.start_time or 0) / 1e6
+    if container.duration and ends < promised - _CUT_OFF_SECONDS:
+        raise _error(
+            path,
+            "unreadable",
+            f"its streams end at {ends:.2f} s of the {promised:.2f} s its header says: it is"
+            " cut off",
         )
     time_base = stream.time_base or Fraction(1, 1)
     fps = _frame_rate(path, stream, times, time_base)

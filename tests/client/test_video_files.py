@@ -177,6 +177,16 @@ def test_a_file_cut_off_in_its_frames_is_refused(tmp_path: Path):
     assert error.reason == "unreadable" and "of its 20 frames" in error.details
 
 
+def test_a_matroska_file_cut_off_is_refused(tmp_path: Path):
+    # Matroska counts no frames; its header's duration is what the cut falls short of.
+    whole = make_clip(tmp_path / "whole.mkv", frames=40).read_bytes()
+    path = tmp_path / "cut.mkv"
+    path.write_bytes(whole[: len(whole) * 8 // 10])
+    error = _refused(path)
+    assert error.reason == "unreadable" and "it is cut off" in error.details
+    assert open_video(tmp_path / "whole.mkv").info.frame_count == 40
+
+
 def test_an_unknown_codec_is_refused(tmp_path: Path):
     whole = make_clip(tmp_path / "whole.mp4", frames=4).read_bytes()
     path = tmp_path / "unknown.mp4"
