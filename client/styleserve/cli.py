@@ -59,10 +59,12 @@ __all__ = ["build_parser", "main", "subcommands"]
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 # Exit status of a process ended by SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
-# What Ctrl-C did beyond stopping the command, by command: a job run by the command is
-# cancelled with its call; a watched detachable job runs on.
+# What Ctrl-C did beyond stopping the command, by command ("stylize DIR": a folder run): a job
+# run by the command is cancelled with its call; a watched detachable job runs on.
 _INTERRUPTED = {
     "stylize": "; the job was cancelled",
+    "stylize DIR": "; the jobs in flight were cancelled (the pictures written stay; run the"
+    " command again to do the rest)",
     "video": "; the clip's calls were cancelled",
     "jobs watch": "; the job runs on (styleserve jobs cancel ID stops it)",
 }
@@ -600,6 +602,7 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     named_folder = args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()
     args.output = Path(args.output)
     if named_folder:
+        args.folder = True  # what Ctrl-C says of it (``_interrupted``)
         return _stylize_folder(args, parser)
     if args.jobs is not None:
         parser.error("-j: runs several pictures at once; name a folder with -o DIR/")
@@ -1086,6 +1089,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupted(command: str, args: argparse.Namespace) -> str:
     """What Ctrl-C did beyond stopping ``command``."""
+    if command == "stylize" and getattr(args, "folder", False):
+        return _INTERRUPTED["stylize DIR"]
     if command != "stylize" or getattr(args, "job_id", None) is None:
         # A detachable job still queued goes with its call, as any other does.
         return _INTERRUPTED.get(command, "")

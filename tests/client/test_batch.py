@@ -255,6 +255,7 @@ def test_ctrl_c_cancels_every_job_of_a_folder_run(start_server, style, tmp_path)
             "the batch to fill both slots",
         )  # fmt: skip
         assert status == EXIT_INTERRUPTED, stderr
+        assert "the jobs in flight were cancelled" in stderr.strip().splitlines()[-1]
         _wait_for(lambda: _running(srv) == 0, "a cancelled job kept its slot")
         assert list(out.iterdir()) == []
 
