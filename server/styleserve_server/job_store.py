@@ -8,7 +8,8 @@ straight to the wire; its own call and any number of WatchJob calls follow it fr
 gRPC does not tell a server whether a call ended by its caller's cancel or by a dropped
 connection, so the rule is the one the server can keep: a detachable job survives its call
 ending for any reason. Unwatched, it runs on for the detach grace and is then cancelled (its
-slot frees as a cancelled job's does); watched again within the grace, it goes on. Its time
+slot frees as a cancelled job's does, and it stays, saying so, for the retention time); watched
+again within the grace, it goes on. Its time
 budget, deadline policy and a server's shutdown stop it as they stop any job.
 
 Kept are every event from Started on except older previews (a newer one replaces them in the
@@ -57,6 +58,7 @@ __all__ = [
     "Send",
     "StartedMeanwhile",
     "UnknownJob",
+    "Unwatched",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,9 @@ class UnknownJob(Exception):
 
     def __init__(self, field: str = "job_id") -> None:
         super().__init__(
-            f"{field}: no such job for this caller (unknown, expired after its retention or its "
-            "detach grace, evicted for newer results, run by another replica, or another "
-            "caller's); send the request again"
+            f"{field}: no such job for this caller (unknown, expired after its retention, "
+            "evicted for newer results, run by another replica, or another caller's); send the "
+            "request again"
         )
 
 
@@ -125,6 +127,16 @@ class CancelledById(Exception):
 
     def __init__(self) -> None:
         super().__init__("the job was cancelled by id (CancelOperation)")
+
+
+class Unwatched(Exception):
+    """Nobody followed the detached job for its detach grace: the server cancelled it."""
+
+    def __init__(self, grace_seconds: int) -> None:
+        super().__init__(
+            f"the job was cancelled: nobody watched it for its detach grace of {grace_seconds} s "
+            "(detach_grace_seconds); watch it (WatchJob) within the grace to keep it running"
+        )
 
 
 class JobRunning(Exception):
@@ -349,12 +361,14 @@ class JobStore:
             self._drop(kept)
 
     def _unwatched(self, kept: KeptJob) -> None:
-        """The detach grace ran out with nobody watching: the job stops, its slot frees."""
-        if kept.watchers or kept.done:
+        """The detach grace ran out with nobody watching: the job stops, its slot frees, and
+        it stays, cancelled and saying why, for the retention time (as one cancelled by id)."""
+        if kept.watchers or kept.done or kept.task is None:
             return
         log.info("detached job cancelled: unwatched for its grace", extra={"job_id": kept.job_id})
         self._metrics.jobs_expired.labels("grace").inc()
-        self._drop(kept)
+        kept._end(Unwatched(self._grace))
+        kept.task.cancel()
 
     def _finish(self, kept: KeptJob) -> None:
         if self._jobs.get(kept.job_id) is not kept:

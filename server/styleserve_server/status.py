@@ -25,6 +25,7 @@ from styleserve_server.job_store import (
     JobsOff,
     StartedMeanwhile,
     UnknownJob,
+    Unwatched,
 )
 from styleserve_server.memory import TooBig
 from styleserve_server.streams import CallerIdle
@@ -122,7 +123,7 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         error, NoFeedForward | NotComputed | StyleCacheOff | UploadsOff | JobsOff | JobRunning
     ):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
-    if isinstance(error, CancelledById):
+    if isinstance(error, CancelledById | Unwatched):
         return grpc.StatusCode.CANCELLED, str(error), ()
     if isinstance(error, FutureSequence):
         return grpc.StatusCode.OUT_OF_RANGE, str(error), ()

@@ -202,8 +202,10 @@ def test_an_unwatched_detached_job_is_cancelled_after_its_grace(start_server):
         assert busy.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         waited = _slot_frees(stub, within=10)
         assert 0.5 < waited < 10
+        # Kept, cancelled, saying why: a caller back late learns what became of its job.
         error = rpc_error(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=10))
-        assert error.code() is grpc.StatusCode.NOT_FOUND
+        assert error.code() is grpc.StatusCode.CANCELLED
+        assert "nobody watched it for its detach grace of 1 s" in error.details()
         assert sample(srv, "styleserve_jobs_expired_total", reason="grace") == 1
 
 
