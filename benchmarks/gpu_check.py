@@ -18,7 +18,9 @@ whole check is one prepared command that fits in 8 minutes on one H200:
 7. a default-preset job at 12 MP (4000x3000: it settles small and climbs, its last stages
    evaluated in tiles of the server's default ``tile_pixels``): seconds and peak memory;
 8. a short consistent video (``run_video``, a pan over the content) in each tier: the
-   optimisation's seconds per frame (bfloat16) and the instant tier's frames per second.
+   optimisation's seconds per frame (bfloat16) and peak memory (beside 3.'s, the same size:
+   what its temporal state adds, which admission counts as ``TEMPORAL_BYTES`` a pixel) and the
+   instant tier's frames per second.
 
 The last line is a one-line summary. ``--reduced`` runs the same code on the CPU with the tiny
 test network at tiny sizes in seconds: the test suite runs it so that this script cannot rot.
@@ -34,9 +36,10 @@ import concurrent.futures
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,6 +62,8 @@ from styleserve_server.engine.features import FeatureNet
 from styleserve_server.engine.imaging import to_tensor
 from styleserve_server.engine.objective import Objective, Weights
 from styleserve_server.settings import TILE_PIXELS
+
+T = TypeVar("T")
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -100,6 +105,20 @@ REDUCED = Plan(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _measured(device: torch.device, work: Callable[[], T]) -> tuple[T, float, int | None]:
+    """``work()``'s answer, its seconds and the device's peak memory during it (None on a
+    CPU)."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    start = time.perf_counter()
+    answer = work()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return answer, seconds, torch.cuda.max_memory_allocated(device) if cuda else None
 
 
 def _pictures(size: int) -> tuple[Image.Image, Image.Image]:
@@ -159,16 +178,11 @@ def direct_job(
     options = resolve("default", size=plan.size, iterations=plan.iterations, precision=precision)
     styles = [style, style.rotate(180)] if regions else [style]
     masks = _halves(content.size) if regions else None
-    cuda = backbone.device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(backbone.device)
-    _sync(backbone.device)
-    start = time.perf_counter()
-    finished = list(run_job(backbone, content, styles, options, regions=masks))[-1]
-    _sync(backbone.device)
-    seconds = time.perf_counter() - start
+    finished, seconds, peak = _measured(
+        backbone.device,
+        lambda: list(run_job(backbone, content, styles, options, regions=masks))[-1],
+    )
     assert isinstance(finished, Finished)
-    peak = torch.cuda.max_memory_allocated(backbone.device) if cuda else None
     return JobFigures(seconds, finished.losses.total, peak)
 
 
@@ -180,17 +194,9 @@ def big_job(backbone: Backbone, plan: Plan) -> JobFigures:
     options = resolve(
         "default", width=width, height=height, iterations=plan.big_iterations, precision="bfloat16"
     )
-    cuda = backbone.device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(backbone.device)
-    _sync(backbone.device)
-    start = time.perf_counter()
     records = run_job(backbone, content, [style], options, tile_pixels=plan.big_tile_pixels)
-    finished = list(records)[-1]
-    _sync(backbone.device)
-    seconds = time.perf_counter() - start
+    finished, seconds, peak = _measured(backbone.device, lambda: list(records)[-1])
     assert isinstance(finished, Finished) and finished.image.size == plan.big_size
-    peak = torch.cuda.max_memory_allocated(backbone.device) if cuda else None
     return JobFigures(seconds, finished.losses.total, peak)
 
 
@@ -211,23 +217,25 @@ def _pan(size: int) -> list[Image.Image]:
 
 def video_step(
     backbone: Backbone, feed_forward: str, cache_dir: Path | None, plan: Plan
-) -> tuple[float, float | None]:
-    """Seconds per frame of a consistent optimisation video at the plan's size and iterations
-    (bfloat16), and frames per second of the instant tier's (None without one)."""
+) -> tuple[JobFigures, float | None]:
+    """A consistent optimisation video at the plan's size and iterations (bfloat16): seconds
+    per frame, the last frame's loss and the device's peak memory (what admission counts as
+    its job's peak plus ``TEMPORAL_BYTES`` a pixel, ``engine.memory``); and frames per second
+    of the instant tier's (None without one)."""
     frames = _pan(plan.size)
     _, style = _pictures(plan.size)
     options = resolve("default", size=plan.size, iterations=plan.iterations, precision="bfloat16")
-    _sync(backbone.device)
-    start = time.perf_counter()
-    done = [
-        r
-        for r in run_video(frames, [style], options, backbone=backbone)
-        if isinstance(r, FrameDone)
-    ]
-    _sync(backbone.device)
-    per_frame = (time.perf_counter() - start) / len(done)
+    done, seconds, peak = _measured(
+        backbone.device,
+        lambda: [
+            r
+            for r in run_video(frames, [style], options, backbone=backbone)
+            if isinstance(r, FrameDone)
+        ],
+    )
+    video = JobFigures(seconds / len(done), done[-1].losses.total, peak)
     if feed_forward == "none":
-        return per_frame, None
+        return video, None
     network = FeedForward(load_feed_forward(feed_forward, cache_dir=cache_dir), backbone.device, 4)
     instant = resolve("instant", size=plan.size)
     list(run_video(frames[:1], [style], instant, feed_forward=network))  # loads the kernels
@@ -237,7 +245,7 @@ def video_step(
         for r in run_video(frames, [style], instant, feed_forward=network)
         if isinstance(r, FrameDone)
     ]
-    return per_frame, len(made) / (time.perf_counter() - start)
+    return video, len(made) / (time.perf_counter() - start)
 
 
 def _settings(plan: Plan, cache_dir: Path | None, slots: int, feed_forward: str) -> dict[str, Any]:
@@ -367,11 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    per_frame, video_fps = video_step(backbone, feed_forward, args.cache_dir, plan)
+    video, video_fps = video_step(backbone, feed_forward, args.cache_dir, plan)
+    per_frame = video.seconds
     instant_video = "no instant tier" if video_fps is None else f"instant {video_fps:.1f} frames/s"
     print(
         f"video {_VIDEO_FRAMES} frames at {plan.size} px, consistent: optimisation"
-        f" {per_frame:.2f} s/frame (bfloat16), {instant_video}",
+        f" {per_frame:.2f} s/frame (bfloat16), peak memory {_mib(video.peak_bytes)}"
+        f" ({_mib(jobs['bfloat16'].peak_bytes)} for a picture's job), {instant_video}",
         flush=True,
     )
 
