@@ -142,7 +142,7 @@ class AsyncClient(Calls):
         self._server = server = await self.info(timeout=timeout)
         limits = server.limits
         frames, frame_count, rate = await asyncio.to_thread(clip_frames, video, fps, limits)
-        job = video_job(styles, style_id, request_id, options)
+        job = video_job(styles, style_id, request_id, options, server)
         if concurrency is None:
             concurrency = await asyncio.to_thread(
                 batch_concurrency, limits.job_slots, self.target, self.load_balancing

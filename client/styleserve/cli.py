@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--detachable",
         action="store_true",
         help="the job outlives this command: a dropped connection is reattached, and after"
-        " Ctrl-C it runs on ('styleserve jobs watch ID -o FILE' gets its result)",
+        " Ctrl-C it runs on, if watched within the server's detach grace (60 s by default):"
+        " 'styleserve jobs watch ID -o FILE' gets its result",
     )
     _add_regions(stylize)
     stylize.add_argument(
@@ -636,6 +637,8 @@ def _stylize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 event.save(args.previews / f"preview_{event.iteration:05d}{args.output.suffix}")
                 previews.append(event)
             elif isinstance(event, Result):
+                # Ended: nothing runs on past a Ctrl-C from here.
+                args.job_id = None
                 event.save(args.output)
                 results.append(event)
     result = final_result(results)
@@ -1095,8 +1098,9 @@ def _interrupted(command: str, args: argparse.Namespace) -> str:
         # A detachable job still queued goes with its call, as any other does.
         return _INTERRUPTED.get(command, "")
     return (
-        f"; job {args.job_id} runs on ('styleserve jobs watch {args.job_id} -o FILE' gets its"
-        f" result, 'styleserve jobs cancel {args.job_id}' stops it)"
+        f"; job {args.job_id} runs on, and is cancelled unless watched within the server's detach"
+        f" grace (60 s by default): 'styleserve jobs watch {args.job_id} -o FILE' gets its"
+        f" result, 'styleserve jobs cancel {args.job_id}' stops it"
     )
 
 

@@ -222,7 +222,7 @@ class Client(Calls):
         self._server = server = self.info(timeout=timeout)
         limits = server.limits
         frames, frame_count, rate = clip_frames(video, fps, limits)
-        job = video_job(styles, style_id, request_id, options)
+        job = video_job(styles, style_id, request_id, options, server)
         if concurrency is None:
             concurrency = batch_concurrency(limits.job_slots, self.target, self.load_balancing)
         chunks = video_chunks(frame_count, limits, chunk_frames, overlap, concurrency)

@@ -228,18 +228,20 @@ def _probe(av: ModuleType, path: Path, container: av.container.InputContainer) -
             "unreadable",
             f"only {len(times)} of its {stream.frames} frames are in the file: it is cut off",
         )
-    # Matroska and WebM count no frames, but their header says how long the clip is: every
-    # stream ending well before that is a file cut off.
-    promised = (container.duration or 0) / 1e6 + float(container.start_time or 0) / 1e6
-    if container.duration and ends < promised - _CUT_OFF_SECONDS:
+    time_base = stream.time_base or Fraction(1, 1)
+    fps = _frame_rate(path, stream, times, time_base)
+    # Matroska and WebM count no frames, but their header says where the clip ends (its
+    # duration, counted from 0 there): every stream ending well before that is a file cut off.
+    # A packet's own duration is not always stored, so a frame's worth is allowed beside.
+    promised = (container.duration or 0) / 1e6
+    short = promised - ends - 1 / float(fps)
+    if "matroska" in container.format.name and promised and short > _CUT_OFF_SECONDS:
         raise _error(
             path,
             "unreadable",
             f"its streams end at {ends:.2f} s of the {promised:.2f} s its header says: it is"
             " cut off",
         )
-    time_base = stream.time_base or Fraction(1, 1)
-    fps = _frame_rate(path, stream, times, time_base)
     container.seek(0)
     first = next(container.decode(stream), None)
     if first is None:

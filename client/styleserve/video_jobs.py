@@ -48,7 +48,7 @@ from styleserve.calls import JobEvents, translated
 from styleserve.convert import effective_options
 from styleserve.errors import Internal, InvalidArgument, NotFound, VideoError
 from styleserve.events import Receipt, Timings, _EncodedPicture, _fields, missing_result
-from styleserve.info import ServerLimits
+from styleserve.info import ServerInfo, ServerLimits
 from styleserve.options import MAX_REQUEST_ID_LENGTH, StyleOptions
 from styleserve.pictures import Picture, encode_picture
 from styleserve.request import Registration, Styles, build_request, with_pictures
@@ -183,10 +183,6 @@ class VideoResult:
 VideoEvent = VideoProgress | StylizedFrame | VideoResult
 
 
-# The output quality a job that leaves it unset gets from a server of default settings.
-_DEFAULT_QUALITY = StyleOptions().output_quality
-
-
 def _blend(earlier: bytes, later: bytes, weight: float, quality: int) -> bytes:
     """``later`` over ``earlier`` by ``weight``, in ``earlier``'s encoding, so that a join's
     frames are no coarser than their neighbours (Pillow's own default is quality 75 for JPEG,
@@ -209,7 +205,7 @@ class Joiner:
     """Puts the chunks' frames, arriving in any order between chunks, back into the clip's
     order, cross-fading the frames two chunks share."""
 
-    def __init__(self, chunks: tuple[Chunk, ...], quality: int = _DEFAULT_QUALITY) -> None:
+    def __init__(self, chunks: tuple[Chunk, ...], quality: int) -> None:
         """``quality``: the job's output quality (``StyleOptions.output_quality``)."""
         self.chunks = chunks
         self.quality = quality
@@ -574,8 +570,7 @@ class _Clip:
         self.source = _Frames(frames)
         self.chunks = chunks
         self.concurrency = concurrency
-        # A quality the job leaves unset is the server's default, taken to be the SDK's.
-        self.joiner = Joiner(chunks, job.job.delivery.output_quality or _DEFAULT_QUALITY)
+        self.joiner = Joiner(chunks, job.job.delivery.output_quality)
         self.progress = _Progress(chunks)
         self.results: list[ChunkResult] = []
         self.running: set[int] = set()
@@ -689,9 +684,12 @@ def video_job(
     style_id: str | None,
     request_id: str | None,
     options: Mapping[str, Any],
+    server: ServerInfo,
 ) -> pb.StyleTransferRequest:
     """The job every chunk runs (VideoStart.job), built and checked as a picture's request is;
-    its content stays unset: the frames are the content."""
+    its content stays unset: the frames are the content. Its output quality is the ``server``'s
+    default where ``options`` leave it, said in the job: the joins' cross-faded frames are
+    encoded at it too (``Joiner``)."""
     # A placeholder picture: build_request checks everything but the content, cleared below.
     job = build_request(
         b"",
@@ -703,6 +701,9 @@ def video_job(
         video=True,
     )
     job.ClearField("content")
+    if not job.delivery.output_quality:
+        quality = server.default_delivery.get("output_quality", StyleOptions().output_quality)
+        job.delivery.output_quality = quality
     return job
 
 

@@ -366,7 +366,7 @@ class JobStore:
         if kept.watchers or kept.done or kept.task is None:
             return
         log.info("detached job cancelled: unwatched for its grace", extra={"job_id": kept.job_id})
-        self._metrics.jobs_expired.labels("grace").inc()
+        self._metrics.jobs_unwatched.inc()
         kept._end(Unwatched(self._grace))
         kept.task.cancel()
 

@@ -155,10 +155,15 @@ class Metrics:
         )
         self.jobs_expired = Counter(
             "styleserve_jobs_expired",
-            "Detachable jobs forgotten, by reason: grace (unwatched too long, cancelled), "
-            "retention (result kept its time), room (evicted for newer results) or deleted "
-            "(DeleteOperation).",
+            "Detachable jobs forgotten, by reason: retention (result kept its time), room "
+            "(evicted for newer results) or deleted (DeleteOperation).",
             ["reason"],
+            registry=self.registry,
+        )
+        self.jobs_unwatched = Counter(
+            "styleserve_jobs_unwatched",
+            "Detachable jobs cancelled because nobody watched them for the detach grace (each "
+            "stays, cancelled, for the retention time).",
             registry=self.registry,
         )
         self.jobs_cancelled = Counter(

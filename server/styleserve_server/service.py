@@ -428,9 +428,13 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
                 styles=styles,
             )
             work = max(work, optimisation)
-        if video and options.temporal_weight > 0:
-            work += TEMPORAL_BYTES * output.width * output.height
-        return inputs.with_pictures(checked.decoded_pixels, work)
+        if not video:
+            return inputs.with_pictures(checked.decoded_pixels, work)
+        # A frame is decoded while the one before it is held (``engine.run_video``), and with
+        # it a consistent clip's temporal state, which the frames' jobs are done beside too.
+        frame = checked.decoded_pixels[0]
+        held = TEMPORAL_BYTES * output.width * output.height if options.temporal_weight > 0 else 0
+        return inputs.with_pictures((frame, *checked.decoded_pixels), work) + held
 
     def _registration_memory(self, checked: inputs.CheckedStyle) -> int:
         """The predicted peak memory of ``checked``'s registration, which must fit the budget

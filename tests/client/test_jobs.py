@@ -125,7 +125,9 @@ def test_ctrl_c_leaves_a_detachable_cli_job_running_and_names_it(
             "a preview",
         )  # fmt: skip
         assert status == EXIT_INTERRUPTED
-        said = re.search(r"interrupted; job (\S+) runs on .*jobs watch \1 -o FILE", stderr)
+        said = re.search(
+            r"interrupted; job (\S+) runs on, .*detach grace.*jobs watch \1 -o", stderr
+        )
         assert said, stderr
         job_id = said.group(1)
         assert json.loads(_cli(srv.target, "get", job_id).stdout)["state"] == "running"

@@ -85,7 +85,7 @@ def _value(data: bytes) -> int:
 
 def test_the_joiner_gives_every_frame_once_in_order_cross_fading_the_shared_ones():
     chunks = plan_chunks(30, 16, 4)
-    joiner = Joiner(chunks)
+    joiner = Joiner(chunks, 92)
     # Chunk i paints every frame 60 * i: a fade from one to the next is visible as values.
     arrivals = [(c, i) for c in chunks for i in range(len(c))]
     random.Random(3).shuffle(arrivals)
@@ -114,7 +114,7 @@ def test_a_joins_jpeg_frames_are_encoded_as_their_neighbours():
         return buffer.getvalue()
 
     chunks = plan_chunks(12, 8, 2)
-    joiner = Joiner(chunks)
+    joiner = Joiner(chunks, 92)
     for chunk in chunks:
         for index in range(len(chunk)):
             joiner.add(chunk, index, jpeg(40 * chunk.index))

@@ -25,6 +25,7 @@ from styleserve import (
     VideoResult,
 )
 from styleserve.video import open_video
+from styleserve.video_jobs import video_job
 
 from tests.client.client_helpers import NEXT_JOB_TIMEOUT, QUICK_JOB, cli_command
 from tests.client.video_clips import audio_packets, make_clip, stored_rotation
@@ -165,6 +166,18 @@ def test_a_time_budget_for_a_video_is_refused_by_the_sdk_before_any_call(server,
         client.stylize_video(frames, [style], fps=10, time_budget_seconds=5, **INSTANT)
     assert failure.value.details.startswith("time_budget_seconds: a video has no best picture")
     assert _requests(server, code="INVALID_ARGUMENT") == 0
+
+
+def test_a_clips_job_names_the_servers_output_quality_which_its_joins_are_made_at(
+    start_server, style
+):
+    with start_server(output_quality=57) as srv, Client(srv.target) as client:
+        server = client.info()
+    # Said in the job, so the server encodes the frames at the quality the joiner re-encodes
+    # a join's cross-faded frames at (``Joiner``), whatever the server's setting.
+    assert video_job([style], None, None, {}, server).delivery.output_quality == 57
+    asked = video_job([style], None, None, {"output_quality": 80}, server)
+    assert asked.delivery.output_quality == 80
 
 
 @pytest.fixture

@@ -187,6 +187,17 @@ def test_a_matroska_file_cut_off_is_refused(tmp_path: Path):
     assert open_video(tmp_path / "whole.mkv").info.frame_count == 40
 
 
+@pytest.mark.parametrize(
+    "clip",
+    [{"times_ms": [10_000 + 100 * i for i in range(8)]}, {"fps": 2}],
+    ids=["starting-at-10-s", "2-fps"],
+)
+def test_a_whole_matroska_file_starting_late_or_slow_is_not_taken_for_cut_off(tmp_path, clip):
+    # Its header's duration counts from 0, and its last packet may not store its duration.
+    path = make_clip(tmp_path / "whole.mkv", audio=False, **clip)
+    assert open_video(path).info.frame_count == 8
+
+
 def test_an_unknown_codec_is_refused(tmp_path: Path):
     whole = make_clip(tmp_path / "whole.mp4", frames=4).read_bytes()
     path = tmp_path / "unknown.mp4"

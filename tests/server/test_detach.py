@@ -206,7 +206,7 @@ def test_an_unwatched_detached_job_is_cancelled_after_its_grace(start_server):
         error = rpc_error(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=10))
         assert error.code() is grpc.StatusCode.CANCELLED
         assert "nobody watched it for its detach grace of 1 s" in error.details()
-        assert sample(srv, "styleserve_jobs_expired_total", reason="grace") == 1
+        assert sample(srv, "styleserve_jobs_unwatched_total") == 1
 
 
 def test_a_dropped_plain_job_frees_its_slot_at_once(start_server):

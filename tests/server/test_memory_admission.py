@@ -93,6 +93,22 @@ def test_a_consistent_videos_temporal_state_counts_against_the_budget(start_serv
         assert list(alone)[-1].HasField("result")
 
 
+def test_a_video_counts_the_frame_it_holds_while_it_decodes_the_next(start_server):
+    # 40 MP frames (small as JPEG files) for 64 px: one decoding peaks at 17 bytes a pixel
+    # beside the 4 of the frame before it, 0.84 GB; a picture's job of one of them at 0.68 GB.
+    gradient = Image.linear_gradient("L").resize((7302, 5476)).convert("RGB")
+    big = encoded(gradient, "JPEG")
+    with start_server(memory_budget_bytes=int(0.76e9)) as srv, connect(srv.target) as stub:
+        ok = stub.StyleTransfer(request(big, size=64, iterations=1), timeout=120)
+        assert list(ok)[-1].HasField("result")
+        calls = video_call(64, temporal_weight=0.0)
+        for message in calls[1:]:
+            message.frame.image.data = big
+        error = rpc_error(stub.StylizeVideo(iter(calls), timeout=60))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        assert "send smaller pictures" in error.details()
+
+
 def test_a_job_sized_by_width_and_height_is_told_the_width_and_height_that_fit(start_server):
     with start_server(memory_budget_bytes=BUDGET) as srv, connect(srv.target) as stub:
         error = rpc_error(stub.StyleTransfer(request(width=1500, height=1000), timeout=60))

@@ -59,7 +59,9 @@ _UNCOUNTED_PIXEL = 16
 # and the reliability check's arrays. benchmarks/video_memory.py measured 49, 63 and 58 bytes
 # more at 1, 4 and 8 MP in the instant tier, 74, 97 and 94 in the optimisation (2-core AMD
 # EPYC); a video's job is admitted with this much on top, its carrying counted as if it
-# overlapped the job's peak (it comes between two frames' jobs).
+# overlapped the job's peak (it comes between two frames' jobs). On a GPU most of it (all but
+# the temporal term's target) is host memory, which a device's budget overcounts by it;
+# benchmarks/gpu_check.py prints a consistent video's device peak beside a picture job's.
 TEMPORAL_BYTES = 128
 
 
