@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import TypeVar
 
-from styleserve.errors import DataLoss
+from styleserve.errors import DataLoss, InvalidArgument, ResourceExhausted
 from styleserve.events import Result
 from styleserve.info import ServerInfo
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -59,19 +59,25 @@ def upload_requests(data: bytes, chunk: int = _CHUNK_BYTES) -> Iterator[pb.Uploa
         yield pb.UploadPictureRequest(chunk=data[offset : offset + chunk])
 
 
-def _pictures(message: pb.StyleTransferRequest | pb.RegisterStyleRequest) -> list[pb.Image]:
-    """Every picture of ``message``, in a fixed order."""
-    styles = [style.image for style in message.styles]
+def _pictures(
+    message: pb.StyleTransferRequest | pb.RegisterStyleRequest,
+) -> list[tuple[str, pb.Image]]:
+    """Every picture of ``message`` with its field's name, in a fixed order."""
+    styles = [(f"styles[{i}].image", style.image) for i, style in enumerate(message.styles)]
     if isinstance(message, pb.RegisterStyleRequest):
         return styles
-    pictures = [message.content, *styles]
+    pictures = [("content", message.content), *styles]
     if message.HasField("init_image"):
-        pictures.append(message.init_image)
+        pictures.append(("init_image", message.init_image))
     if message.HasField("regions"):
         regions = message.regions
-        pictures.extend(regions.style_masks)
         pictures.extend(
-            getattr(regions, n) for n in ("label_map", "keep_mask") if regions.HasField(n)
+            (f"regions.style_masks[{i}]", mask) for i, mask in enumerate(regions.style_masks)
+        )
+        pictures.extend(
+            (f"regions.{n}", getattr(regions, n))
+            for n in ("label_map", "keep_mask")
+            if regions.HasField(n)
         )
     return pictures
 
@@ -80,26 +86,46 @@ def to_upload(message: Request, info: ServerInfo) -> tuple[Request, list[pb.Imag
     """``message`` and its pictures to upload first for the server ``info`` describes: every
     picture larger than its ``max_image_bytes``, then the largest others until the request
     fits its ``max_request_bytes``. The pictures are those of a copy of ``message`` (the one
-    returned), so that the caller's keeps its bytes; none on a server without uploads, which
-    judges the request as it is."""
-    if info.uploads is None or not info.uploads.max_bytes:
-        return message, []
+    returned), so that the caller's keeps its bytes. Raises InvalidArgument where pictures
+    must be uploaded to a server that takes none (a server too old to say is sent the request
+    as it is), ResourceExhausted where they are more than its upload store holds together:
+    each would evict the one before (its least recently used), and the job would not find it.
+    """
     limits = info.limits
     room = limits.max_request_bytes - _REQUEST_HEADROOM
     size = message.ByteSize()
-    by_size = sorted(enumerate(_pictures(message)), key=lambda p: len(p[1].data), reverse=True)
+    pictures = [picture for _, picture in _pictures(message)]
+    by_size = sorted(enumerate(pictures), key=lambda p: len(p[1].data), reverse=True)
     chosen = []
     for index, picture in by_size:
         if len(picture.data) <= limits.max_image_bytes and size <= room:
             break
         chosen.append(index)
         size -= len(picture.data)
-    if not chosen:
+    if not chosen or info.uploads is None:
         return message, []
+    uploading = sum(len(picture.data) for _, picture in by_size[: len(chosen)])
+    if not info.uploads.max_bytes:
+        field, largest = _pictures(message)[chosen[0]]
+        raise InvalidArgument(
+            f"{field}: takes {_mib(len(largest.data))}; this server takes"
+            f" {_mib(limits.max_image_bytes)} a picture and {_mib(limits.max_request_bytes)} a"
+            " request, and no uploads (upload_store_bytes 0): send smaller pictures"
+        )
+    if uploading > info.uploads.max_bytes:
+        raise ResourceExhausted(
+            f"the pictures to upload ({_mib(uploading)} together) are more than this server's"
+            f" upload store holds ({_mib(info.uploads.max_bytes)}): send smaller pictures, or"
+            " use a server with a larger upload_store_bytes"
+        )
     copy = type(message)()
     copy.CopyFrom(message)
-    pictures = _pictures(copy)
-    return copy, [pictures[index] for index in sorted(chosen)]
+    copied = _pictures(copy)
+    return copy, [copied[index][1] for index in sorted(chosen)]
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
 
 
 class ResultAssembly:

@@ -31,6 +31,7 @@ from styleserve import (
     InvalidArgument,
     NotFound,
     Regions,
+    ResourceExhausted,
     UploadedPicture,
 )
 from styleserve.errors import from_rpc_error
@@ -268,11 +269,30 @@ def test_a_cut_off_upload_or_a_wrong_digest_is_a_clear_error_with_nothing_stored
     assert isinstance(mismatch, DataLoss) and "nothing was stored" in mismatch.details
 
 
-def test_a_server_without_uploads_judges_the_picture_itself(start_server, tmp_path, style):
+def test_a_picture_too_large_for_a_server_without_uploads_is_refused_unsent(
+    start_server, tmp_path, style
+):
     content = noise_png((220, 220), tmp_path / "content.png")
     assert 128 * 1024 < content.stat().st_size < 256 * 1024
     limits = {"max_request_bytes": 256 * 1024, "max_image_bytes": 128 * 1024}
     with start_server(upload_store_bytes=0, **limits) as srv, Client(srv.target) as client:
-        with pytest.raises(InvalidArgument, match=r"^INVALID_ARGUMENT: content: "):
+        with pytest.raises(InvalidArgument, match=r"^INVALID_ARGUMENT: content: takes ") as error:
+            client.stylize(content, style, size=32)
+        assert "no uploads (upload_store_bytes 0)" in error.value.details
+        assert sample(srv, "styleserve_requests_total", method="StyleTransfer", code="OK") == 0
+        assert sample(srv, "styleserve_requests_total", method="UploadPicture", code="OK") == 0
+
+
+def test_pictures_more_than_the_upload_store_holds_together_are_refused_unsent(
+    start_server, tmp_path
+):
+    # Each fits the store, not both: the second upload would evict the first.
+    content = noise_png((220, 220), tmp_path / "content.png")
+    style = noise_png((221, 220), tmp_path / "style.png")
+    limits = {"max_request_bytes": 128 * 1024, "max_image_bytes": 64 * 1024}
+    store = {"upload_store_bytes": 200 * 1024}
+    assert content.stat().st_size + style.stat().st_size > store["upload_store_bytes"]
+    with start_server(**store, **limits) as srv, Client(srv.target) as client:
+        with pytest.raises(ResourceExhausted, match="more than this server's upload store"):
             client.stylize(content, style, size=32)
         assert sample(srv, "styleserve_requests_total", method="UploadPicture", code="OK") == 0
