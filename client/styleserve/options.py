@@ -100,6 +100,8 @@ INITS = ("noise", "content", "image", "feed_forward")
 METHODS = ("optimization", "feed_forward")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+# The longest side the WebP format holds (libwebp's WEBP_MAX_DIMENSION).
+_WEBP_MAX_SIDE = 16383
 RESIZE_FILTERS = ("nearest", "antialias")
 LOSS_NORMALIZATIONS = ("tutorial", "size_independent", "relative")
 # The options that decide a style's targets: a registered style fixes them for every job that
@@ -681,6 +683,14 @@ def _validate(o: StyleOptions) -> None:
     if bool(o.width) != bool(o.height):
         raise OptionsError("width" if not o.width else "height", "set width and height together")
     _int_range("output_quality", o.output_quality, 1, 100)
+    longest = max(o.width, o.height) if o.width else o.size
+    if o.output_format == "webp" and longest > _WEBP_MAX_SIDE:
+        # Refused before the job runs: its encoding would fail at its end.
+        raise OptionsError(
+            "output_format",
+            f"a WebP picture is at most {_WEBP_MAX_SIDE} px a side, and this one would be"
+            f" {longest}: ask for png or jpeg, or a size of at most {_WEBP_MAX_SIDE}",
+        )
     if o.seed is not None:
         _int_range("seed", o.seed, 0, 2**63 - 1)
     _number("learning_rate", o.learning_rate, MAX_LEARNING_RATE, positive=True)

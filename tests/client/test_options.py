@@ -97,3 +97,13 @@ def test_numpys_numbers_are_taken_as_the_python_numbers_they_stand_for():
     for name, value in (("size", np.float64(64)), ("size", True), ("iterations", 2.0)):
         with pytest.raises(OptionsError, match=f"^{name}: must be an integer"):
             resolve_given({name: value})
+
+
+@pytest.mark.parametrize("sides", [{"size": 16384}, {"width": 16384, "height": 100}])
+def test_a_webp_picture_over_its_formats_side_is_refused_before_any_work(sides):
+    # A server may allow 16384 px; WebP holds 16383, and the job's encoding failed at its end.
+    with pytest.raises(OptionsError, match=r"at most 16383 px a side.*png or jpeg") as refusal:
+        resolve(output_format="webp", limits=None, **sides)
+    assert refusal.value.field == "output_format"
+    assert resolve(output_format="png", limits=None, **sides).output_format == "png"
+    assert resolve(output_format="webp", size=16383, limits=None).size == 16383
