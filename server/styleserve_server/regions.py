@@ -34,7 +34,8 @@ __all__ = [
 ASPECT_TOLERANCE = 0.01
 # The label of the pixels that keep the content (styles are 0, 1, ...; at most 64 of them).
 _KEEP = 255
-# Grey levels from which a resized mask's pixel is in the region.
+# Grey levels from which a resized mask's pixel is in the region (127.5, half white, rounds
+# to it).
 _WHITE = 128
 
 
@@ -64,9 +65,10 @@ def check_aspect(field: str, size: tuple[int, int], content: tuple[int, int]) ->
 
 
 def mask_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """The region a grey mask marks, at ``size`` (width, height): True where white."""
-    grey = image.convert("L").resize(size, Image.Resampling.BOX)
-    return np.asarray(grey) >= _WHITE
+    """A grey mask's levels at ``size`` (width, height), each output pixel the mean of the
+    mask's pixels it covers (uint8): its region is where they are ``_WHITE`` or more."""
+    levels: np.ndarray = np.asarray(image.convert("L").resize(size, Image.Resampling.BOX))
+    return levels
 
 
 def label_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -85,23 +87,26 @@ def _empty(field: str, size: tuple[int, int]) -> OptionsError:
 
 
 def from_masks(masks: Sequence[np.ndarray], keep: np.ndarray | None) -> RegionLabels:
-    """The labels of one mask per style (``mask_pixels``) and an optional ``keep`` mask.
-    Raises OptionsError naming an empty or overlapping mask."""
+    """The labels of one mask per style and an optional ``keep`` mask (their levels at the
+    output's size, ``mask_pixels``). Raises OptionsError naming an empty or overlapping mask.
+    An output pixel that two masks each cover half of (complementary masks, a boundary
+    halved by the resize: both at ``_WHITE``) is the earlier one's, not an overlap."""
     labels = np.full(masks[0].shape, _KEEP, np.uint8)
-    for i, mask in enumerate(masks):
-        field = f"regions.style_masks[{i}]"
-        if not mask.any():
-            raise _empty(field, mask.shape[::-1])
-        taken = mask & (labels != _KEEP)
+    claimed = np.zeros(masks[0].shape, np.uint8)  # the level of the mask each pixel is in
+    for i, levels in enumerate([*masks, *([] if keep is None else [keep])]):
+        field = "regions.keep_mask" if i == len(masks) else f"regions.style_masks[{i}]"
+        region = levels >= _WHITE
+        if i < len(masks) and not region.any():
+            raise _empty(field, region.shape[::-1])
+        taken = region & (labels != _KEEP)
+        halved = taken & (levels == _WHITE) & (claimed == _WHITE)
+        taken &= ~halved
         if taken.any():
             raise _overlap(field, f"style_masks[{labels[taken][0]}]", int(taken.sum()))
-        labels[mask] = i
-    if keep is not None:
-        taken = keep & (labels != _KEEP)
-        if taken.any():
-            raise _overlap(
-                "regions.keep_mask", f"style_masks[{labels[taken][0]}]", int(taken.sum())
-            )
+        region &= ~halved
+        if i < len(masks):
+            labels[region] = i
+            claimed[region] = levels[region]
     return RegionLabels(labels, len(masks))
 
 

@@ -237,6 +237,29 @@ def test_instant_regions_are_each_style_s_own_picture_away_from_the_border(serve
     assert (seam != alone[0][:, 48]).any() and (seam != alone[1][:, 48]).any()
 
 
+def test_complementary_masks_halved_by_the_resize_paint_every_pixel(server):
+    # 33 white rows of 64 over a 32-row output: its row 16 is half of each mask (127.5, which
+    # rounds to 128 in both); it was refused as an overlap. The earlier style takes it.
+    top = Image.new("L", (96, 64), 0)
+    top.paste(255, (0, 0, 96, 33))
+    bottom = Image.eval(top, lambda level: 255 - level)
+    halves = [pb.Image(data=encoded(top)), pb.Image(data=encoded(bottom))]
+    overlapping = Image.new("L", (96, 64), 0)
+    overlapping.paste(255, (0, 30, 96, 64))
+    with connect(server.target) as stub:
+        halved = {**INSTANT, "size": 48}
+        done = result_of(stub, with_regions(request(styles=STYLES, **halved), style_masks=halves))
+        assert pixels(done).shape == (32, 48, 3)
+        refused = with_regions(
+            request(styles=STYLES, **halved),
+            style_masks=[halves[0], pb.Image(data=encoded(overlapping))],
+        )
+        with pytest.raises(grpc.RpcError) as overlap:
+            list(stub.StyleTransfer(refused, timeout=60))
+    assert overlap.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "overlaps style_masks[0]" in overlap.value.details()
+
+
 def test_a_label_map_paints_its_regions_and_keeps_the_keep_colour(server):
     with connect(server.target) as stub:
         result = result_of(
