@@ -896,7 +896,7 @@ def _register_style(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def _mib(size: int) -> str:
-    return f"{size / 2**20:g} MiB"
+    return f"{round(size / 2**20, 1):g} MiB"
 
 
 def _describe(info: ServerInfo, target: str) -> str:
@@ -931,6 +931,8 @@ def _describe(info: ServerInfo, target: str) -> str:
             f"uploads    pictures <= {_mib(uploads.max_upload_bytes)}, {_mib(uploads.used_bytes)}"
             f" of {_mib(uploads.max_bytes)} held, kept {uploads.expire_seconds} s after use"
         )
+    elif info.uploads is not None:
+        lines.append("uploads    off: pictures must fit a request")
     for name, o in info.presets.items():
         size = f"{o.width}x{o.height}" if o.width and o.height else f"{o.size} px"
         if o.method == "feed_forward":

@@ -16,9 +16,11 @@ import hashlib
 from collections.abc import Iterator
 from typing import TypeVar
 
+from styleserve.convert import from_proto, request_field
 from styleserve.errors import DataLoss, InvalidArgument, ResourceExhausted
 from styleserve.events import Result
 from styleserve.info import ServerInfo
+from styleserve.options import OptionsError, resolve
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = [
@@ -104,6 +106,14 @@ def to_upload(message: Request, info: ServerInfo) -> tuple[Request, list[pb.Imag
         size -= len(picture.data)
     if not chosen or info.uploads is None:
         return message, []
+    if isinstance(message, pb.StyleTransferRequest):
+        # The server's limits are known now: what it would refuse, refused before the uploads
+        # (the client's own check, ``styleserve.request``, left them to it).
+        preset, given = from_proto(message.options, message.delivery)
+        try:
+            resolve(preset, info.limits, **given)
+        except OptionsError as error:
+            raise InvalidArgument(f"{request_field(error.field)}: {error.message}") from None
     uploading = sum(len(picture.data) for _, picture in by_size[: len(chosen)])
     if not info.uploads.max_bytes:
         field, largest = _pictures(message)[chosen[0]]

@@ -142,14 +142,16 @@ def _within(
     for number, _, size in fields:
         field, most = bounds.get(number, ("", -1))
         repeats += field == repeated
+        if most >= 0 and size > most and field in _PICTURE_FIELDS:
+            raise OptionsError(
+                field,
+                f"takes {size} bytes, more than a picture may in a request"
+                f" ({most - _PICTURE_FRAMING}, limits.max_image_bytes); a larger one goes by"
+                " UploadPicture where the server takes uploads (GetServerInfo uploads.max_bytes"
+                " above 0), named by its upload_id (the SDK does so by itself)",
+            )
         if most >= 0 and size > most:
-            hint = ""
-            if field in _PICTURE_FIELDS:
-                hint = (
-                    "; a picture larger than limits.max_image_bytes goes by UploadPicture, "
-                    "named by its upload_id (the SDK does so by itself)"
-                )
-            raise OptionsError(field, f"takes {size} bytes, more than any valid one ({most}){hint}")
+            raise OptionsError(field, f"takes {size} bytes, more than any valid one ({most})")
     return repeats
 
 

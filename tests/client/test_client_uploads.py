@@ -279,7 +279,20 @@ def test_a_picture_too_large_for_a_server_without_uploads_is_refused_unsent(
         with pytest.raises(InvalidArgument, match=r"^INVALID_ARGUMENT: content: takes ") as error:
             client.stylize(content, style, size=32)
         assert "no uploads (upload_store_bytes 0)" in error.value.details
+        info = subprocess.run(
+            cli_command("info", "--server", srv.target), capture_output=True, text=True, timeout=60
+        )
+        assert "uploads    off: pictures must fit a request" in info.stdout
         assert sample(srv, "styleserve_requests_total", method="StyleTransfer", code="OK") == 0
+        assert sample(srv, "styleserve_requests_total", method="UploadPicture", code="OK") == 0
+
+
+def test_options_over_the_servers_limits_are_refused_before_the_upload(start_server, tmp_path):
+    content = noise_png((220, 220), tmp_path / "content.png")
+    limits = {"max_request_bytes": 128 * 1024, "max_image_bytes": 64 * 1024}
+    with start_server(max_output_side=512, **limits) as srv, Client(srv.target) as client:
+        with pytest.raises(InvalidArgument, match=r"^INVALID_ARGUMENT: options\.size: "):
+            client.stylize(content, content, size=900)
         assert sample(srv, "styleserve_requests_total", method="UploadPicture", code="OK") == 0
 
 

@@ -4,6 +4,7 @@ than any valid one are INVALID_ARGUMENT naming what is wrong."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import warnings
 
@@ -131,3 +132,15 @@ def test_a_streamed_call_refused_before_it_reads_leaves_nothing_unawaited(server
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         gc.collect()
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+def test_a_picture_over_the_limit_is_told_the_limit_and_the_way_for_larger_ones():
+    limits = dataclasses.replace(LIMITS, max_image_bytes=1000)
+    big = pb.StyleTransferRequest(content=pb.Image(data=b"x" * 1200))
+    with pytest.raises(OptionsError) as refusal:
+        parse(pb.StyleTransferRequest, big.SerializeToString(), limits)
+    assert refusal.value.field == "content"
+    assert "more than a picture may in a request (1000, limits.max_image_bytes)" in str(
+        refusal.value
+    )
+    assert "UploadPicture where the server takes uploads" in str(refusal.value)
