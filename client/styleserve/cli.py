@@ -35,7 +35,7 @@ from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
 from styleserve.errors import StyleserveError, VideoError
 from styleserve.events import Preview, Result, Started
-from styleserve.folders import FORMAT_SUFFIXES, SUFFIX_FORMATS, FolderError, Planned, plan
+from styleserve.folders import FolderError, Planned, plan
 from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus
 from styleserve.options import (
@@ -47,7 +47,7 @@ from styleserve.options import (
     check_video,
     resolve_given,
 )
-from styleserve.pictures import encode_picture, write_atomically
+from styleserve.pictures import FORMAT_SUFFIXES, SUFFIX_FORMATS, encode_picture, write_atomically
 from styleserve.plan import total_iterations
 from styleserve.progress import FramesBar, PicturesBar, ProgressBar
 from styleserve.regions import Regions, parse_color
@@ -794,9 +794,14 @@ def _made_how(result: Result) -> dict[str, Any]:
 def _made_by(result: Result) -> str:
     """How the result was made, for the closing line."""
     receipt, seconds = result.receipt, result.timings.total_seconds
-    if result.options.method == "feed_forward" and receipt.feed_forward is not None:
+    if receipt.feed_forward is not None and not receipt.backbone:
+        # The instant tier's picture: asked for, or standing in for an optimisation that had
+        # no time for an iteration.
         networks = receipt.feed_forward
-        return f"feed-forward in {seconds:.2f} s, {networks.name} on {networks.execution_provider}"
+        made = f"feed-forward in {seconds:.2f} s, {networks.name} on {networks.execution_provider}"
+        if result.options.method == "feed_forward":
+            return made
+        return f"{made}: no iteration fitted before the {result.stop_reason}, so it stands in"
     partial = f", stopped early ({result.stop_reason})" if result.partial else ""
     return (
         f"{result.iterations} iterations in {seconds:.1f} s{partial}, loss"

@@ -20,7 +20,7 @@ from PIL import Image
 from styleserve.convert import effective_options
 from styleserve.errors import StyleserveError
 from styleserve.options import StyleOptions
-from styleserve.pictures import write_atomically
+from styleserve.pictures import save_encoded
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = [
@@ -68,8 +68,9 @@ class _EncodedPicture:
         return picture
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the encoded bytes, as the server sent them, atomically to ``path``."""
-        return write_atomically(path, self.data)
+        """Write the encoded bytes, as the server sent them, atomically to ``path``; ValueError
+        where its suffix names another format than the picture's."""
+        return save_encoded(path, self.data)
 
 
 @dataclass(frozen=True)

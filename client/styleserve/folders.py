@@ -13,15 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FORMAT_SUFFIXES", "SUFFIX_FORMATS", "FolderError", "Planned", "pictures_in", "plan"]
+from styleserve.pictures import FORMAT_SUFFIXES, SUFFIX_FORMATS
 
-# The output format of each picture suffix; the files of a folder that count as pictures
-# (what the server decodes). A format's first suffix is the one its outputs get.
-SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-# The suffix an output gets for each output format.
-FORMAT_SUFFIXES = {
-    f: next(s for s, g in SUFFIX_FORMATS.items() if g == f) for f in SUFFIX_FORMATS.values()
-}
+__all__ = ["FolderError", "Planned", "pictures_in", "plan"]
+
 _PICTURE_SUFFIXES = frozenset(SUFFIX_FORMATS)
 
 

@@ -20,14 +20,27 @@ from PIL import Image
 from styleserve.v1 import style_transfer_pb2 as pb
 
 __all__ = [
+    "FORMAT_SUFFIXES",
     "PICTURE_TYPES",
+    "SUFFIX_FORMATS",
     "Picture",
     "UploadedPicture",
     "encode_picture",
     "picture_message",
     "published_mode",
+    "save_encoded",
     "write_atomically",
 ]
+
+# The output format of each picture suffix; the files of a folder that count as pictures
+# (what the server decodes). A format's first suffix is the one its outputs get.
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+# The suffix an output gets for each output format.
+FORMAT_SUFFIXES = {
+    f: next(s for s, g in SUFFIX_FORMATS.items() if g == f) for f in SUFFIX_FORMATS.values()
+}
+# How each output format's files begin (WebP: RIFF, a size, then WEBP).
+_SIGNATURES = {"png": (0, b"\x89PNG"), "jpeg": (0, b"\xff\xd8"), "webp": (8, b"WEBP")}
 
 
 @dataclass(frozen=True)
@@ -86,10 +99,27 @@ def published_mode(target: Path) -> int:
     return stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
 
 
+def save_encoded(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write the encoded picture ``data`` to ``path`` (``write_atomically``), whose suffix, if
+    it names a picture format, must be the picture's own: ValueError otherwise (the bytes are
+    written as they are, so a .jpg file would hold a PNG)."""
+    wanted = SUFFIX_FORMATS.get(Path(path).suffix.lower())
+    made = next((f for f, (at, sign) in _SIGNATURES.items() if data[at:].startswith(sign)), None)
+    if wanted is not None and made is not None and made != wanted:
+        raise ValueError(
+            f"{path}: the picture is {made.upper()}; name a {FORMAT_SUFFIXES[made]} file, or"
+            " convert it with .image().save(path)"
+        )
+    return write_atomically(path, data)
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, so that readers
     see the old file or the whole new one, never a part."""
     target = Path(path)
+    if not target.parent.is_dir():
+        # Said of the folder: mkstemp's error would name the temporary file.
+        raise FileNotFoundError(f"{target.parent}: no such folder to write {target.name} in")
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as file:

@@ -7,7 +7,7 @@ import stat
 import pytest
 from PIL import Image
 from styleserve.contact_sheet import contact_sheet
-from styleserve.pictures import encode_picture, write_atomically
+from styleserve.pictures import encode_picture, save_encoded, write_atomically
 
 from tests.client.client_helpers import png
 
@@ -54,6 +54,22 @@ def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
         write_atomically(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_write_atomically_names_a_missing_folder_not_its_temporary_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nodir: no such folder to write out\.png in"):
+        write_atomically(tmp_path / "nodir" / "out.png", b"x")
+
+
+@pytest.mark.parametrize(("name", "saved"), [("x.jpg", False), ("x.PNG", True), ("x.bin", True)])
+def test_an_encoded_picture_is_saved_only_under_its_own_formats_suffix(tmp_path, name, saved):
+    data = png((8, 8))
+    if saved:
+        assert save_encoded(tmp_path / name, data).read_bytes() == data
+        return
+    with pytest.raises(ValueError, match=r"the picture is PNG; name a \.png file"):
+        save_encoded(tmp_path / name, data)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_contact_sheet_is_a_near_square_grid_of_every_picture():
