@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import grpc.aio
 
 from styleserve.batch import Outcome, batch_concurrency, run_batch_async
-from styleserve.calls import Calls, JobEvents, final_result, translated, watching
+from styleserve.calls import Calls, JobEvents, final_result, translated, uploading, watching
 from styleserve.errors import NotFound, Unavailable
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
@@ -271,7 +271,7 @@ class AsyncClient(Calls):
 
     async def _upload(self, data: bytes, timeout: float | None) -> str:
         stream = upload_requests(data, chunk_bytes(self._server))
-        with translated():
+        with uploading(data):
             response = await self._stub.UploadPicture(stream, **self._call_options(timeout))
         return str(response.upload_id)
 

@@ -28,7 +28,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from styleserve.channel import Connection
-from styleserve.errors import NotFound, Unavailable, from_rpc_error
+from styleserve.errors import DeadlineExceeded, NotFound, Unavailable, from_rpc_error
 from styleserve.events import Event, Result, event_from_proto, missing_result
 from styleserve.info import ServerInfo
 from styleserve.jobs import job_name
@@ -40,7 +40,7 @@ from styleserve.uploads import PLAIN_REQUEST_BYTES, Request, ResultAssembly, to_
 from styleserve.v1 import style_transfer_pb2 as pb
 from styleserve.v1.style_transfer_pb2_grpc import StyleTransferServiceStub
 
-__all__ = ["Calls", "JobEvents", "final_result", "translated", "watching"]
+__all__ = ["Calls", "JobEvents", "final_result", "translated", "uploading", "watching"]
 
 # A job refused NOT_FOUND is sent once more after its style is registered again, not more.
 _ATTEMPTS = 2
@@ -53,6 +53,22 @@ def translated() -> Iterator[None]:
         yield
     except grpc.RpcError as err:
         raise from_rpc_error(err) from err
+
+
+@contextlib.contextmanager
+def uploading(data: bytes) -> Iterator[None]:
+    """``translated`` for an UploadPicture call of ``data``: a deadline that passes says it
+    passed in the upload, which a caller did not ask for by name."""
+    try:
+        with translated():
+            yield
+    except DeadlineExceeded as error:
+        raise DeadlineExceeded(
+            f"the deadline passed while uploading a picture of {len(data) / 2**20:.1f} MiB"
+            " (pictures larger than a request go first by UploadPicture): give the call a"
+            f" longer timeout ({error.details})",
+            request_id=error.request_id,
+        ) from error
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from styleserve.batch import InFlight, Outcome, batch_concurrency, run_batch
-from styleserve.calls import Calls, JobEvents, final_result, translated, watching
+from styleserve.calls import Calls, JobEvents, final_result, translated, uploading, watching
 from styleserve.errors import NotFound, Unavailable
 from styleserve.events import Event, Result
 from styleserve.info import ServerInfo
@@ -312,7 +312,7 @@ class Client(Calls):
 
     def _upload(self, data: bytes, timeout: float | None) -> str:
         stream = upload_requests(data, chunk_bytes(self._server))
-        with translated():
+        with uploading(data):
             response = self._stub.UploadPicture(stream, **self._call_options(timeout))
         return str(response.upload_id)
 

@@ -28,6 +28,7 @@ from styleserve import (
     AsyncClient,
     Client,
     DataLoss,
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     Regions,
@@ -124,6 +125,13 @@ def test_the_cli_sends_a_50_mb_picture_and_writes_a_result_over_4_mb(
     assert len(data) > 4 * MiB
     assert described["sha256"] == hashlib.sha256(data).hexdigest()
     assert (described["width"], described["height"]) == (1600, 1600)
+
+
+def test_a_deadline_that_passes_in_an_upload_says_so(big_server, big_content, style):
+    with Client(big_server.target) as client:
+        client.info()  # the limits known, the call's deadline goes to the upload
+        with pytest.raises(DeadlineExceeded, match=r"while uploading a picture of 48\.1 MiB"):
+            client.stylize(big_content, style, timeout=0.01, **BIG_JOB)
 
 
 def test_the_async_client_uploads_and_assembles_too(start_server, tmp_path, style):
