@@ -102,7 +102,13 @@ class StyleServer:
         if self._health_grpc is not None:
             await self._health_grpc.start()
         if self.settings.metrics_port:
-            self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            try:
+                self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            except OSError as error:
+                raise RuntimeError(
+                    f"cannot serve metrics on {self.settings.host}:{self.settings.metrics_port}"
+                    f" ({error.strerror or error}): set metrics_port to a free port, or 0 for none"
+                ) from None
         self._ready = asyncio.create_task(self._prepare())
 
     async def _prepare(self) -> None:
@@ -176,7 +182,7 @@ class StyleServer:
         # running then end their calls with UNAVAILABLE, the status the server logs too.
         closing = asyncio.ensure_future(self.grpc.stop(grace + _STOP_JOBS_SECONDS))
         idle = asyncio.ensure_future(self._service.idle())
-        if not (await asyncio.wait({idle}, timeout=grace))[0]:
+        if self._service.running and not (await asyncio.wait({idle}, timeout=grace))[0]:
             log.warning("grace period of %.0f s over: stopping the running jobs", grace)
             self._service.stop_jobs()
             await asyncio.wait({idle}, timeout=_STOP_JOBS_SECONDS)

@@ -19,7 +19,7 @@ from styleserve_server import logs
 from styleserve_server.app import create_server
 from styleserve_server.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["main", "problems"]
 
 log = logging.getLogger("styleserve_server")
 
@@ -31,7 +31,12 @@ async def serve(settings: Settings) -> int:
     except RuntimeError as error:  # a port it cannot bind: the message says what to change
         log.error("cannot serve: %s", error)
         return 1
-    await server.start()
+    try:
+        await server.start()
+    except RuntimeError as error:  # the metrics port: the message says what to change
+        log.error("cannot serve: %s", error)
+        await server.stop(grace=0)
+        return 1
     log.info(
         "listening",
         extra={
@@ -63,11 +68,24 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
+def problems(error: ValidationError) -> list[str]:
+    """One line per problem of the settings, naming the flag and the variable that set it,
+    and never a value it was given: pydantic's own text shows them all, the auth token's
+    included, in the logs a container's output goes to."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        where = f"--{name.replace('_', '-')} (STYLESERVE_{name.upper()}): " if name else ""
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"styleserve-server: {where}{message}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_args(argv)
     except ValidationError as error:
-        print(f"styleserve-server: invalid settings:\n{error}", file=sys.stderr)
+        print("\n".join(problems(error)), file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))

@@ -213,6 +213,11 @@ class StyleTransferService(pb_grpc.StyleTransferServiceServicer):
         """Returns when no job is running."""
         await asyncio.gather(self._admission.idle(), self._instant.idle())
 
+    @property
+    def running(self) -> int:
+        """The jobs running now, in both tiers."""
+        return self._admission.running + self._instant.running
+
     def close(self) -> None:
         """Ends what outlives calls (the server is stopping): the kept detachable jobs, whose
         watchers get UNAVAILABLE."""

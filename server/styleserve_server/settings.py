@@ -399,6 +399,11 @@ class Settings(BaseSettings):
             )
         if self.auth_token is not None and not self.auth_token.get_secret_value():
             raise ValueError("auth_token is empty: unset it to disable authentication")
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(
+                f"metrics_port ({self.metrics_port}) must differ from port: the metrics are "
+                "served over HTTP beside the gRPC port"
+            )
         return self
 
     @model_validator(mode="after")

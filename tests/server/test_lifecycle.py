@@ -212,9 +212,23 @@ def test_a_tile_budget_too_small_for_the_networks_deepest_layers_stops_start_up(
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [(("--device", "gpu"), "device"), (("--job-slots", "0"), "job_slots")],
+    [
+        (("--device", "gpu"), "--device (STYLESERVE_DEVICE): "),
+        (("--job-slots", "0"), "--job-slots (STYLESERVE_JOB_SLOTS): "),
+        (("--metrics-port", "50099", "--port", "50099"), "metrics_port (50099) must differ"),
+    ],
 )
 def test_bad_settings_exit_2_naming_the_setting(args: Sequence[str], named: str):
     done = run_server(*args)
     assert done.returncode == 2
-    assert named in done.stderr
+    assert named in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_a_metrics_port_in_use_stops_start_up_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = run_server("--port", "0", "--metrics-port", str(taken.getsockname()[1]))
+    assert done.returncode == 1
+    assert "cannot serve metrics on 127.0.0.1:" in done.stderr and "set metrics_port" in done.stderr
+    assert "Traceback" not in done.stderr and "grace period" not in done.stderr

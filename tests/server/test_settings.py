@@ -9,6 +9,7 @@ import pytest
 import trustme
 from pydantic import ValidationError
 from styleserve.options import LIMITS
+from styleserve_server.main import main
 from styleserve_server.settings import Settings
 
 
@@ -144,3 +145,26 @@ def test_the_help_names_optional_settings_by_their_type_without_null(capsys):
     usage = capsys.readouterr().out
     assert "[--cache-dir Path]" in usage and "[--tls-cert-file Path]" in usage
     assert ",null}" not in usage
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--job-slots", "-1"],
+            "styleserve-server: --job-slots (STYLESERVE_JOB_SLOTS): Input should be greater than"
+            " or equal to 1",
+        ),
+        (
+            ["--min-output-side", "2000", "--max-output-side", "1000"],
+            "styleserve-server: min_output_side (2000) exceeds max_output_side (1000)",
+        ),
+    ],
+)
+def test_bad_settings_are_one_line_each_naming_the_flag_and_never_the_token(
+    monkeypatch, capsys, argv, said
+):
+    # pydantic's own text shows every setting's value, the token's from its Secret included.
+    monkeypatch.setenv("STYLESERVE_AUTH_TOKEN", "hunter2-secret")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == said + "\n"
