@@ -24,7 +24,7 @@ from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus, add_page, list_request
 from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
-from styleserve.request import Styles, with_pictures
+from styleserve.request import Styles, check_options, with_pictures
 from styleserve.resume import Resumption
 from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -93,6 +93,8 @@ class AsyncClient(Calls):
         """See ``Client.stylize_many``: ``async for outcome in ...``. Close it with
         ``contextlib.aclosing`` so that leaving the loop early cancels the jobs in flight at
         once rather than when the generator is collected."""
+        # Once, before any picture: a bad option stops the batch rather than failing each one.
+        check_options(styles, style_id=style_id, init_image=init_image is not None, options=options)
         if concurrency is None:
             # Kept as ``_uploaded`` keeps it, which then need not ask again.
             self._server = server = await self.info(timeout=timeout)
@@ -142,7 +144,9 @@ class AsyncClient(Calls):
         self._server = server = await self.info(timeout=timeout)
         limits = server.limits
         frames, frame_count, rate = await asyncio.to_thread(clip_frames, video, fps, limits)
-        job = video_job(styles, style_id, request_id, options, server)
+        job = await self._uploaded(
+            video_job(styles, style_id, request_id, options, server), timeout
+        )
         if concurrency is None:
             concurrency = await asyncio.to_thread(
                 batch_concurrency, limits.job_slots, self.target, self.load_balancing
@@ -156,6 +160,7 @@ class AsyncClient(Calls):
             call_options=self._call_options(timeout),
             registration=self._registration_to_retry,
             register=lambda registration: self._register(registration.request, timeout),
+            upload=lambda job: self._uploaded(job, timeout),
         )
         async with contextlib.aclosing(run_video_async(call, frames, chunks, concurrency)) as run:
             async for event in run:

@@ -48,6 +48,8 @@ _MAX_RECEIVE_BYTES = 4 * LIMITS.max_request_bytes
 # larger result coming in chunks: gRPC's default receive limit, which a proxy on the way takes
 # too, and a modest bound on what one message makes either side hold.
 _RESPONSE_MESSAGE_BYTES = GRPC_DEFAULT_MESSAGE_BYTES
+# The least DeliveryOptions.max_message_bytes a server takes (its Result's fields and a chunk).
+_LEAST_RESPONSE_BYTES = 64 * 1024
 
 
 # Channel arguments by which a caller picks the load balancing policy itself.
@@ -143,7 +145,7 @@ def _channel_arguments(
         if load_balancing not in LOAD_BALANCING_POLICIES:
             raise ValueError(
                 f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)},"
-                f" got {load_balancing!r}"
+                f" got {shown(load_balancing)}"
             )
         config["loadBalancingConfig"] = [{load_balancing: {}}]
     if config and "grpc.service_config" not in given:
@@ -152,8 +154,16 @@ def _channel_arguments(
 
 
 def _response_message_bytes(channel_options: Sequence[ChannelArgument]) -> int:
-    """The largest response to ask for: a smaller receive limit the caller set keeps it."""
+    """The largest response to ask for: a smaller receive limit the caller set keeps it, down
+    to the least a server sends in (DeliveryOptions.max_message_bytes), else OptionsError:
+    every job would be refused."""
     asked = dict(channel_options).get("grpc.max_receive_message_length")
+    if isinstance(asked, int) and 0 < asked < _LEAST_RESPONSE_BYTES:
+        raise OptionsError(
+            "channel_options",
+            f"grpc.max_receive_message_length is {asked}: results come in messages of at least"
+            f" {_LEAST_RESPONSE_BYTES} bytes; allow that much, or leave it out",
+        )
     if isinstance(asked, int) and 0 < asked < _RESPONSE_MESSAGE_BYTES:
         return asked
     return _RESPONSE_MESSAGE_BYTES

@@ -24,7 +24,7 @@ from styleserve.info import ServerInfo
 from styleserve.jobs import JobStatus, add_page, list_request
 from styleserve.pictures import Picture, encode_picture
 from styleserve.regions import Regions
-from styleserve.request import Styles, with_pictures
+from styleserve.request import Styles, check_options, with_pictures
 from styleserve.resume import Resumption
 from styleserve.uploads import Request, chunk_bytes, upload_requests
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -96,12 +96,15 @@ class Client(Calls):
         """Stylise every picture of ``contents`` (any iterable, read as room opens) as
         ``stylize`` would, ``concurrency`` jobs at a time, and yield an ``Outcome`` per picture
         as it finishes: its ``result``, or the ``error`` that failed it (a picture the server
-        refused, a file that cannot be read), which does not stop the others.
+        refused, a file that cannot be read), which does not stop the others. Options or
+        styles that no picture could go with raise InvalidArgument first, before any call.
 
         ``concurrency`` defaults to the server's job slots times the replicas that take this
         client's calls (``styleserve.batch.batch_concurrency``; one ``info()`` call). Leaving
         the loop early (``break``, an exception, Ctrl-C) cancels the jobs in flight. ``timeout``
         is each job's deadline."""
+        # Once, before any picture: a bad option stops the batch rather than failing each one.
+        check_options(styles, style_id=style_id, init_image=init_image is not None, options=options)
         if concurrency is None:
             # Kept as ``_uploaded`` keeps it, which then need not ask again.
             self._server = server = self.info(timeout=timeout)
@@ -222,7 +225,7 @@ class Client(Calls):
         self._server = server = self.info(timeout=timeout)
         limits = server.limits
         frames, frame_count, rate = clip_frames(video, fps, limits)
-        job = video_job(styles, style_id, request_id, options, server)
+        job = self._uploaded(video_job(styles, style_id, request_id, options, server), timeout)
         if concurrency is None:
             concurrency = batch_concurrency(limits.job_slots, self.target, self.load_balancing)
         chunks = video_chunks(frame_count, limits, chunk_frames, overlap, concurrency)
@@ -234,6 +237,7 @@ class Client(Calls):
             call_options=self._call_options(timeout),
             registration=self._registration_to_retry,
             register=lambda registration: self._register(registration.request, timeout),
+            upload=lambda job: self._uploaded(job, timeout),
             in_flight=InFlight(),
         )
         return run_video(call, frames, chunks, concurrency)

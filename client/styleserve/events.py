@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from PIL import Image
 
 from styleserve.convert import effective_options
-from styleserve.errors import StyleserveError
+from styleserve.errors import Internal
 from styleserve.options import StyleOptions
 from styleserve.pictures import save_encoded
 from styleserve.v1 import style_transfer_pb2 as pb
@@ -283,9 +282,6 @@ def event_from_proto(response: pb.StyleTransferResponse) -> Event | None:
     return None
 
 
-def missing_result() -> StyleserveError:
+def missing_result() -> Internal:
     """The error for a stream that ended successfully but without a result."""
-    return StyleserveError(
-        "the server ended the stream without a result; check the server's log",
-        grpc.StatusCode.INTERNAL,
-    )
+    return Internal("the server ended the stream without a result; check the server's log")

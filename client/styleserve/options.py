@@ -479,7 +479,16 @@ def resolve_given(given: Mapping[str, Any], *, init_image: bool = False) -> Reso
     if init_image:
         chosen.setdefault("init", "image")
     overrides = {name: value for name, value in chosen.items() if name != "preset"}
-    options = resolve(chosen.get("preset", "default"), None, **overrides)
+    preset = chosen.get("preset", "default")
+    try:
+        options = resolve(preset, None, **overrides)
+    except OptionsError as error:
+        if "backbone" in chosen or error.field not in ("content_layers", "style_layers"):
+            raise
+        # The server serves its own backbone where the caller names none: layers of the
+        # largest network are the server's to judge (VGG19's block5_conv4, say).
+        widest = max(BACKBONES, key=lambda name: len(VGG_LAYERS[BACKBONES[name]]))
+        options = resolve(preset, None, **overrides, backbone=widest)
     return ResolvedOptions(options, frozenset(chosen))
 
 

@@ -39,6 +39,8 @@ SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp
 FORMAT_SUFFIXES = {
     f: next(s for s, g in SUFFIX_FORMATS.items() if g == f) for f in SUFFIX_FORMATS.values()
 }
+# How much of a long path an error message shows (its end).
+_SHOWN_PATH = 120
 # How each output format's files begin (WebP: RIFF, a size, then WEBP).
 _SIGNATURES = {"png": (0, b"\x89PNG"), "jpeg": (0, b"\xff\xd8"), "webp": (8, b"WEBP")}
 
@@ -63,6 +65,12 @@ PICTURE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, Up
 _PNG_MODES = frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"})
 
 
+def _named(path: Path) -> str:
+    """``path`` for an error message: its end where it is long (the file's name)."""
+    text = str(path)
+    return repr(text) if len(text) <= _SHOWN_PATH else f"'...{text[-_SHOWN_PATH:]}'"
+
+
 def encode_picture(picture: Picture, *, what: str = "picture") -> bytes:
     """Encoded bytes of ``picture``; PIL images are encoded losslessly as PNG (in RGB, or RGBA
     with transparency, when PNG has no mode of theirs: CMYK, YCbCr, LAB, HSV, 32-bit, PA)."""
@@ -79,7 +87,7 @@ def encode_picture(picture: Picture, *, what: str = "picture") -> bytes:
         try:
             return path.read_bytes()
         except OSError as err:
-            raise OSError(f"cannot read the {what} {str(path)!r}: {err.strerror or err}") from err
+            raise OSError(f"cannot read the {what} {_named(path)}: {err.strerror or err}") from err
     raise TypeError(
         f"the {what} must be a path, encoded bytes or a PIL image, not {type(picture).__name__}"
     )

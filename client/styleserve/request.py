@@ -35,7 +35,14 @@ from styleserve.pictures import PICTURE_TYPES, Picture, picture_message
 from styleserve.regions import Regions, check_regions
 from styleserve.v1 import style_transfer_pb2 as pb
 
-__all__ = ["Registration", "Styles", "build_registration", "build_request", "with_pictures"]
+__all__ = [
+    "Registration",
+    "Styles",
+    "build_registration",
+    "build_request",
+    "check_options",
+    "with_pictures",
+]
 
 Styles = Picture | Sequence[Picture]
 """One style picture, or several to blend."""
@@ -110,16 +117,11 @@ def build_request(
     ``detachable`` job outlives a dropped call (``styleserve.resume``); a ``video``'s job is
     checked for what a video may not ask."""
     style_list = _style_list(styles)
-    if style_id and style_list:
-        raise OptionsError("style_id", "send a style_id or style pictures, not both")
-    if style_id and options.get("style_blend"):
-        raise OptionsError("style_blend", "a registered style holds its blend; register another")
     if request_id:
         check_request_id(request_id)
-    resolved = resolve_given(options, init_image=init_image is not None)
+    resolved = _resolved(style_list, style_id, init_image is not None, options)
     # A registered style's pictures are on the server: check the options as for one picture.
     count = len(style_list) if not style_id else 1
-    check_pictures(resolved.options, count, init_image is not None)
     if video:
         check_video(resolved.options)
     regions_message = _regions(regions, None if style_id else count, resolved.options)
@@ -143,6 +145,36 @@ def build_request(
         regions=regions_message,
         detachable=detachable,
     )
+
+
+@_refusals_as_invalid_argument
+def check_options(
+    styles: Styles | None,
+    *,
+    style_id: str | None,
+    init_image: bool,
+    options: Mapping[str, Any],
+) -> None:
+    """Raises InvalidArgument where a job of ``options`` with ``styles`` (or ``style_id``) and
+    ``init_image`` (whether one comes) would be refused whatever its content: what a batch
+    checks once rather than once per picture."""
+    _resolved(_style_list(styles), style_id, init_image, options)
+
+
+def _resolved(
+    style_list: Sequence[Picture],
+    style_id: str | None,
+    init_image: bool,
+    options: Mapping[str, Any],
+) -> ResolvedOptions:
+    if style_id and style_list:
+        raise OptionsError("style_id", "send a style_id or style pictures, not both")
+    if style_id and options.get("style_blend"):
+        raise OptionsError("style_blend", "a registered style holds its blend; register another")
+    resolved = resolve_given(options, init_image=init_image)
+    # A registered style's pictures are on the server: check the options as for one picture.
+    check_pictures(resolved.options, len(style_list) if not style_id else 1, init_image)
+    return resolved
 
 
 def _regions(

@@ -421,6 +421,8 @@ class VideoCall(_Job):
     """A clip's chunks as blocking calls, each on a thread of its own."""
 
     register: Callable[[Registration], object]
+    # The job with its pictures too large for a request uploaded (``Client._uploaded``).
+    upload: Callable[[pb.StyleTransferRequest], pb.StyleTransferRequest]
     in_flight: InFlight
 
     def run(self, chunk: Chunk, frames: list[bytes], out: queue.Queue[_Message]) -> None:
@@ -436,7 +438,7 @@ class VideoCall(_Job):
                 except NotFound as error:
                     registration = self.registration(job, error, events, attempt)
                     self.register(registration)
-                    job = with_pictures(job, registration)
+                    job = self.upload(with_pictures(job, registration))
         except BaseException as error:  # handed to the caller's thread, which raises it
             out.put(_Message(chunk, error=error))
 
@@ -477,6 +479,7 @@ class AsyncVideoCall(_Job):
     """A clip's chunks as calls on an asyncio channel, each in a task of its own."""
 
     register: Callable[[Registration], Awaitable[object]]
+    upload: Callable[[pb.StyleTransferRequest], Awaitable[pb.StyleTransferRequest]]
 
     async def run(self, chunk: Chunk, frames: list[bytes], out: asyncio.Queue[_Message]) -> None:
         """See ``VideoCall.run``; cancelling the task cancels the call."""
@@ -490,7 +493,7 @@ class AsyncVideoCall(_Job):
                 except NotFound as error:
                     registration = self.registration(job, error, events, attempt)
                     await self.register(registration)
-                    job = with_pictures(job, registration)
+                    job = await self.upload(with_pictures(job, registration))
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # handed to the caller's loop, which raises it

@@ -226,6 +226,26 @@ def test_the_asyncio_client_runs_a_batch_too(start_server, content, style):
     assert running.peak <= 1 and queued.peak == 0
 
 
+def test_an_option_no_picture_could_go_with_stops_the_batch_before_any_call(server, content, style):
+    # Not a failure per picture: a folder of thousands would read and refuse each.
+    before = _all_requests(server)
+    with (
+        Client(server.target) as client,
+        pytest.raises(InvalidArgument, match="^INVALID_ARGUMENT: size"),
+    ):
+        client.stylize_many([content] * 3, style, size="big")  # type: ignore[typeddict-item]
+
+    async def run() -> None:
+        async with AsyncClient(server.target) as client:
+            batch = client.stylize_many([content] * 3, style, size="big")  # type: ignore[typeddict-item]
+            async with contextlib.aclosing(batch) as outcomes:
+                await anext(outcomes)
+
+    with pytest.raises(InvalidArgument, match="^INVALID_ARGUMENT: size"):
+        asyncio.run(run())
+    assert _all_requests(server) == before
+
+
 def test_leaving_a_batch_early_cancels_the_jobs_in_flight(start_server, content, style):
     with start_server(job_slots=2, queue_size=4) as srv:
         with Client(srv.target, timeout=NEXT_JOB_TIMEOUT) as client:

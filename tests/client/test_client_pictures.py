@@ -98,3 +98,12 @@ def test_a_pil_image_in_any_mode_is_sent_as_a_png_the_server_reads(mode, sent):
         if mode in ("CMYK", "YCbCr"):
             red, green, blue = png.convert("RGB").getpixel((0, 0))
             assert abs(red - 200) + abs(green - 100) + abs(blue - 50) < 12
+
+
+def test_a_long_missing_path_is_named_by_its_end():
+    path = "x" * 5000 + "/missing.png"
+    with pytest.raises(OSError) as error:
+        encode_picture(path, what="content picture")
+    said = str(error.value)
+    assert len(said) < 300 and said.startswith("cannot read the content picture '...")
+    assert "x/missing.png'" in said

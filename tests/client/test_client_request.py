@@ -165,3 +165,11 @@ def test_a_token_read_with_its_newline_still_opens_the_server(start_server):
             assert client.info().version
     with pytest.raises(OptionsError, match="^token: may hold printable ASCII only"):
         Client(srv.target, token="s3c\x00ret")
+
+
+@pytest.mark.parametrize("client", [Client, AsyncClient])
+def test_a_receive_limit_below_a_results_least_message_is_refused_at_once(client):
+    # A server sends results in messages of at least 64 KiB: every job would be refused.
+    small = [("grpc.max_receive_message_length", 30000)]
+    with pytest.raises(OptionsError, match=r"^channel_options: .* is 30000: .* at least 65536"):
+        client("127.0.0.1:1", channel_options=small)

@@ -29,6 +29,7 @@ from styleserve import (
     Client,
     DataLoss,
     DeadlineExceeded,
+    Internal,
     InvalidArgument,
     NotFound,
     Regions,
@@ -246,6 +247,13 @@ def test_a_damaged_result_is_a_clear_error_and_no_file(
     assert done.returncode == 1
     assert done.stderr.startswith("styleserve: DATA_LOSS: ") and message in done.stderr
     assert not out.exists()
+
+
+def test_a_stream_that_ends_without_a_result_is_internal(tampering, content, style):
+    target, servicer = tampering
+    servicer.events = [_chunk(0, b"abc")]
+    with Client(target) as client, pytest.raises(Internal, match="without a result"):
+        client.stylize(content, style)
 
 
 def test_the_sdk_checks_an_intact_result_too(tampering, content, style):

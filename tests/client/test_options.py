@@ -107,3 +107,14 @@ def test_a_webp_picture_over_its_formats_side_is_refused_before_any_work(sides):
     assert refusal.value.field == "output_format"
     assert resolve(output_format="png", limits=None, **sides).output_format == "png"
     assert resolve(output_format="webp", size=16383, limits=None).size == 16383
+
+
+def test_layers_of_a_backbone_the_server_may_serve_are_its_to_judge():
+    # No backbone named: the server fills in its own, perhaps VGG19 with its conv4 layers.
+    resolved = resolve_given({"style_layers": ["block5_conv4"]})
+    assert resolved.options.style_layers == ("block5_conv4",)
+    assert "backbone" not in resolved.given
+    with pytest.raises(OptionsError, match="is not a layer of keras-vgg16"):
+        resolve_given({"style_layers": ["block5_conv4"], "backbone": "keras-vgg16"})
+    with pytest.raises(OptionsError, match="is not a layer of"):
+        resolve_given({"style_layers": ["block9_conv1"]})

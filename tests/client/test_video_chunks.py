@@ -255,6 +255,7 @@ def _video_call(server: FakeServer, in_flight: int = 2) -> VideoCall:
         call_options={},
         registration=no_registration,
         register=no_registration,
+        upload=lambda job: job,
         in_flight=InFlight(),
     )
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from styleserve import (
@@ -166,6 +167,19 @@ def test_a_time_budget_for_a_video_is_refused_by_the_sdk_before_any_call(server,
         client.stylize_video(frames, [style], fps=10, time_budget_seconds=5, **INSTANT)
     assert failure.value.details.startswith("time_budget_seconds: a video has no best picture")
     assert _requests(server, code="INVALID_ARGUMENT") == 0
+
+
+def test_a_style_picture_larger_than_a_request_takes_is_uploaded_for_a_clip(start_server, tmp_path):
+    noise = np.random.default_rng(3).integers(0, 256, (220, 220, 3), np.uint8)
+    style = tmp_path / "style.png"
+    Image.fromarray(noise).save(style, compress_level=0)
+    limits = {"max_request_bytes": 128 * 1024, "max_image_bytes": 64 * 1024}
+    assert style.stat().st_size > limits["max_image_bytes"]
+    frames = [Image.new("RGB", (32, 24), (i * 20, 40, 80)) for i in range(3)]
+    with start_server(**limits) as srv, Client(srv.target) as client:
+        events = list(client.stylize_video(frames, [style], fps=10, **INSTANT))
+        assert len(_frames(events)) == 3
+        assert _requests(srv, "UploadPicture") == 1
 
 
 def test_a_clips_job_names_the_servers_output_quality_which_its_joins_are_made_at(
