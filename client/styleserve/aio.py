@@ -37,6 +37,7 @@ from styleserve.video_jobs import (
     run_video_async,
     video_chunks,
     video_job,
+    video_method,
 )
 
 if TYPE_CHECKING:
@@ -94,11 +95,13 @@ class AsyncClient(Calls):
         ``contextlib.aclosing`` so that leaving the loop early cancels the jobs in flight at
         once rather than when the generator is collected."""
         # Once, before any picture: a bad option stops the batch rather than failing each one.
-        check_options(styles, style_id=style_id, init_image=init_image is not None, options=options)
+        method = check_options(
+            styles, style_id=style_id, init_image=init_image is not None, options=options
+        ).method
         if concurrency is None:
             # Kept as ``_uploaded`` keeps it, which then need not ask again.
             self._server = server = await self.info(timeout=timeout)
-            slots = server.limits.job_slots
+            slots = server.limits.slots_for(method)
             # batch_concurrency may resolve the target's name (blocking): off the event loop.
             concurrency = await asyncio.to_thread(
                 batch_concurrency, slots, self.target, self.load_balancing
@@ -149,7 +152,10 @@ class AsyncClient(Calls):
         )
         if concurrency is None:
             concurrency = await asyncio.to_thread(
-                batch_concurrency, limits.job_slots, self.target, self.load_balancing
+                batch_concurrency,
+                limits.slots_for(video_method(job)),
+                self.target,
+                self.load_balancing,
             )
         chunks = video_chunks(frame_count, limits, chunk_frames, overlap, concurrency)
         call = AsyncVideoCall(

@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_count,
         metavar="N",
-        help="with -o DIR/: jobs in flight at once (default: the server's job slots times the"
+        help="with -o DIR/: jobs in flight at once (default: the job's tier's slots times the"
         " replicas behind --server)",
     )
     stylize.add_argument(
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_count,
         metavar="N",
-        help="chunks in flight at once (default: the server's job slots times the replicas"
+        help="chunks in flight at once (default: the job's tier's slots times the replicas"
         " behind --server)",
     )
     video.add_argument("--json", action="store_true", help="print one JSON object describing it")
@@ -919,7 +919,10 @@ def _describe(info: ServerInfo, target: str) -> str:
     ]
     if info.feed_forward is not None:
         networks = info.feed_forward
-        lines.append(f"instant    {networks.name} on {networks.execution_provider}")
+        lines.append(
+            f"instant    {networks.name} on {networks.execution_provider},"
+            f" {limits.feed_forward_slots} running, {limits.feed_forward_queue_size} queued"
+        )
     if info.precision_choice is not None:
         choice = info.precision_choice
         timed = ", ".join(t.precision for t in choice.trials)

@@ -37,6 +37,7 @@ from styleserve.video_jobs import (
     run_video,
     video_chunks,
     video_job,
+    video_method,
 )
 
 if TYPE_CHECKING:
@@ -99,16 +100,18 @@ class Client(Calls):
         refused, a file that cannot be read), which does not stop the others. Options or
         styles that no picture could go with raise InvalidArgument first, before any call.
 
-        ``concurrency`` defaults to the server's job slots times the replicas that take this
+        ``concurrency`` defaults to the job's tier's slots times the replicas that take this
         client's calls (``styleserve.batch.batch_concurrency``; one ``info()`` call). Leaving
         the loop early (``break``, an exception, Ctrl-C) cancels the jobs in flight. ``timeout``
         is each job's deadline."""
         # Once, before any picture: a bad option stops the batch rather than failing each one.
-        check_options(styles, style_id=style_id, init_image=init_image is not None, options=options)
+        method = check_options(
+            styles, style_id=style_id, init_image=init_image is not None, options=options
+        ).method
         if concurrency is None:
             # Kept as ``_uploaded`` keeps it, which then need not ask again.
             self._server = server = self.info(timeout=timeout)
-            slots = server.limits.job_slots
+            slots = server.limits.slots_for(method)
             concurrency = batch_concurrency(slots, self.target, self.load_balancing)
         in_flight = InFlight()
 
@@ -217,7 +220,7 @@ class Client(Calls):
         from ``styleserve.video.open_video``, or pictures in order at ``fps``. It is cut into
         chunks of at most the server's ``max_video_frames`` (``chunk_frames`` for fewer),
         consecutive ones sharing ``overlap`` frames that are cross-faded at the join, and
-        ``concurrency`` chunks run at once (default: the server's job slots times the replicas
+        ``concurrency`` chunks run at once (default: the job's tier's slots times the replicas
         behind the target, as for ``stylize_many``). Bad input raises ``VideoError`` before
         any call; leaving the loop early, or a chunk failing, cancels every call in flight.
         ``options`` and ``timeout`` (each chunk's deadline) are as for ``stylize``."""
@@ -227,7 +230,8 @@ class Client(Calls):
         frames, frame_count, rate = clip_frames(video, fps, limits)
         job = self._uploaded(video_job(styles, style_id, request_id, options, server), timeout)
         if concurrency is None:
-            concurrency = batch_concurrency(limits.job_slots, self.target, self.load_balancing)
+            slots = limits.slots_for(video_method(job))
+            concurrency = batch_concurrency(slots, self.target, self.load_balancing)
         chunks = video_chunks(frame_count, limits, chunk_frames, overlap, concurrency)
         call = VideoCall(
             stub=self._stub,

@@ -24,6 +24,15 @@ class ServerLimits(Limits):
 
     job_slots: int = 0
     queue_size: int = 0
+    # The instant tier's own (0: a server too old to say).
+    feed_forward_slots: int = 0
+    feed_forward_queue_size: int = 0
+
+    def slots_for(self, method: str) -> int:
+        """The slots that run jobs of ``method`` (StyleOptions.method) at once."""
+        if method == "feed_forward" and self.feed_forward_slots:
+            return self.feed_forward_slots
+        return self.job_slots
 
 
 _LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(ServerLimits))

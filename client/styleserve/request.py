@@ -154,11 +154,11 @@ def check_options(
     style_id: str | None,
     init_image: bool,
     options: Mapping[str, Any],
-) -> None:
-    """Raises InvalidArgument where a job of ``options`` with ``styles`` (or ``style_id``) and
-    ``init_image`` (whether one comes) would be refused whatever its content: what a batch
-    checks once rather than once per picture."""
-    _resolved(_style_list(styles), style_id, init_image, options)
+) -> StyleOptions:
+    """The options of a job of ``options`` with ``styles`` (or ``style_id``) and
+    ``init_image`` (whether one comes), resolved; InvalidArgument where such a job would be
+    refused whatever its content: what a batch checks once rather than once per picture."""
+    return _resolved(_style_list(styles), style_id, init_image, options).options
 
 
 def _resolved(

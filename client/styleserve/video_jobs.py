@@ -71,6 +71,7 @@ __all__ = [
     "run_video_async",
     "video_chunks",
     "video_job",
+    "video_method",
 ]
 
 # Frames shared by consecutive chunks and cross-faded at their join: a few, so that the switch
@@ -708,6 +709,11 @@ def video_job(
         quality = server.default_delivery.get("output_quality", StyleOptions().output_quality)
         job.delivery.output_quality = quality
     return job
+
+
+def video_method(job: pb.StyleTransferRequest) -> str:
+    """The tier that runs a clip's ``job`` (StyleOptions.method): whose slots its chunks fill."""
+    return "feed_forward" if job.options.method == pb.METHOD_FEED_FORWARD else "optimization"
 
 
 def clip_frames(

@@ -60,6 +60,8 @@ def server_info(
         limits=pb.Limits(
             job_slots=settings.job_slots,
             queue_size=settings.queue_size,
+            feed_forward_slots=settings.feed_forward_slots,
+            feed_forward_queue_size=settings.feed_forward_queue_size,
             **dataclasses.asdict(limits),
         ),
         default_delivery=delivery_to_proto(defaults),

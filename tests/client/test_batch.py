@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import styleserve.client
 from PIL import Image
 from styleserve import AsyncClient, Client, InvalidArgument, Outcome
 from styleserve.batch import batch_concurrency, replica_count
@@ -198,6 +199,26 @@ def test_by_default_the_bound_is_the_servers_slots(start_server, content, style)
         assert all(o.ok for o in outcomes), [o.error for o in outcomes]
         assert running.peak <= 2
         assert _requests(srv, code="RESOURCE_EXHAUSTED") == 0
+
+
+def test_an_instant_batch_is_bounded_by_the_instant_tiers_own_slots(
+    start_server, content, style, monkeypatch
+):
+    chosen: list[int] = []
+    real = styleserve.client.run_batch
+
+    def spy(stylize, contents, concurrency, in_flight):  # type: ignore[no-untyped-def]
+        chosen.append(concurrency)
+        return real(stylize, contents, concurrency, in_flight)
+
+    monkeypatch.setattr(styleserve.client, "run_batch", spy)
+    with start_server(job_slots=3, feed_forward_slots=2) as srv, Client(srv.target) as client:
+        limits = client.info().limits
+        assert (limits.feed_forward_slots, limits.feed_forward_queue_size) == (2, 32)
+        instant = list(client.stylize_many([content] * 3, style, preset="instant", size=32))
+        optimised = list(client.stylize_many([content] * 3, style, **QUICK_JOB))
+    assert all(o.ok for o in instant + optimised)
+    assert chosen == [2, 3]
 
 
 def test_two_servers_behind_one_address_share_a_batch(start_server, content, style):

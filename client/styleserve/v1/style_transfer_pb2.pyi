@@ -535,7 +535,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length", "memory_budget_bytes", "max_video_frames", "max_video_fps", "max_frames_in_flight", "stream_idle_seconds")
+    __slots__ = ("max_request_bytes", "max_image_bytes", "max_input_pixels", "max_output_side", "max_iterations", "max_styles", "job_slots", "queue_size", "max_evals_per_iteration", "max_preview_size", "min_output_side", "max_scales", "max_layers", "max_name_length", "memory_budget_bytes", "max_video_frames", "max_video_fps", "max_frames_in_flight", "stream_idle_seconds", "feed_forward_slots", "feed_forward_queue_size")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -555,6 +555,8 @@ class Limits(_message.Message):
     MAX_VIDEO_FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     STREAM_IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FEED_FORWARD_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    FEED_FORWARD_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_image_bytes: int
     max_input_pixels: int
@@ -574,7 +576,9 @@ class Limits(_message.Message):
     max_video_fps: int
     max_frames_in_flight: int
     stream_idle_seconds: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., max_video_frames: _Optional[int] = ..., max_video_fps: _Optional[int] = ..., max_frames_in_flight: _Optional[int] = ..., stream_idle_seconds: _Optional[int] = ...) -> None: ...
+    feed_forward_slots: int
+    feed_forward_queue_size: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_input_pixels: _Optional[int] = ..., max_output_side: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_styles: _Optional[int] = ..., job_slots: _Optional[int] = ..., queue_size: _Optional[int] = ..., max_evals_per_iteration: _Optional[int] = ..., max_preview_size: _Optional[int] = ..., min_output_side: _Optional[int] = ..., max_scales: _Optional[int] = ..., max_layers: _Optional[int] = ..., max_name_length: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., max_video_frames: _Optional[int] = ..., max_video_fps: _Optional[int] = ..., max_frames_in_flight: _Optional[int] = ..., stream_idle_seconds: _Optional[int] = ..., feed_forward_slots: _Optional[int] = ..., feed_forward_queue_size: _Optional[int] = ...) -> None: ...
 
 class Preset(_message.Message):
     __slots__ = ("name", "options")
