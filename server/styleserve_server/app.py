@@ -51,12 +51,12 @@ from styleserve_server.service import StyleTransferService, add_to_server
 from styleserve_server.settings import Settings
 from styleserve_server.tracing import Tracing
 
-__all__ = ["OPERATIONS_NAME", "SERVICE_NAME", "StyleServer", "create_server"]
+__all__ = ["OPERATIONS_NAME", "SERVICE_NAME", "STOP_JOBS_SECONDS", "StyleServer", "create_server"]
 
 log = logging.getLogger(__name__)
 
 # After the grace period: how long stopped jobs have to end their calls (within an iteration).
-_STOP_JOBS_SECONDS = 5.0
+STOP_JOBS_SECONDS = 5.0
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 # google.longrunning.Operations, served beside it over its detachable jobs (``operations``).
@@ -180,12 +180,12 @@ class StyleServer:
         # its round_robin share of new calls, only to refuse them, for the whole grace period.
         # gRPC's own cut-off comes a little after the grace period, so that the jobs still
         # running then end their calls with UNAVAILABLE, the status the server logs too.
-        closing = asyncio.ensure_future(self.grpc.stop(grace + _STOP_JOBS_SECONDS))
+        closing = asyncio.ensure_future(self.grpc.stop(grace + STOP_JOBS_SECONDS))
         idle = asyncio.ensure_future(self._service.idle())
         if self._service.running and not (await asyncio.wait({idle}, timeout=grace))[0]:
             log.warning("grace period of %.0f s over: stopping the running jobs", grace)
             self._service.stop_jobs()
-            await asyncio.wait({idle}, timeout=_STOP_JOBS_SECONDS)
+            await asyncio.wait({idle}, timeout=STOP_JOBS_SECONDS)
             idle.cancel()
         # Before gRPC's cut-off: a watcher of a job that is still going hears UNAVAILABLE now,
         # and no timer of a kept job outlives the server.

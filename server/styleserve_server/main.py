@@ -8,10 +8,12 @@ artifact: the message names the ``styleserve-export`` command to run; a port it 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -19,7 +21,10 @@ from styleserve_server import logs
 from styleserve_server.app import create_server
 from styleserve_server.settings import Settings
 
-__all__ = ["main", "problems"]
+__all__ = ["main", "misspelt", "problems"]
+
+# The prefix of the settings' environment variables.
+_PREFIX = "STYLESERVE_"
 
 log = logging.getLogger("styleserve_server")
 
@@ -81,12 +86,34 @@ def problems(error: ValidationError) -> list[str]:
     return lines
 
 
+def misspelt(environment: Mapping[str, str]) -> list[str]:
+    """A line for each ``STYLESERVE_`` variable of ``environment`` that names no setting but
+    nearly names one (pydantic ignores it: the server would start on the default). Others
+    are left alone: the client's ``STYLESERVE_SERVER`` and ``STYLESERVE_TOKEN`` share the
+    prefix."""
+    known = [name.upper() for name in Settings.model_fields]
+    lines = []
+    for variable in sorted(environment):
+        name = variable.removeprefix(_PREFIX)
+        if name == variable or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            lines.append(
+                f"styleserve-server: {variable} names no setting (did you mean"
+                f" {_PREFIX}{close[0]}?); ignored"
+            )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_args(argv)
     except ValidationError as error:
         print("\n".join(problems(error)), file=sys.stderr)
         return 2
+    for line in misspelt(os.environ):
+        print(line, file=sys.stderr)
     logs.configure(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))
 

@@ -9,7 +9,7 @@ import pytest
 import trustme
 from pydantic import ValidationError
 from styleserve.options import LIMITS
-from styleserve_server.main import main
+from styleserve_server.main import main, misspelt
 from styleserve_server.settings import Settings
 
 
@@ -168,3 +168,19 @@ def test_bad_settings_are_one_line_each_naming_the_flag_and_never_the_token(
     monkeypatch.setenv("STYLESERVE_AUTH_TOKEN", "hunter2-secret")
     assert main(argv) == 2
     assert capsys.readouterr().err == said + "\n"
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_nearly_names():
+    # pydantic ignores it, and the server would start on the default unannounced.
+    environment = {
+        "STYLESERVE_JOBSLOTS": "3",
+        "STYLESERVE_JOB_SLOTS": "2",
+        # The client's, beside the server's in a shared environment: no setting's name.
+        "STYLESERVE_SERVER": "127.0.0.1:50051",
+        "STYLESERVE_TOKEN": "t",
+        "PATH": "/bin",
+    }
+    assert misspelt(environment) == [
+        "styleserve-server: STYLESERVE_JOBSLOTS names no setting (did you mean"
+        " STYLESERVE_JOB_SLOTS?); ignored"
+    ]
