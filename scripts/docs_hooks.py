@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import re
 import runpy
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import annotated_types
 from mkdocs.exceptions import PluginError
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
@@ -52,7 +54,10 @@ def _default(value: object) -> str:
 def settings_table() -> str:
     """One row per field of ``styleserve_server.settings.Settings``: flag, variable, default."""
     prefix = Settings.model_config.get("env_prefix", "")
-    lines = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| flag | environment | default | range | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, field in Settings.model_fields.items():
         flag = f"--{name.replace('_', '-')}"
         flags = f"`{flag}`"
@@ -60,8 +65,25 @@ def settings_table() -> str:
             flags += f" / `--no-{flag[2:]}`"
         default = _default(field.get_default(call_default_factory=True))
         meaning = _cell(field.description or "")
-        lines.append(f"| {flags} | `{prefix}{name.upper()}` | {default} | {meaning} |")
+        bounds = _range(field.metadata) or _choices(field.annotation)
+        lines.append(f"| {flags} | `{prefix}{name.upper()}` | {default} | {bounds} | {meaning} |")
     return "\n".join(lines) + "\n"
+
+
+def _choices(annotation: Any) -> str:
+    """A Literal setting's values."""
+    if typing.get_origin(annotation) is not typing.Literal:
+        return ""
+    return ", ".join(f"`{value}`" for value in typing.get_args(annotation))
+
+
+def _range(metadata: list[object]) -> str:
+    """A setting's bounds (its Field's ge, gt, le, lt), as the server checks them at start-up."""
+    low = next((f">= {m.ge:_}" for m in metadata if isinstance(m, annotated_types.Ge)), "")
+    low = low or next((f"> {m.gt:_}" for m in metadata if isinstance(m, annotated_types.Gt)), "")
+    high = next((f"<= {m.le:_}" for m in metadata if isinstance(m, annotated_types.Le)), "")
+    high = high or next((f"< {m.lt:_}" for m in metadata if isinstance(m, annotated_types.Lt)), "")
+    return ", ".join(bound for bound in (low, high) if bound).replace("_", " ")
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:

@@ -194,9 +194,13 @@ class Settings(BaseSettings):
         "round_robin clients re-resolve and find new replicas; running calls go on for up to "
         "connection_age_grace_seconds. 0: never.",
     )  # fmt: skip
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The least level logged (any case)."
+    )
     log_format: Literal["json", "text"] = Field(
-        "json", description="json: one object a line with a request_id, for log collectors."
+        "json",
+        description="json: one object a line with a request_id, for log collectors; text: one "
+        "line a record for people.",
     )
     auth_token: SecretStr | None = Field(
         None,
