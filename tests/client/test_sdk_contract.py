@@ -59,7 +59,8 @@ def test_the_cli_leaves_the_range_to_the_server(start_server, content, style, tm
 def test_limits_are_one_type_that_travels_whole():
     limit_names = {f.name for f in dataclasses.fields(Limits)}
     server_names = {f.name for f in dataclasses.fields(ServerLimits)}
-    assert server_names == limit_names | {"job_slots", "queue_size"}
+    capacity = {"job_slots", "queue_size", "feed_forward_slots", "feed_forward_queue_size"}
+    assert server_names == limit_names | capacity
     assert {f.name for f in pb.Limits.DESCRIPTOR.fields} == server_names
 
 
