@@ -33,7 +33,7 @@ from styleserve.calls import final_result
 from styleserve.channel import check_timeout
 from styleserve.client import Client
 from styleserve.contact_sheet import contact_sheet
-from styleserve.errors import StyleserveError, VideoError
+from styleserve.errors import InvalidArgument, StyleserveError, VideoError
 from styleserve.events import Preview, Result, Started
 from styleserve.folders import FolderError, Planned, plan
 from styleserve.info import ServerInfo
@@ -43,14 +43,12 @@ from styleserve.options import (
     PRESETS,
     OptionsError,
     StyleOptions,
-    check_pictures,
-    check_video,
-    resolve_given,
 )
 from styleserve.pictures import FORMAT_SUFFIXES, SUFFIX_FORMATS, encode_picture, write_atomically
 from styleserve.plan import total_iterations
 from styleserve.progress import FramesBar, PicturesBar, ProgressBar
 from styleserve.regions import Regions, parse_color
+from styleserve.request import check_options
 from styleserve.video import INSTALL_HINT, VideoClip, VideoWriter, open_video
 from styleserve.video_jobs import DEFAULT_OVERLAP, StylizedFrame, VideoProgress, VideoResult
 
@@ -548,29 +546,23 @@ def _output_format(output: Path, parser: argparse.ArgumentParser) -> str:
 
 
 def _resolved(
+    args: argparse.Namespace,
+    styles: Sequence[Path],
     options: dict[str, Any],
     parser: argparse.ArgumentParser,
     *,
-    styles: int,
     init_image: bool = False,
     video: bool = False,
 ) -> StyleOptions:
     """``options`` resolved as the client sends them, and checked against the pictures sent
-    with them (``styles`` style pictures, a starting picture or not) and, for a ``video``,
+    with them (``styles``, or ``--style-id``; a starting picture or not) and, for a ``video``,
     against what a video may not ask: a usage error naming the bad one."""
     try:
-        resolved = resolve_given(options, init_image=init_image).options
-        check_pictures(resolved, styles, init_image)
-        if video:
-            check_video(resolved)
-    except OptionsError as err:
-        parser.error(str(err))
-    return resolved
-
-
-def _style_count(args: argparse.Namespace, styles: Sequence[object]) -> int:
-    """How many style pictures the job's options count: a registered style is one."""
-    return 1 if args.style_id else len(styles)
+        return check_options(
+            styles, style_id=args.style_id, init_image=init_image, options=options, video=video
+        )
+    except InvalidArgument as err:
+        parser.error(err.details)
 
 
 def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -583,12 +575,7 @@ def _job_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
         parser.error("--preview-every needs --previews DIR to save the previews in")
     options = {**_set_options(args), "output_format": output_format}
     # Refused before any call, as bad usage.
-    resolved = _resolved(
-        options,
-        parser,
-        styles=_style_count(args, args.styles),
-        init_image=args.init_image is not None,
-    )
+    resolved = _resolved(args, args.styles, options, parser, init_image=args.init_image is not None)
     if args.previews is not None and args.preview_every is None:
         # The server's own plan of the job, so that previews come at the promised cadence.
         total = total_iterations(_content_size(args.content), resolved)
@@ -674,7 +661,7 @@ def _folder_job(
         if not Path(style).is_file():
             parser.error(f"the style picture {str(style)!r} is not a file")
     init_image = args.init_image is not None
-    _resolved(options, parser, styles=_style_count(args, styles), init_image=init_image)
+    _resolved(args, styles, options, parser, init_image=init_image)
     try:
         planned = plan(contents, args.output, options["output_format"])
     except FolderError as err:
@@ -816,7 +803,7 @@ def _video(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _require_styles(args, parser)
     options = _set_options(args)
     # Refused before any call, as bad usage.
-    _resolved(options, parser, styles=_style_count(args, args.styles), video=True)
+    _resolved(args, args.styles, options, parser, video=True)
     try:
         clip = open_video(args.input)
     except ModuleNotFoundError as err:

@@ -119,11 +119,8 @@ def build_request(
     style_list = _style_list(styles)
     if request_id:
         check_request_id(request_id)
-    resolved = _resolved(style_list, style_id, init_image is not None, options)
-    # A registered style's pictures are on the server: check the options as for one picture.
+    resolved = _resolved(style_list, style_id, init_image is not None, options, video=video)
     count = len(style_list) if not style_id else 1
-    if video:
-        check_video(resolved.options)
     regions_message = _regions(regions, None if style_id else count, resolved.options)
     left = _SERVER_DECIDES
     if style_id:
@@ -154,11 +151,13 @@ def check_options(
     style_id: str | None,
     init_image: bool,
     options: Mapping[str, Any],
+    video: bool = False,
 ) -> StyleOptions:
     """The options of a job of ``options`` with ``styles`` (or ``style_id``) and
-    ``init_image`` (whether one comes), resolved; InvalidArgument where such a job would be
-    refused whatever its content: what a batch checks once rather than once per picture."""
-    return _resolved(_style_list(styles), style_id, init_image, options).options
+    ``init_image`` (whether one comes), for a ``video`` or a picture, resolved; InvalidArgument
+    where such a job would be refused whatever its content: what a batch checks once rather
+    than once per picture, and the CLI before any call."""
+    return _resolved(_style_list(styles), style_id, init_image, options, video=video).options
 
 
 def _resolved(
@@ -166,6 +165,8 @@ def _resolved(
     style_id: str | None,
     init_image: bool,
     options: Mapping[str, Any],
+    *,
+    video: bool = False,
 ) -> ResolvedOptions:
     if style_id and style_list:
         raise OptionsError("style_id", "send a style_id or style pictures, not both")
@@ -174,6 +175,8 @@ def _resolved(
     resolved = resolve_given(options, init_image=init_image)
     # A registered style's pictures are on the server: check the options as for one picture.
     check_pictures(resolved.options, len(style_list) if not style_id else 1, init_image)
+    if video:
+        check_video(resolved.options)
     return resolved
 
 

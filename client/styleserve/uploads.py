@@ -96,8 +96,12 @@ def to_upload(message: Request, info: ServerInfo) -> tuple[Request, list[pb.Imag
     limits = info.limits
     room = limits.max_request_bytes - _REQUEST_HEADROOM
     size = message.ByteSize()
-    pictures = [picture for _, picture in _pictures(message)]
-    by_size = sorted(enumerate(pictures), key=lambda p: len(p[1].data), reverse=True)
+    named = _pictures(message)
+    by_size = sorted(
+        ((index, picture) for index, (_, picture) in enumerate(named)),
+        key=lambda p: len(p[1].data),
+        reverse=True,
+    )
     chosen = []
     for index, picture in by_size:
         if len(picture.data) <= limits.max_image_bytes and size <= room:
@@ -116,7 +120,7 @@ def to_upload(message: Request, info: ServerInfo) -> tuple[Request, list[pb.Imag
             raise InvalidArgument(f"{request_field(error.field)}: {error.message}") from None
     uploading = sum(len(picture.data) for _, picture in by_size[: len(chosen)])
     if not info.uploads.max_bytes:
-        field, largest = _pictures(message)[chosen[0]]
+        field, largest = named[chosen[0]]
         raise InvalidArgument(
             f"{field}: takes {_mib(len(largest.data))}; this server takes"
             f" {_mib(limits.max_image_bytes)} a picture and {_mib(limits.max_request_bytes)} a"

@@ -9,8 +9,8 @@ gRPC does not tell a server whether a call ended by its caller's cancel or by a 
 connection, so the rule is the one the server can keep: a detachable job survives its call
 ending for any reason. Unwatched, it runs on for the detach grace and is then cancelled (its
 slot frees as a cancelled job's does, and it stays, saying so, for the retention time); watched
-again within the grace, it goes on. Its time
-budget, deadline policy and a server's shutdown stop it as they stop any job.
+again within the grace, it goes on. Its time budget, deadline policy and a server's shutdown
+stop it as they stop any job.
 
 Kept are every event from Started on except older previews (a newer one replaces them in the
 replay): Progress, the newest Preview, the result chunks and the Result. A finished job stays

@@ -24,7 +24,7 @@ from styleserve_server.settings import Settings
 __all__ = ["main", "misspelt", "problems"]
 
 # The prefix of the settings' environment variables.
-_PREFIX = "STYLESERVE_"
+_PREFIX = Settings.model_config["env_prefix"]
 
 log = logging.getLogger("styleserve_server")
 
@@ -80,7 +80,7 @@ def problems(error: ValidationError) -> list[str]:
     lines = []
     for problem in error.errors(include_input=False, include_url=False):
         name = str(problem["loc"][0]) if problem["loc"] else ""
-        where = f"--{name.replace('_', '-')} (STYLESERVE_{name.upper()}): " if name else ""
+        where = f"--{name.replace('_', '-')} ({_PREFIX}{name.upper()}): " if name else ""
         message = str(problem["msg"]).removeprefix("Value error, ")
         lines.append(f"styleserve-server: {where}{message}")
     return lines
